@@ -1,0 +1,78 @@
+"""Geometry of the core: batched differentiable rotations and rigid transforms (torch), and a
+ROS-free transform buffer (numpy float64).
+
+Conventions: ``T_a_b`` (..., 4, 4) maps points from frame b into frame a; quaternions are
+``q_xyzw``; twists are ``(rho, phi)`` (translation part first). See the module docstrings.
+"""
+
+from handypriors_ros.core.geometry.rotations import (
+    axis_angle_to_matrix,
+    axis_angle_to_quat_xyzw,
+    matrix_to_axis_angle,
+    matrix_to_quat_xyzw,
+    matrix_to_rotation_6d,
+    matrix_to_rpy,
+    quat_xyzw_canonical,
+    quat_xyzw_conjugate,
+    quat_xyzw_multiply,
+    quat_xyzw_normalize,
+    quat_xyzw_slerp,
+    quat_xyzw_to_axis_angle,
+    quat_xyzw_to_matrix,
+    rotation_6d_to_matrix,
+    rpy_to_matrix,
+    skew,
+    so3_left_jacobian,
+    so3_left_jacobian_inverse,
+    vee,
+)
+from handypriors_ros.core.geometry.se3 import (
+    apply_left_perturbation,
+    apply_right_perturbation,
+    identity_transform,
+    interpolate_transform,
+    invert_transform,
+    make_transform,
+    pose_to_transform,
+    rotate_vectors,
+    se3_adjoint,
+    se3_exp,
+    se3_log,
+    transform_points,
+    transform_to_pose,
+)
+
+__all__ = [
+    'apply_left_perturbation',
+    'apply_right_perturbation',
+    'axis_angle_to_matrix',
+    'axis_angle_to_quat_xyzw',
+    'identity_transform',
+    'interpolate_transform',
+    'invert_transform',
+    'make_transform',
+    'matrix_to_axis_angle',
+    'matrix_to_quat_xyzw',
+    'matrix_to_rotation_6d',
+    'matrix_to_rpy',
+    'pose_to_transform',
+    'quat_xyzw_canonical',
+    'quat_xyzw_conjugate',
+    'quat_xyzw_multiply',
+    'quat_xyzw_normalize',
+    'quat_xyzw_slerp',
+    'quat_xyzw_to_axis_angle',
+    'quat_xyzw_to_matrix',
+    'rotate_vectors',
+    'rotation_6d_to_matrix',
+    'rpy_to_matrix',
+    'se3_adjoint',
+    'se3_exp',
+    'se3_log',
+    'skew',
+    'so3_left_jacobian',
+    'so3_left_jacobian_inverse',
+    'transform_points',
+    'transform_to_pose',
+    'vee',
+]
