@@ -41,8 +41,24 @@ from handypriors_ros.core.geometry.se3 import (
     transform_points,
     transform_to_pose,
 )
+from handypriors_ros.core.geometry.transform_buffer import (
+    ConnectivityError,
+    ExtrapolationError,
+    StaleTransformError,
+    StampedTransform,
+    TransformBuffer,
+    TransformError,
+    UnknownFrameError,
+)
 
 __all__ = [
+    'ConnectivityError',
+    'ExtrapolationError',
+    'StaleTransformError',
+    'StampedTransform',
+    'TransformBuffer',
+    'TransformError',
+    'UnknownFrameError',
     'apply_left_perturbation',
     'apply_right_perturbation',
     'axis_angle_to_matrix',
