@@ -1,0 +1,73 @@
+"""Differentiable rendering priors: camera model, rasterizers, renderer and image losses.
+
+Conventions: camera optical frame (x right, y down, z forward), pixel (i, j) centred at
+``(u, v) = (i, j)`` as in OpenCV, batch first, float32 by default. See ``camera`` for the one
+optical-to-clip-space conversion. nvdiffrast is imported only when its backend is used.
+"""
+
+from handypriors_ros.core.render.camera import (
+    PinholeCamera,
+    Undistorter,
+    clip_to_optical,
+    ndc_to_pixels,
+    optical_to_clip,
+)
+from handypriors_ros.core.render.contour import (
+    ContourSamples,
+    bilinear_sample,
+    contour_points,
+    select_contour_samples,
+    signed_distance_transform,
+)
+from handypriors_ros.core.render.hard_rasterizer import HardRaster, interpolate, rasterize_hard
+from handypriors_ros.core.render.losses import (
+    ContourResidual,
+    contour_residual,
+    mask_loss,
+    rgb_loss,
+)
+from handypriors_ros.core.render.mesh import (
+    RenderMesh,
+    face_normals,
+    front_facing,
+    vertex_normals,
+)
+from handypriors_ros.core.render.renderer import (
+    RenderOutput,
+    Renderer,
+    RenderSettings,
+    SceneRender,
+    nvdiffrast_available,
+)
+from handypriors_ros.core.render.soft_rasterizer import cull_distance, soft_silhouette
+
+__all__ = [
+    'ContourResidual',
+    'ContourSamples',
+    'HardRaster',
+    'PinholeCamera',
+    'RenderMesh',
+    'RenderOutput',
+    'RenderSettings',
+    'Renderer',
+    'SceneRender',
+    'Undistorter',
+    'bilinear_sample',
+    'clip_to_optical',
+    'contour_points',
+    'contour_residual',
+    'cull_distance',
+    'face_normals',
+    'front_facing',
+    'interpolate',
+    'mask_loss',
+    'ndc_to_pixels',
+    'nvdiffrast_available',
+    'optical_to_clip',
+    'rasterize_hard',
+    'rgb_loss',
+    'select_contour_samples',
+    'signed_distance_transform',
+    'soft_silhouette',
+    'vertex_normals',
+]

@@ -1,0 +1,182 @@
+"""The renderer's mesh: vertices, triangles, colours, normals and edge adjacency as tensors.
+
+A small container the renderers consume (the project's object model builds one with
+:meth:`RenderMesh.from_arrays` or :meth:`RenderMesh.from_trimesh`), and the per-pose face
+orientation test every renderer shares.
+
+Winding: triangles are counter-clockwise seen from outside (trimesh's convention), so the
+normal ``(b - a) x (c - a)`` points out of the surface.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+
+from handypriors_ros.core.errors import InputError, ModelError
+
+
+@dataclass(frozen=True)
+class RenderMesh:
+    """A triangle mesh in its own frame, ready for rendering.
+
+    Attributes:
+        vertices: (V, 3) float [m].
+        faces: (F, 3) int64 vertex indices, counter-clockwise seen from outside.
+        vertex_colors: (V, 3) float RGB albedo in [0, 1].
+        vertex_normals: (V, 3) float unit normals (area-weighted face normals).
+        edges: (E, 2) int64 unique undirected edges (vertex indices, smaller first).
+        edge_faces: (E, 2) int64 the two faces sharing each edge; -1 for a boundary edge's
+            missing second face (edges of more than two faces keep the first two).
+    """
+
+    vertices: torch.Tensor
+    faces: torch.Tensor
+    vertex_colors: torch.Tensor
+    vertex_normals: torch.Tensor
+    edges: torch.Tensor
+    edge_faces: torch.Tensor
+
+    @classmethod
+    def from_arrays(cls, vertices: np.ndarray | torch.Tensor, faces: np.ndarray | torch.Tensor,
+                    vertex_colors: np.ndarray | torch.Tensor | None = None, *,
+                    dtype: torch.dtype = torch.float32,
+                    device: torch.device | str = 'cpu') -> RenderMesh:
+        """Build from arrays; colours in [0, 1] (floats) or 0-255 (integers); default grey.
+
+        Args:
+            vertices: (V, 3) [m].
+            faces: (F, 3) integer indices into ``vertices``.
+            vertex_colors: (V, 3) or (V, 4) (alpha dropped); None: 0.7 grey.
+        Raises:
+            ModelError: empty mesh, indices out of range, non-finite vertices.
+            InputError: wrong shapes.
+        """
+        v = np.asarray(torch.as_tensor(vertices).detach().cpu(), dtype=np.float64)
+        f = np.asarray(torch.as_tensor(faces).detach().cpu())
+        if v.ndim != 2 or v.shape[1] != 3:
+            raise InputError(f'vertices: expected shape (V, 3), got {v.shape}')
+        if f.ndim != 2 or f.shape[1] != 3 or not np.issubdtype(f.dtype, np.integer):
+            raise InputError(f'faces: expected an integer array (F, 3), got {f.dtype} {f.shape}')
+        if len(v) == 0 or len(f) == 0:
+            raise ModelError(f'mesh: expected vertices and faces, got {len(v)} vertices and '
+                             f'{len(f)} faces')
+        if not np.all(np.isfinite(v)):
+            raise ModelError('vertices: expected finite coordinates, got NaN or inf')
+        if f.min() < 0 or f.max() >= len(v):
+            raise ModelError(f'faces: expected indices in [0, {len(v) - 1}], got '
+                             f'[{f.min()}, {f.max()}]')
+        f = f.astype(np.int64)
+        if vertex_colors is None:
+            c = np.full((len(v), 3), 0.7)
+        else:
+            c_in = np.asarray(torch.as_tensor(vertex_colors).detach().cpu())
+            if c_in.ndim != 2 or c_in.shape[0] != len(v) or c_in.shape[1] not in (3, 4):
+                raise InputError(f'vertex_colors: expected shape ({len(v)}, 3 or 4), got '
+                                 f'{c_in.shape}')
+            c = c_in[:, :3].astype(np.float64)
+            if np.issubdtype(c_in.dtype, np.integer):
+                c = c / 255.0
+            c = np.clip(c, 0.0, 1.0)
+        normals = _vertex_normals_np(v, f)
+        edges, edge_faces = _edge_adjacency(f)
+        to = dict(dtype=dtype, device=device)
+        return cls(vertices=torch.as_tensor(v, **to), faces=torch.as_tensor(f, device=device),
+                   vertex_colors=torch.as_tensor(c, **to),
+                   vertex_normals=torch.as_tensor(normals, **to),
+                   edges=torch.as_tensor(edges, device=device),
+                   edge_faces=torch.as_tensor(edge_faces, device=device))
+
+    @classmethod
+    def from_trimesh(cls, mesh, *, dtype: torch.dtype = torch.float32,
+                     device: torch.device | str = 'cpu') -> RenderMesh:
+        """Build from a ``trimesh.Trimesh``, with its vertex colours when it has them."""
+        colors = None
+        visual = getattr(mesh, 'visual', None)
+        if visual is not None and getattr(visual, 'kind', None) in ('vertex', 'face'):
+            colors = np.asarray(visual.vertex_colors)
+        return cls.from_arrays(np.asarray(mesh.vertices), np.asarray(mesh.faces), colors,
+                               dtype=dtype, device=device)
+
+    @property
+    def num_faces(self) -> int:
+        return int(self.faces.shape[0])
+
+    def to(self, device: torch.device | str | None = None,
+           dtype: torch.dtype | None = None) -> RenderMesh:
+        """A copy on ``device`` with float tensors in ``dtype`` (None: unchanged)."""
+        def move(x: torch.Tensor) -> torch.Tensor:
+            return x.to(device=device, dtype=dtype if x.is_floating_point() else None)
+        return replace(self, vertices=move(self.vertices), faces=move(self.faces),
+                       vertex_colors=move(self.vertex_colors),
+                       vertex_normals=move(self.vertex_normals), edges=move(self.edges),
+                       edge_faces=move(self.edge_faces))
+
+
+def _vertex_normals_np(v: np.ndarray, f: np.ndarray) -> np.ndarray:
+    """(V, 3) unit area-weighted vertex normals (zero for unreferenced vertices)."""
+    fn = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])  # 2 * area * normal
+    n = np.zeros_like(v)
+    for k in range(3):
+        np.add.at(n, f[:, k], fn)
+    length = np.linalg.norm(n, axis=1, keepdims=True)
+    return n / np.where(length > 0, length, 1.0)
+
+
+def _edge_adjacency(f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Unique undirected edges (E, 2) and their first two faces (E, 2), -1 where missing."""
+    directed = f[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)
+    undirected = np.sort(directed, axis=1)
+    edges, inverse = np.unique(undirected, axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    face_of = np.repeat(np.arange(len(f)), 3)
+    order = np.argsort(inverse, kind='stable')
+    sorted_edge = inverse[order]
+    starts = np.searchsorted(sorted_edge, np.arange(len(edges)))
+    counts = np.bincount(inverse, minlength=len(edges))
+    first = face_of[order[starts]]
+    second = np.where(counts >= 2, face_of[order[np.minimum(starts + 1, len(order) - 1)]], -1)
+    return edges.astype(np.int64), np.stack([first, second], axis=1).astype(np.int64)
+
+
+def face_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """Unnormalised face normals ``(b - a) x (c - a)`` (twice the area times the unit normal).
+
+    Args:
+        vertices: (B, V, 3); faces: (F, 3) int64.
+    Returns:
+        (B, F, 3).
+    """
+    a = vertices[:, faces[:, 0]]
+    return torch.linalg.cross(vertices[:, faces[:, 1]] - a, vertices[:, faces[:, 2]] - a, dim=-1)
+
+
+def front_facing(vertices_cam: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """(B, F) bool: faces whose outward normal points at the camera (optical frame origin).
+
+    A face is front-facing when ``n . (a - 0) < 0`` for its normal n and any of its points a.
+    For a closed mesh the front-facing faces cover its whole silhouette.
+
+    Args:
+        vertices_cam: (B, V, 3) in the camera optical frame; faces: (F, 3) int64.
+    """
+    with torch.no_grad():
+        n = face_normals(vertices_cam.detach(), faces)
+        return (n * vertices_cam.detach()[:, faces[:, 0]]).sum(-1) < 0
+
+
+def vertex_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """Unit area-weighted vertex normals of posed meshes (e.g. the hand), differentiable.
+
+    Args:
+        vertices: (B, V, 3); faces: (F, 3) int64.
+    Returns:
+        (B, V, 3); zero for vertices no face uses.
+    """
+    fn = face_normals(vertices, faces)  # (B, F, 3)
+    n = torch.zeros_like(vertices)
+    for k in range(3):
+        n = n.index_add(1, faces[:, k], fn)
+    return n / torch.linalg.vector_norm(n, dim=-1, keepdim=True).clamp_min(1e-20)

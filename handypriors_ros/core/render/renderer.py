@@ -1,0 +1,432 @@
+"""Differentiable renderer of the object held by the hand: the rendering priors' forward model.
+
+:class:`Renderer` renders, for a batch of object poses ``T_cam_obj`` (and the posed hand as a
+known occluder), what the rendering losses compare with the camera (paper eqs. 1-2): the
+object's soft silhouette hidden where the hand is in front, its hard depth, its colour from
+vertex colours with Lambertian shading, the hand's silhouette and 2D keypoints. Two backends
+give the same :class:`RenderOutput`:
+
+- ``'soft'``: pure torch (any device): SoftRas-style silhouette (``soft_rasterizer``) plus
+  hard z-buffers (``hard_rasterizer``) for depth, colour and the hand's depth.
+- ``'nvdiffrast'``: ``nvdiffrast.torch`` on CUDA (``nvdiffrast_backend``); its silhouette
+  gradients come from analytic antialiasing of the hard silhouette.
+
+``backend='auto'`` picks nvdiffrast when the renderer's device is CUDA and nvdiffrast imports,
+else soft. :meth:`Renderer.render_scene` gives a hard, shaded image of object and hand
+together (synthetic data, overlays).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from dataclasses import dataclass
+
+import torch
+
+from handypriors_ros.core.errors import InputError
+from handypriors_ros.core.geometry import rotate_vectors, transform_points
+from handypriors_ros.core.render.camera import PinholeCamera
+from handypriors_ros.core.render.hard_rasterizer import HardRaster, interpolate, rasterize_hard
+from handypriors_ros.core.render.mesh import RenderMesh, front_facing, vertex_normals
+from handypriors_ros.core.render.soft_rasterizer import soft_silhouette
+
+BACKENDS = ('auto', 'soft', 'nvdiffrast')
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    """Renderer settings (units in the names).
+
+    Attributes:
+        sigma_px: softness of the soft silhouette's edges [px] (soft backend).
+        cull_eps: coverage below which a face is not evaluated at a pixel (soft backend);
+            sets the evaluation radius ``sigma_px * log(1 / cull_eps - 1)``.
+        depth_softness_m: ``tau`` of the soft depth test of object faces against the hand's
+            depth [m] (soft backend).
+        near_m, far_m: clip distances along the optical axis [m]; faces crossing near_m are
+            dropped.
+        cull_backfaces: rasterize only faces facing the camera; exact for closed meshes, set
+            False for open ones (a bowl seen inside).
+        soft_hand_mask: make ``hand_mask`` soft and differentiable w.r.t. the hand vertices
+            (soft backend; otherwise it is the hard visible hand mask).
+        light_dir_cam: direction the light travels, in the optical frame (default: from the
+            camera into the scene); need not be unit.
+        ambient, diffuse: Lambertian shading ``albedo * (ambient + diffuse * max(0, -n.l))``.
+        background_rgb: colour where the object (or, in scenes, anything) is absent.
+        antialias: nvdiffrast backend: antialias silhouettes (needed for their gradients).
+    """
+
+    sigma_px: float = 0.5
+    cull_eps: float = 1e-3
+    depth_softness_m: float = 0.003
+    near_m: float = 0.01
+    far_m: float = 10.0
+    cull_backfaces: bool = True
+    soft_hand_mask: bool = False
+    light_dir_cam: tuple[float, float, float] = (0.0, 0.0, 1.0)
+    ambient: float = 0.4
+    diffuse: float = 0.6
+    background_rgb: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    antialias: bool = True
+
+    def __post_init__(self) -> None:
+        positive = ('sigma_px', 'depth_softness_m', 'near_m', 'far_m')
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+                raise InputError(f'{name}: expected a finite number > 0, got {value!r}')
+        if not 0 < self.cull_eps < 0.5:
+            raise InputError(f'cull_eps: expected a probability in (0, 0.5), got '
+                             f'{self.cull_eps!r}')
+        if self.far_m <= self.near_m:
+            raise InputError(f'far_m: expected > near_m ({self.near_m}), got {self.far_m}')
+        for name in ('ambient', 'diffuse'):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not 0 <= value <= 1:
+                raise InputError(f'{name}: expected a number in [0, 1], got {value!r}')
+        for name in ('light_dir_cam', 'background_rgb'):
+            value = getattr(self, name)
+            if len(tuple(value)) != 3 or not all(math.isfinite(float(x)) for x in value):
+                raise InputError(f'{name}: expected three finite numbers, got {value!r}')
+        if math.fsum(float(x) ** 2 for x in self.light_dir_cam) == 0:
+            raise InputError('light_dir_cam: expected a non-zero direction, got (0, 0, 0)')
+        for name in ('cull_backfaces', 'soft_hand_mask', 'antialias'):
+            if not isinstance(getattr(self, name), bool):
+                raise InputError(f'{name}: expected a bool, got {getattr(self, name)!r}')
+
+
+@dataclass(frozen=True)
+class RenderOutput:
+    """What the renderer predicts for a batch of B frames (H x W: the camera's size).
+
+    Attributes:
+        object_mask: (B, H, W) object silhouette in [0, 1], hidden where the hand is in front;
+            differentiable w.r.t. the object pose.
+        hand_mask: (B, H, W) visible hand silhouette in [0, 1] (hard unless
+            ``soft_hand_mask``; all zeros without a hand).
+        object_depth: (B, H, W) camera z [m] of the visible object surface, 0 elsewhere.
+        object_rgb: (B, H, W, 3) shaded object colour in [0, 1] where the object is visible,
+            ``background_rgb`` elsewhere; differentiable w.r.t. the pose (through the
+            barycentrics and shading, not through visibility changes).
+        keypoints_2d: (B, K, 2) pixel coordinates: the object keypoints (default: the object
+            frame's origin, its centre) first, then the given hand keypoints (fingertips).
+    """
+
+    object_mask: torch.Tensor
+    hand_mask: torch.Tensor
+    object_depth: torch.Tensor
+    object_rgb: torch.Tensor
+    keypoints_2d: torch.Tensor
+
+
+@dataclass(frozen=True)
+class SceneRender:
+    """A hard render of object and hand together (no gradients), e.g. synthetic data.
+
+    Attributes:
+        rgb: (B, H, W, 3) shaded colour in [0, 1], ``background_rgb`` where empty.
+        depth: (B, H, W) camera z [m] of the nearest surface, 0 where empty.
+        object_mask: (B, H, W) bool, the object is the nearest surface.
+        hand_mask: (B, H, W) bool, the hand is the nearest surface.
+    """
+
+    rgb: torch.Tensor
+    depth: torch.Tensor
+    object_mask: torch.Tensor
+    hand_mask: torch.Tensor
+
+
+def nvdiffrast_available() -> bool:
+    """True when ``nvdiffrast.torch`` can be found and CUDA is available (nothing imported)."""
+    return torch.cuda.is_available() and importlib.util.find_spec('nvdiffrast') is not None
+
+
+class Renderer:
+    """Renders an object mesh at batches of poses, with an optional hand mesh as occluder.
+
+    Args:
+        camera: the (undistorted) pinhole camera to render with; use
+            ``camera.scaled(...)`` to render at a reduced resolution.
+        object_mesh: the object in its own frame.
+        hand_faces: (Fh, 3) triangles of the posed hand mesh whose vertices come with each
+            call (the hand links concatenated into one mesh); None: no hand.
+        hand_vertex_colors: (Vh, 3) hand albedo for :meth:`render_scene`; None: light grey.
+        object_keypoints: (Ko, 3) object-frame points whose projections start
+            ``keypoints_2d``; None: the object frame's origin.
+        settings: :class:`RenderSettings`.
+        backend: ``'auto'``, ``'soft'`` or ``'nvdiffrast'``.
+        device, dtype: where and in which float type everything is computed.
+    Raises:
+        InputError: bad arguments; ``backend='nvdiffrast'`` without nvdiffrast or CUDA.
+    """
+
+    def __init__(self, camera: PinholeCamera, object_mesh: RenderMesh, *,
+                 hand_faces: torch.Tensor | None = None,
+                 hand_vertex_colors: torch.Tensor | None = None,
+                 object_keypoints: torch.Tensor | None = None,
+                 settings: RenderSettings | None = None, backend: str = 'auto',
+                 device: torch.device | str = 'cpu', dtype: torch.dtype = torch.float32) -> None:
+        if not isinstance(camera, PinholeCamera):
+            raise InputError(f'camera: expected a PinholeCamera, got {type(camera).__name__}')
+        if not isinstance(object_mesh, RenderMesh):
+            raise InputError(f'object_mesh: expected a RenderMesh, got '
+                             f'{type(object_mesh).__name__}')
+        if backend not in BACKENDS:
+            raise InputError(f'backend: expected one of {BACKENDS}, got {backend!r}')
+        if dtype not in (torch.float32, torch.float64):
+            raise InputError(f'dtype: expected torch.float32 or torch.float64, got {dtype}')
+        self.camera = camera
+        self.settings = settings if settings is not None else RenderSettings()
+        if not isinstance(self.settings, RenderSettings):
+            raise InputError(f'settings: expected RenderSettings, got '
+                             f'{type(self.settings).__name__}')
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.object_mesh = object_mesh.to(self.device, dtype)
+        if hand_faces is not None:
+            hand_faces = torch.as_tensor(hand_faces)
+            if hand_faces.dim() != 2 or hand_faces.shape[1] != 3 or hand_faces.is_floating_point():
+                raise InputError(f'hand_faces: expected an integer tensor (Fh, 3), got '
+                                 f'{hand_faces.dtype} {tuple(hand_faces.shape)}')
+            hand_faces = hand_faces.to(self.device, torch.int64)
+        self.hand_faces = hand_faces
+        if hand_vertex_colors is not None:
+            hand_vertex_colors = torch.as_tensor(hand_vertex_colors)
+            if hand_vertex_colors.dim() != 2 or hand_vertex_colors.shape[1] != 3:
+                raise InputError(f'hand_vertex_colors: expected (Vh, 3), got '
+                                 f'{tuple(hand_vertex_colors.shape)}')
+            hand_vertex_colors = hand_vertex_colors.to(self.device, dtype)
+        self.hand_vertex_colors = hand_vertex_colors
+        if object_keypoints is None:
+            object_keypoints = torch.zeros(1, 3)
+        object_keypoints = torch.as_tensor(object_keypoints)
+        if object_keypoints.dim() != 2 or object_keypoints.shape[1] != 3:
+            raise InputError(f'object_keypoints: expected (Ko, 3), got '
+                             f'{tuple(object_keypoints.shape)}')
+        self.object_keypoints = object_keypoints.to(self.device, dtype)
+        self.backend = self._resolve_backend(backend)
+        self._nvdiffrast = None
+        if self.backend == 'nvdiffrast':
+            from handypriors_ros.core.render.nvdiffrast_backend import NvdiffrastRasterizer
+            self._nvdiffrast = NvdiffrastRasterizer(self.device)
+
+    def _resolve_backend(self, backend: str) -> str:
+        if backend == 'soft':
+            return 'soft'
+        usable = self.device.type == 'cuda' and nvdiffrast_available()
+        if backend == 'nvdiffrast' and not usable:
+            why = ('the renderer device is ' + str(self.device)
+                   if self.device.type != 'cuda' else
+                   'nvdiffrast is not installed' if torch.cuda.is_available()
+                   else 'CUDA is not available')
+            raise InputError(f"backend: 'nvdiffrast' needs a CUDA device and the nvdiffrast "
+                             f"package, but {why}; use backend='soft' or 'auto'")
+        return 'nvdiffrast' if usable else 'soft'
+
+    def to(self, device: torch.device | str | None = None,
+           dtype: torch.dtype | None = None) -> Renderer:
+        """A renderer on another device / dtype with the same meshes and settings.
+
+        The backend is resolved again for the new device (``'auto'`` semantics unless this
+        renderer uses ``'soft'``, which stays).
+        """
+        return Renderer(self.camera, self.object_mesh,
+                        hand_faces=self.hand_faces, hand_vertex_colors=self.hand_vertex_colors,
+                        object_keypoints=self.object_keypoints, settings=self.settings,
+                        backend='soft' if self.backend == 'soft' else 'auto',
+                        device=device if device is not None else self.device,
+                        dtype=dtype if dtype is not None else self.dtype)
+
+    # -- inputs ------------------------------------------------------------------------------
+
+    def _check_pose(self, T_cam_obj: torch.Tensor) -> torch.Tensor:
+        if not isinstance(T_cam_obj, torch.Tensor) or T_cam_obj.dim() != 3 or \
+                tuple(T_cam_obj.shape[1:]) != (4, 4):
+            raise InputError(f'T_cam_obj: expected a tensor (B, 4, 4), got '
+                             f'{tuple(getattr(T_cam_obj, "shape", ()))}')
+        if T_cam_obj.dtype != self.dtype or T_cam_obj.device != self.device:
+            raise InputError(f'T_cam_obj: expected {self.dtype} on {self.device}, got '
+                             f'{T_cam_obj.dtype} on {T_cam_obj.device}')
+        return T_cam_obj
+
+    def _check_hand(self, hand_vertices_cam: torch.Tensor | None,
+                    batch: int) -> torch.Tensor | None:
+        if hand_vertices_cam is None:
+            return None
+        if self.hand_faces is None:
+            raise InputError('hand_vertices_cam: given, but the renderer was built without '
+                             'hand_faces')
+        if not isinstance(hand_vertices_cam, torch.Tensor) or hand_vertices_cam.dim() != 3 or \
+                hand_vertices_cam.shape[0] != batch or hand_vertices_cam.shape[2] != 3:
+            raise InputError(f'hand_vertices_cam: expected a tensor ({batch}, Vh, 3), got '
+                             f'{tuple(getattr(hand_vertices_cam, "shape", ()))}')
+        if hand_vertices_cam.dtype != self.dtype or hand_vertices_cam.device != self.device:
+            raise InputError(f'hand_vertices_cam: expected {self.dtype} on {self.device}, got '
+                             f'{hand_vertices_cam.dtype} on {hand_vertices_cam.device}')
+        if int(self.hand_faces.max()) >= hand_vertices_cam.shape[1]:
+            raise InputError(f'hand_vertices_cam: hand_faces index vertex '
+                             f'{int(self.hand_faces.max())}, got only '
+                             f'{hand_vertices_cam.shape[1]} vertices')
+        return hand_vertices_cam
+
+    def object_vertices_cam(self, T_cam_obj: torch.Tensor) -> torch.Tensor:
+        """(B, V, 3) object vertices in the optical frame: ``T_cam_obj @ v_obj``."""
+        self._check_pose(T_cam_obj)
+        return transform_points(T_cam_obj, self.object_mesh.vertices)
+
+    def _shaded_colors(self, albedo: torch.Tensor, normals_cam: torch.Tensor) -> torch.Tensor:
+        """(B, V, 3) Lambertian vertex colours from (V or B, V, 3) albedo and camera normals."""
+        s = self.settings
+        light = torch.tensor(s.light_dir_cam, dtype=self.dtype, device=self.device)
+        light = light / torch.linalg.vector_norm(light)
+        lambert = (-(normals_cam * light).sum(-1, keepdim=True)).clamp(min=0.0)  # (B, V, 1)
+        return albedo * (s.ambient + s.diffuse * lambert)
+
+    def _face_mask(self, vertices_cam: torch.Tensor, faces: torch.Tensor) -> torch.Tensor | None:
+        return front_facing(vertices_cam, faces) if self.settings.cull_backfaces else None
+
+    def _raster(self, vertices_cam: torch.Tensor, faces: torch.Tensor) -> HardRaster:
+        return rasterize_hard(self.camera.project(vertices_cam), vertices_cam[..., 2], faces,
+                              self.camera.height, self.camera.width,
+                              face_mask=self._face_mask(vertices_cam, faces),
+                              near=self.settings.near_m)
+
+    # -- rendering ---------------------------------------------------------------------------
+
+    def render(self, T_cam_obj: torch.Tensor, hand_vertices_cam: torch.Tensor | None = None,
+               hand_keypoints_cam: torch.Tensor | None = None) -> RenderOutput:
+        """Render a batch of object poses with the hand as occluder.
+
+        Args:
+            T_cam_obj: (B, 4, 4) object poses in the camera optical frame.
+            hand_vertices_cam: (B, Vh, 3) posed hand vertices in the optical frame, or None.
+            hand_keypoints_cam: (B, Kh, 3) hand keypoints (fingertips) in the optical frame,
+                or None.
+        Returns:
+            :class:`RenderOutput`.
+        """
+        self._check_pose(T_cam_obj)
+        B = T_cam_obj.shape[0]
+        hand = self._check_hand(hand_vertices_cam, B)
+        verts_cam = transform_points(T_cam_obj, self.object_mesh.vertices)  # (B, V, 3)
+        normals_cam = rotate_vectors(T_cam_obj, self.object_mesh.vertex_normals)
+        colors = self._shaded_colors(self.object_mesh.vertex_colors, normals_cam)
+        if self.backend == 'nvdiffrast':
+            layers = self._nvdiffrast.render(self.camera, self.settings, verts_cam,
+                                             self.object_mesh.faces, colors, hand,
+                                             self.hand_faces)
+            object_mask, hand_mask, object_depth, object_rgb = layers
+        else:
+            object_mask, hand_mask, object_depth, object_rgb = self._render_soft(
+                verts_cam, colors, hand)
+        keypoints = [self.camera.project(transform_points(T_cam_obj, self.object_keypoints))]
+        if hand_keypoints_cam is not None:
+            if not isinstance(hand_keypoints_cam, torch.Tensor) or \
+                    hand_keypoints_cam.dim() != 3 or hand_keypoints_cam.shape[0] != B or \
+                    hand_keypoints_cam.shape[2] != 3:
+                raise InputError(f'hand_keypoints_cam: expected a tensor ({B}, Kh, 3), got '
+                                 f'{tuple(getattr(hand_keypoints_cam, "shape", ()))}')
+            keypoints.append(self.camera.project(hand_keypoints_cam.to(self.dtype)))
+        return RenderOutput(object_mask=object_mask, hand_mask=hand_mask,
+                            object_depth=object_depth, object_rgb=object_rgb,
+                            keypoints_2d=torch.cat(keypoints, dim=1))
+
+    def _render_soft(self, verts_cam: torch.Tensor, colors: torch.Tensor,
+                     hand: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+        s = self.settings
+        H, W = self.camera.height, self.camera.width
+        faces = self.object_mesh.faces
+        B = verts_cam.shape[0]
+        hand_raster = None
+        inf = torch.full((B, H, W), float('inf'), dtype=self.dtype, device=self.device)
+        hand_depth = inf
+        if hand is not None:
+            with torch.no_grad():
+                hand_raster = self._raster(hand.detach(), self.hand_faces)
+            hand_depth = hand_raster.depth
+        px = self.camera.project(verts_cam)
+        z = verts_cam[..., 2]
+        face_mask = self._face_mask(verts_cam, faces)
+        obj_raster = rasterize_hard(px, z, faces, H, W, face_mask=face_mask, near=s.near_m)
+        object_mask = soft_silhouette(px, z, faces, H, W, sigma=s.sigma_px, cull_eps=s.cull_eps,
+                                      face_mask=face_mask,
+                                      occluder_depth=hand_depth if hand is not None else None,
+                                      depth_softness=s.depth_softness_m, near=s.near_m)
+        visible = obj_raster.covered & (obj_raster.depth < hand_depth)
+        object_depth = torch.where(visible, obj_raster.depth, torch.zeros_like(obj_raster.depth))
+        bg = torch.tensor(s.background_rgb, dtype=self.dtype, device=self.device)
+        rgb = interpolate(colors, faces, obj_raster, bg)
+        object_rgb = torch.where(visible[..., None], rgb, bg)
+        if hand is None:
+            hand_mask = torch.zeros(B, H, W, dtype=self.dtype, device=self.device)
+        elif s.soft_hand_mask:
+            hand_mask = soft_silhouette(
+                self.camera.project(hand), hand[..., 2], self.hand_faces, H, W,
+                sigma=s.sigma_px, cull_eps=s.cull_eps,
+                face_mask=self._face_mask(hand, self.hand_faces),
+                occluder_depth=obj_raster.depth.detach(), depth_softness=s.depth_softness_m,
+                near=s.near_m)
+        else:
+            hand_mask = (hand_raster.covered & (hand_depth < obj_raster.depth)).to(self.dtype)
+        return object_mask, hand_mask, object_depth, object_rgb
+
+    def depth_buffers(self, T_cam_obj: torch.Tensor,
+                      hand_vertices_cam: torch.Tensor | None = None
+                      ) -> tuple[HardRaster, torch.Tensor]:
+        """Hard z-buffers (no gradients): the object alone and the hand's depth.
+
+        Args:
+            T_cam_obj: (B, 4, 4); hand_vertices_cam: (B, Vh, 3) or None.
+        Returns:
+            The object's :class:`HardRaster` (not hidden by the hand) and the hand's depth
+            (B, H, W) [m], +inf where there is no hand.
+        """
+        self._check_pose(T_cam_obj)
+        B = T_cam_obj.shape[0]
+        hand = self._check_hand(hand_vertices_cam, B)
+        with torch.no_grad():
+            verts_cam = transform_points(T_cam_obj.detach(), self.object_mesh.vertices)
+            obj_raster = self._raster(verts_cam, self.object_mesh.faces)
+            if hand is None:
+                hand_depth = torch.full_like(obj_raster.depth, float('inf'))
+            else:
+                hand_depth = self._raster(hand.detach(), self.hand_faces).depth
+        return obj_raster, hand_depth
+
+    @torch.no_grad()
+    def render_scene(self, T_cam_obj: torch.Tensor,
+                     hand_vertices_cam: torch.Tensor | None = None) -> SceneRender:
+        """Hard, shaded render of object and hand together (pure torch on any device).
+
+        Args:
+            T_cam_obj: (B, 4, 4); hand_vertices_cam: (B, Vh, 3) or None.
+        Returns:
+            :class:`SceneRender`.
+        """
+        self._check_pose(T_cam_obj)
+        B = T_cam_obj.shape[0]
+        hand = self._check_hand(hand_vertices_cam, B)
+        mesh = self.object_mesh
+        verts = transform_points(T_cam_obj, mesh.vertices)
+        colors = self._shaded_colors(mesh.vertex_colors, rotate_vectors(T_cam_obj,
+                                                                       mesh.vertex_normals))
+        faces = mesh.faces
+        F = faces.shape[0]
+        if hand is not None:
+            hand_albedo = self.hand_vertex_colors
+            if hand_albedo is None or hand_albedo.shape[0] != hand.shape[1]:
+                hand_albedo = torch.full((hand.shape[1], 3), 0.8, dtype=self.dtype,
+                                         device=self.device)
+            hand_colors = self._shaded_colors(hand_albedo, vertex_normals(hand, self.hand_faces))
+            faces = torch.cat([faces, self.hand_faces + verts.shape[1]], dim=0)
+            verts = torch.cat([verts, hand], dim=1)
+            colors = torch.cat([colors, hand_colors], dim=1)
+        raster = self._raster(verts, faces)
+        bg = torch.tensor(self.settings.background_rgb, dtype=self.dtype, device=self.device)
+        rgb = interpolate(colors, faces, raster, bg).clamp(0.0, 1.0)
+        depth = torch.where(raster.covered, raster.depth, torch.zeros_like(raster.depth))
+        object_mask = raster.covered & (raster.face_index < F)
+        hand_mask = raster.face_index >= F
+        return SceneRender(rgb=rgb, depth=depth, object_mask=object_mask, hand_mask=hand_mask)
+

@@ -1,0 +1,202 @@
+"""Renderer: outputs, hand occlusion, backends (nvdiffrast tests skip without CUDA)."""
+import numpy as np
+import pytest
+import torch
+import trimesh
+
+from handypriors_ros.core.errors import InputError
+from handypriors_ros.core.geometry import make_transform, se3_exp
+from handypriors_ros.core.render import (
+    PinholeCamera,
+    Renderer,
+    RenderMesh,
+    RenderSettings,
+    mask_loss,
+    nvdiffrast_available,
+    rgb_loss,
+)
+
+CAM = PinholeCamera(150.0, 150.0, 47.5, 47.5, 96, 96)
+
+
+def sphere_mesh(subdivisions: int = 3, dtype=torch.float32) -> RenderMesh:
+    m = trimesh.creation.icosphere(subdivisions=subdivisions, radius=0.05)
+    m.visual.vertex_colors = (np.abs(m.vertices) / 0.05 * 255).astype(np.uint8)
+    return RenderMesh.from_trimesh(m, dtype=dtype)
+
+
+def finger_box():
+    """A 2 cm wide vertical bar standing in for the hand (its own frame at its centre)."""
+    return trimesh.creation.box((0.02, 0.3, 0.02))
+
+
+def pose(t, rotvec=(0.0, 0.0, 0.0), dtype=torch.float32, batch=1) -> torch.Tensor:
+    xi = torch.tensor([0.0, 0.0, 0.0, *rotvec], dtype=dtype)
+    T = make_transform(se3_exp(xi)[:3, :3], torch.tensor(t, dtype=dtype))
+    return T.expand(batch, 4, 4).clone()
+
+
+def hand_at(z: float, batch: int = 1, dtype=torch.float32) -> torch.Tensor:
+    box = finger_box()
+    v = torch.tensor(box.vertices, dtype=dtype) + torch.tensor([0.0, 0.0, z], dtype=dtype)
+    return v.expand(batch, -1, -1).clone()
+
+
+def make_renderer(**kwargs) -> Renderer:
+    kwargs.setdefault('hand_faces', torch.tensor(finger_box().faces))
+    return Renderer(CAM, sphere_mesh(), backend='soft', **kwargs)
+
+
+def test_render_output_shapes_and_ranges():
+    r = make_renderer()
+    assert r.backend == 'soft'
+    T = pose((0.0, 0.0, 0.3), batch=2)
+    tips = torch.tensor([[[0.0, 0.0, 0.3], [0.01, 0.02, 0.25]]]).expand(2, -1, -1)
+    out = r.render(T, hand_at(0.24, batch=2), hand_keypoints_cam=tips)
+    assert out.object_mask.shape == (2, 96, 96)
+    assert out.hand_mask.shape == (2, 96, 96)
+    assert out.object_depth.shape == (2, 96, 96)
+    assert out.object_rgb.shape == (2, 96, 96, 3)
+    assert out.keypoints_2d.shape == (2, 3, 2)
+    for x in (out.object_mask, out.hand_mask, out.object_rgb):
+        assert x.dtype == torch.float32 and float(x.min()) >= 0 and float(x.max()) <= 1
+    # Object centre first: on the optical axis it lands on the principal point.
+    torch.testing.assert_close(out.keypoints_2d[:, 0], torch.tensor([[47.5, 47.5]] * 2))
+    visible = out.object_depth > 0
+    assert float(out.object_depth[visible].min()) == pytest.approx(0.25, abs=2e-3)
+    assert float(out.object_depth[visible].max()) <= 0.3
+    # The hand bar is in front of the sphere: the object is hidden there, the hand visible.
+    assert float(out.object_mask[:, 30:66, 46:50].max()) < 0.01
+    assert float(out.hand_mask[:, 30:66, 46:50].min()) == 1.0
+    assert not (visible & (out.hand_mask > 0)).any()
+
+
+def test_hand_behind_object_changes_nothing():
+    r = make_renderer()
+    T = pose((0.0, 0.0, 0.3))
+    alone = r.render(T)
+    behind = r.render(T, hand_at(0.40))
+    torch.testing.assert_close(behind.object_mask, alone.object_mask)
+    torch.testing.assert_close(behind.object_rgb, alone.object_rgb)
+    assert float(alone.hand_mask.max()) == 0.0
+    # The bar is visible above and below the sphere, not over it.
+    assert float(behind.hand_mask[:, 0:10, 46:50].min()) == 1.0
+    assert float(behind.hand_mask[:, 40:56, 46:50].max()) == 0.0
+
+
+def test_pose_gradients_flow_through_mask_and_rgb():
+    r = make_renderer()
+    T0 = pose((0.0, 0.0, 0.3), rotvec=(0.2, 0.3, 0.0))
+    target = r.render(pose((0.004, -0.003, 0.3), rotvec=(0.25, 0.3, 0.0)))
+    xi = torch.zeros(1, 6, requires_grad=True)
+    out = r.render(se3_exp(xi) @ T0, hand_at(0.24))
+    loss = mask_loss(out.object_mask, target.object_mask).sum() + \
+        rgb_loss(out.object_rgb, target.object_rgb, target.object_mask > 0.5).sum()
+    grad, = torch.autograd.grad(loss, xi)
+    assert torch.isfinite(grad).all() and float(grad.abs().sum()) > 0
+    # The rgb loss alone also has a gradient (barycentrics and shading).
+    out = r.render(se3_exp(xi) @ T0)
+    g_rgb, = torch.autograd.grad(rgb_loss(out.object_rgb, target.object_rgb,
+                                          target.object_mask > 0.5).sum(), xi)
+    assert float(g_rgb.abs().sum()) > 0
+
+
+def test_float64_and_to():
+    r = make_renderer()
+    r64 = r.to(dtype=torch.float64)
+    assert r64.object_mesh.vertices.dtype == torch.float64 and r64.backend == 'soft'
+    out = r64.render(pose((0.0, 0.0, 0.3), dtype=torch.float64))
+    assert out.object_mask.dtype == torch.float64
+    out32 = r.render(pose((0.0, 0.0, 0.3)))
+    torch.testing.assert_close(out.object_mask.float(), out32.object_mask, atol=1e-4, rtol=0)
+
+
+def test_soft_hand_mask_option():
+    r = make_renderer(settings=RenderSettings(soft_hand_mask=True))
+    hand = hand_at(0.24).requires_grad_()
+    out = r.render(pose((0.0, 0.0, 0.3)), hand)
+    assert 0.0 < float(out.hand_mask.detach()[0, 10, 47]) <= 1.0
+    grad, = torch.autograd.grad(out.hand_mask.sum(), hand)
+    assert float(grad.abs().sum()) > 0
+
+
+def test_render_scene_hard_image():
+    r = make_renderer()
+    scene = r.render_scene(pose((0.0, 0.0, 0.3)), hand_at(0.24))
+    assert scene.rgb.shape == (1, 96, 96, 3) and scene.depth.shape == (1, 96, 96)
+    assert not (scene.object_mask & scene.hand_mask).any()
+    assert bool(scene.hand_mask[0, 48, 48]) and float(scene.depth[0, 48, 48]) == \
+        pytest.approx(0.23, abs=1e-5)
+    assert bool(scene.object_mask[0, 48, 40])
+    assert float(scene.depth[0, 0, 0]) == 0.0 and float(scene.rgb[0, 0, 0].sum()) == 0.0
+    # Lambertian: the sphere is brighter facing the camera than at its rim.
+    albedo_free = Renderer(CAM, RenderMesh.from_trimesh(trimesh.creation.icosphere(3, 0.05)),
+                           backend='soft').render_scene(pose((0.0, 0.0, 0.3)))
+    centre = float(albedo_free.rgb[0, 48, 48, 0])
+    rim = float(albedo_free.rgb[0, 48, 47 + 23, 0])
+    assert centre == pytest.approx(0.7 * (0.4 + 0.6), abs=0.02) and rim < centre - 0.1
+
+
+def test_input_validation():
+    r = make_renderer()
+    with pytest.raises(InputError, match=r'^T_cam_obj: expected a tensor \(B, 4, 4\)'):
+        r.render(torch.eye(4))
+    with pytest.raises(InputError, match=r'^T_cam_obj: expected torch.float32'):
+        r.render(pose((0, 0, 0.3), dtype=torch.float64))
+    with pytest.raises(InputError, match=r'^hand_vertices_cam: expected a tensor \(2, Vh, 3\)'):
+        r.render(pose((0, 0, 0.3), batch=2), hand_at(0.24))
+    no_hand = Renderer(CAM, sphere_mesh(1), backend='soft')
+    with pytest.raises(InputError, match='built without hand_faces'):
+        no_hand.render(pose((0, 0, 0.3)), hand_at(0.24))
+    with pytest.raises(InputError, match='^backend'):
+        Renderer(CAM, sphere_mesh(1), backend='opengl')
+    with pytest.raises(InputError, match='^sigma_px'):
+        RenderSettings(sigma_px=0.0)
+    with pytest.raises(InputError, match='^far_m'):
+        RenderSettings(near_m=1.0, far_m=0.5)
+
+
+def test_backend_selection_on_cpu():
+    assert Renderer(CAM, sphere_mesh(1), backend='auto').backend == 'soft'
+    with pytest.raises(InputError, match="^backend: 'nvdiffrast' needs a CUDA device"):
+        Renderer(CAM, sphere_mesh(1), backend='nvdiffrast')
+
+
+needs_nvdiffrast = pytest.mark.skipif(
+    not nvdiffrast_available(),
+    reason='nvdiffrast backend needs CUDA and the nvdiffrast package (not on this machine)')
+
+
+@needs_nvdiffrast
+def test_nvdiffrast_matches_soft_backend():
+    faces = torch.tensor(finger_box().faces)
+    soft = Renderer(CAM, sphere_mesh(), hand_faces=faces, backend='soft', device='cuda')
+    nvd = Renderer(CAM, sphere_mesh(), hand_faces=faces, backend='auto', device='cuda')
+    assert nvd.backend == 'nvdiffrast'
+    T = pose((0.005, -0.01, 0.3), rotvec=(0.3, 0.1, 0.0)).cuda()
+    hand = hand_at(0.24).cuda()
+    a = soft.render(T, hand)
+    b = nvd.render(T, hand)
+    both = (a.object_depth > 0) & (b.object_depth > 0)
+    only = (a.object_depth > 0) ^ (b.object_depth > 0)
+    assert only.sum() <= 0.02 * both.sum()  # same pixels (edges may differ)
+    torch.testing.assert_close(a.object_depth[both], b.object_depth[both], atol=1e-4, rtol=0)
+    torch.testing.assert_close(a.object_rgb[both], b.object_rgb[both], atol=2e-3, rtol=0)
+    torch.testing.assert_close(a.hand_mask.round(), b.hand_mask.round(), atol=0, rtol=0)
+    iou = ((a.object_mask > 0.5) & (b.object_mask > 0.5)).sum() / \
+        ((a.object_mask > 0.5) | (b.object_mask > 0.5)).sum()
+    assert iou > 0.95
+
+
+@needs_nvdiffrast
+def test_nvdiffrast_image_orientation_and_gradient():
+    r = Renderer(CAM, sphere_mesh(), backend='nvdiffrast', device='cuda')
+    # Object above the optical axis (negative y, image top): rows above the centre.
+    out = r.render(pose((0.0, -0.04, 0.3)).cuda())
+    rows = torch.nonzero(out.object_depth[0] > 0)[:, 0]
+    assert float(rows.float().mean()) < 47.5 - 10
+    xi = torch.zeros(1, 6, device='cuda', requires_grad=True)
+    target = r.render(pose((0.005, 0.0, 0.3)).cuda()).object_mask
+    out = r.render(se3_exp(xi) @ pose((0.0, 0.0, 0.3)).cuda())
+    grad, = torch.autograd.grad(mask_loss(out.object_mask, target).sum(), xi)
+    assert torch.isfinite(grad).all() and float(grad[0, 0]) < 0  # move +x towards target
