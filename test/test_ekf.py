@@ -6,7 +6,8 @@ from scipy.spatial.transform import Rotation
 from scipy.stats import chi2
 
 from handypriors_ros.core.errors import InputError
-from handypriors_ros.core.tracking.ekf import PoseEKF, motion_jacobian, ominus, oplus
+from handypriors_ros.core.tracking.ekf import (PoseEKF, motion_jacobian, ominus, oplus,
+                                               oplus_linear)
 
 torch.set_default_dtype(torch.float64)
 
@@ -24,6 +25,31 @@ def test_oplus_ominus_round_trip():
         T = _T(rng.normal(size=3), rng.normal(size=3))
         d = torch.as_tensor(rng.normal(scale=0.3, size=6))
         torch.testing.assert_close(ominus(oplus(T, d), T), d)
+
+
+def test_separable_jacobian_matches_finite_differences():
+    from handypriors_ros.core.tracking.ekf import separable_jacobian
+    rng = np.random.default_rng(5)
+    T = _T(rng.normal(size=3), [0.0, 0.0, 0.5])
+    pts = torch.as_tensor(rng.normal(scale=0.05, size=(5, 3)))
+
+    def rows(delta):  # (5, 6) -> (5, 2): projections, point i perturbed by delta[i]
+        Td = oplus_linear(T, delta)
+        p = (Td[:, :3, :3] @ pts[:, :, None])[..., 0] + Td[:, :3, 3]
+        return 600 * p[:, :2] / p[:, 2:]
+
+    value, J = separable_jacobian(rows, 5)
+
+    def whole(delta6):  # the same measurement with one shared perturbation, exact oplus
+        Td = oplus(T, delta6)
+        p = pts @ Td[:3, :3].T + Td[:3, 3]
+        return (600 * p[:, :2] / p[:, 2:]).reshape(-1)
+
+    eps = 1e-6
+    J_fd = torch.stack([(whole(eps * e) - whole(-eps * e)) / (2 * eps)
+                        for e in torch.eye(6)], dim=1)
+    torch.testing.assert_close(value, whole(torch.zeros(6)))
+    torch.testing.assert_close(J, J_fd, atol=1e-4, rtol=1e-6)
 
 
 def test_motion_jacobian_is_blockdiag_dR():
@@ -48,6 +74,11 @@ def _simulate(seed, steps=150, sigma_px=1.5, gate=True, outlier_every=0):
         p = pts @ T[:3, :3].T + T[:3, 3]
         return (f * p[:, :2] / p[:, 2:] + c).reshape(-1)
 
+    def project_rows(T, delta):  # one perturbation per point: (8, 6) -> (8, 2)
+        Td = oplus_linear(T, delta)
+        p = (Td[:, :3, :3] @ pts[:, :, None])[..., 0] + Td[:, :3, 3]
+        return f * p[:, :2] / p[:, 2:] + c
+
     T_true = _T([0.3, 0.2, 0.1], [0.0, 0.0, 0.5])
     P0 = torch.diag(torch.as_tensor([0.005 ** 2] * 3 + [0.05 ** 2] * 3))
     T0 = oplus(T_true, torch.as_tensor(rng.multivariate_normal(np.zeros(6), P0.numpy())))
@@ -63,8 +94,8 @@ def _simulate(seed, steps=150, sigma_px=1.5, gate=True, outlier_every=0):
         z = project(T_true) + torch.as_tensor(rng.normal(scale=sigma_px, size=16))
         if outlier_every and k % outlier_every == 0:
             z = z + 80.0
-        rec = ekf.update('points', lambda d: z - project(oplus(ekf.T, d)),
-                         torch.full((16,), sigma_px ** 2), gate=gate)
+        rec = ekf.update('points', lambda d: z.reshape(8, 2) - project_rows(ekf.T, d),
+                         torch.full((16,), sigma_px ** 2), rows=8, gate=gate)
         accepted.append(rec.accepted)
         e = ominus(T_true, ekf.T)
         nees.append(float(e @ torch.linalg.solve(ekf.P, e)))
@@ -89,14 +120,19 @@ def test_an_overconfident_filter_fails_the_nees_check():
         p = pts @ T[:3, :3].T + T[:3, 3]
         return (600 * p[:, :2] / p[:, 2:] + 320).reshape(-1)
 
+    def project_rows(T, delta):
+        Td = oplus_linear(T, delta)
+        p = (Td[:, :3, :3] @ pts[:, :, None])[..., 0] + Td[:, :3, 3]
+        return 600 * p[:, :2] / p[:, 2:] + 320
+
     T_true = _T([0.1, 0.0, 0.0], [0, 0, 0.5])
     ekf = PoseEKF(T_true, torch.eye(6) * 1e-6)
     nees = []
     for _ in range(50):
         z = project(T_true) + torch.as_tensor(rng.normal(scale=3.0, size=16))
         ekf.predict(torch.eye(4), torch.eye(6) * 1e-8)
-        ekf.update('points', lambda d: z - project(oplus(ekf.T, d)), torch.full((16,), 0.09),
-                   gate=False)
+        ekf.update('points', lambda d: z.reshape(8, 2) - project_rows(ekf.T, d),
+                   torch.full((16,), 0.09), rows=8, gate=False)
         e = ominus(T_true, ekf.T)
         nees.append(float(e @ torch.linalg.solve(ekf.P, e)))
     assert np.mean(nees) > 20.0
@@ -112,7 +148,7 @@ def test_gate_rejects_outliers_and_keeps_the_state():
 def test_missing_measurement_is_predict_only():
     T = _T([0, 0, 0], [0, 0, 0.5])
     ekf = PoseEKF(T, torch.eye(6) * 1e-4)
-    rec = ekf.update('contour', lambda d: torch.zeros(0), torch.zeros(0))
+    rec = ekf.update('contour', lambda d: torch.zeros(0), torch.zeros(0), rows=0)
     assert not rec.accepted and rec.reason == 'no measurement'
     ekf.predict(torch.eye(4), torch.eye(6) * 1e-4)
     torch.testing.assert_close(ekf.P, torch.eye(6) * 2e-4)
@@ -122,7 +158,8 @@ def test_missing_measurement_is_predict_only():
 def test_non_finite_measurement_is_rejected_without_nan_state():
     T = _T([0, 0, 0], [0, 0, 0.5])
     ekf = PoseEKF(T, torch.eye(6) * 1e-4)
-    rec = ekf.update('bad', lambda d: torch.full((4,), float('nan')) + d.sum(), torch.ones(4))
+    rec = ekf.update('bad', lambda d: torch.full((4,), float('nan')) + d.sum(-1), torch.ones(4),
+                     rows=4)
     assert not rec.accepted and 'non-finite' in rec.reason
     assert torch.isfinite(ekf.T).all() and torch.isfinite(ekf.P).all()
     with pytest.raises(InputError, match='finite'):

@@ -13,8 +13,8 @@ Filter steps follow filterpy's EKF conventions:
 - :meth:`PoseEKF.predict` takes the motion ``dT`` (T_new = dT T) with its Jacobian and the
   process noise; a frame without a usable measurement is predict-only, never a reset.
 - :meth:`PoseEKF.update` takes a residual function ``r(delta) = z - h(T (+) delta)`` whose
-  Jacobian comes from automatic differentiation (torch.func.jacfwd, forward mode: 6 tangents
-  whatever the measurement size); Mahalanobis gating; Joseph-form covariance update; the
+  Jacobian comes from automatic differentiation (reverse mode, one backward pass per output
+  column of a row-separable measurement: :func:`separable_jacobian`); Mahalanobis gating; Joseph-form covariance update; the
   innovation, S, NIS and the gate outcome are kept in :class:`UpdateRecord` for inspection.
 """
 from __future__ import annotations
@@ -54,6 +54,66 @@ def ominus(T_a: torch.Tensor, T_b: torch.Tensor) -> torch.Tensor:
     return torch.cat([rho, phi], dim=-1)
 
 
+def oplus_linear(T: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+    """First-order ``T (+) delta``: ``[(I + [phi]x) R | t + rho]``, batched over delta.
+
+    Equal to :func:`oplus` in value and first derivative at ``delta = 0``, which is all an EKF
+    linearisation uses; measurement residuals are built on it.
+
+    Args:
+        T: (4, 4); delta: (..., 6) as (rho, phi). Returns: (..., 4, 4).
+    """
+    phi = delta[..., 3:]
+    zero = torch.zeros_like(phi[..., 0])
+    K = torch.stack([torch.stack([zero, -phi[..., 2], phi[..., 1]], -1),
+                     torch.stack([phi[..., 2], zero, -phi[..., 0]], -1),
+                     torch.stack([-phi[..., 1], phi[..., 0], zero], -1)], -2)
+    R = T[:3, :3] + K @ T[:3, :3]
+    t = T[:3, 3] + delta[..., :3]
+    top = torch.cat([R, t[..., None]], dim=-1)
+    bottom = torch.zeros_like(top[..., :1, :])
+    bottom[..., 0, 3] = 1.0
+    return torch.cat([top, bottom], dim=-2)
+
+
+def ominus_linear(T_a: torch.Tensor, T_b: torch.Tensor) -> torch.Tensor:
+    """First-order :func:`ominus` (exact value and derivative where ``T_a = T_b``): the rotation
+    part is ``vee(skew part of R_a R_b^T)``."""
+    rho = T_a[:3, 3] - T_b[:3, 3]
+    M = T_a[:3, :3] @ T_b[:3, :3].T
+    phi = 0.5 * torch.stack([M[2, 1] - M[1, 2], M[0, 2] - M[2, 0], M[1, 0] - M[0, 1]])
+    return torch.cat([rho, phi])
+
+
+def separable_jacobian(f: Callable[[torch.Tensor], torch.Tensor], rows: int
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Value and Jacobian of a row-separable measurement at ``delta = 0``, by reverse-mode
+    autodiff.
+
+    ``f`` maps per-row perturbations ``delta (rows, 6)`` to ``(rows, d)`` residuals where row i
+    depends only on ``delta[i]`` (each silhouette point, each fingertip sees the state through
+    its own copy of the perturbation; evaluated at zero all copies are the same state). Then
+    one backward pass per output column gives every row's gradient: ``d`` passes instead of
+    ``rows * d``, and no forward-mode AD (which is slow on the CPU in eager mode).
+
+    Returns:
+        value: (rows * d,); J: (rows * d, 6), rows major.
+    """
+    delta = torch.zeros(rows, 6, dtype=torch.float64, requires_grad=True)
+    out = f(delta)
+    if out.dim() == 1:
+        out = out[:, None]
+    if out.shape[0] != rows:
+        raise InputError(f'residual: expected {rows} rows, got shape {tuple(out.shape)}')
+    d = out.shape[1]
+    J = torch.empty(rows, d, 6, dtype=torch.float64)
+    for j in range(d):
+        (g,) = torch.autograd.grad(out[:, j].sum(), delta, retain_graph=j < d - 1,
+                                   allow_unused=True)
+        J[:, j] = 0.0 if g is None else g
+    return out.detach().reshape(-1).to(torch.float64), J.reshape(rows * d, 6)
+
+
 def motion_jacobian(dT: torch.Tensor) -> torch.Tensor:
     """Jacobian of ``T -> dT T`` in the error coordinates, by autodiff.
 
@@ -66,7 +126,7 @@ def motion_jacobian(dT: torch.Tensor) -> torch.Tensor:
     T0 = torch.eye(4, dtype=dT.dtype, device=dT.device)
 
     def f(delta: torch.Tensor) -> torch.Tensor:
-        return ominus(dT @ oplus(T0, delta), dT @ T0)
+        return ominus_linear(dT @ oplus_linear(T0, delta), dT @ T0)
 
     return torch.func.jacfwd(f)(torch.zeros(6, dtype=dT.dtype, device=dT.device))
 
@@ -153,26 +213,30 @@ class PoseEKF:
     # -- update -------------------------------------------------------------------------------
 
     def update(self, name: str, residual: Callable[[torch.Tensor], torch.Tensor],
-               R: torch.Tensor, *, gate: bool = True) -> UpdateRecord:
+               R: torch.Tensor, *, rows: int = 1, gate: bool = True) -> UpdateRecord:
         """One EKF measurement update.
 
         Args:
             name: measurement type (for the record).
-            residual: ``delta (6,) float64 -> z - h(T (+) delta)`` of size m, differentiable in
-                forward mode (no F.grid_sample: sample images with explicit bilinear weights).
+            residual: ``delta (rows, 6) float64 -> (rows, d)`` residuals ``z - h(T (+) delta)``,
+                row i depending only on ``delta[i]`` (see :func:`separable_jacobian`); the
+                measurement vector is the rows concatenated (size m = rows * d).
             R: (m, m) or (m,) (diagonal) measurement noise.
+            rows: number of rows (1 for a measurement that is not separable).
             gate: apply the Mahalanobis gate.
         Returns:
             :class:`UpdateRecord`; the state changes only when ``accepted``.
         """
-        zero = torch.zeros(6, dtype=torch.float64)
-        nu = residual(zero).detach().to(torch.float64)
+        if rows == 0:
+            return UpdateRecord(name, 0, np.zeros(0), np.zeros((0, 0)), float('nan'), 0.0,
+                                False, 'no measurement')
+        # r(delta) = z - h(T (+) delta)  =>  dr/ddelta = -H
+        nu, J = separable_jacobian(residual, rows)
         m = int(nu.numel())
         if m == 0:
             return UpdateRecord(name, 0, np.zeros(0), np.zeros((0, 0)), float('nan'), 0.0,
                                 False, 'no measurement')
-        # r(delta) = z - h(T (+) delta)  =>  dr/ddelta = -H
-        H = -torch.func.jacfwd(residual)(zero).reshape(m, 6).to(torch.float64)
+        H = -J.reshape(m, 6).to(torch.float64)
         R = torch.as_tensor(R, dtype=torch.float64)
         if R.dim() == 1:
             R = torch.diag(R)

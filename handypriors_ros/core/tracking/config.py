@@ -1,0 +1,113 @@
+"""Settings of the EKF tracker (one frozen dataclass), and the ablation presets of the
+benchmark (the paper's Table I: observation-only, dynamics-only, each observation alone)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from handypriors_ros.core.errors import InputError
+
+MEASUREMENTS = ('contour', 'object_center', 'fingertip_contact')
+DYNAMICS = ('contact', 'hand_rigid', 'constant')
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    """EKF tracker settings. Units: metres, radians, pixels of the full-resolution image.
+
+    Dynamics (predict):
+        dynamics: ``'contact'`` (quasistatic: the rigid fit of the contact points' motion, the
+            paper's eq. 9, falling back to the hand root's motion and then to constant pose),
+            ``'hand_rigid'`` (the object moves with the hand root) or ``'constant'`` (constant
+            pose: the "observation-only" ablation).
+        contact_threshold_m: hand points closer than this to the object are contacts.
+        near_hand_m: without a full contact fit, an object closer than this to the hand moves
+            with the hand root; farther, it keeps its pose.
+        q_contact: process noise std per frame (x y z [m], rx ry rz [rad]) with a full contact
+            fit; grows with the fit's residual.
+        q_hand_rigid, q_constant: the same for the two fallbacks.
+    Measurements (update), any subset of ``measurements``:
+        ``'contour'``: the observed mask's signed distance transform sampled at the rendered
+            object's silhouette points (hand-occluded parts excluded);
+        ``'object_center'``: the projected object centre vs the observed mask's centroid
+            (corrected by the rendered visible silhouette for occlusion);
+        ``'fingertip_contact'``: fingertips that touched the object in the last frame still
+            touch it (signed distance unchanged).
+        contour_points: most silhouette points per frame.
+        contour_sigma_px / contour_common_px: independent and common (whole-contour) noise std.
+        contour_outlier_px: points with a larger prior residual are dropped (segmenter errors).
+        center_sigma_px: noise std of the object-centre measurement.
+        fingertip_sigma_m: noise std of the fingertip contact distance.
+        iterations: Gauss-Newton iterations of the contour update (iterated EKF) per frame.
+        roi_size_px: the region of interest around the object is rendered at most this size.
+        gate_probability: Mahalanobis gate.
+    Initial state and loss of track:
+        initial_std: std of the initial pose (x y z [m], rx ry rz [rad]).
+        lost_after_frames: consecutive frames without an accepted image measurement (while a
+            mask is available) before the status is LOST.
+        max_position_std_m: position std beyond which the track is LOST.
+        reinit_min_iou: a re-initialisation hypothesis must overlap the mask this much.
+        segmenter: ``'auto'`` (the mask topic when a mask comes, else the built-in colour
+            segmenter), ``'topic'`` (never the built-in one) or ``'builtin'``.
+    """
+    dynamics: str = 'contact'
+    contact_threshold_m: float = 0.005
+    near_hand_m: float = 0.03
+    q_contact: tuple[float, ...] = (0.0015, 0.0015, 0.0015, 0.02, 0.02, 0.02)
+    q_hand_rigid: tuple[float, ...] = (0.003, 0.003, 0.003, 0.04, 0.04, 0.04)
+    q_constant: tuple[float, ...] = (0.006, 0.006, 0.006, 0.08, 0.08, 0.08)
+    measurements: tuple[str, ...] = ('contour', 'object_center', 'fingertip_contact')
+    contour_points: int = 160
+    contour_sigma_px: float = 2.0
+    contour_common_px: float = 1.5
+    contour_outlier_px: float = 12.0
+    center_sigma_px: float = 3.0
+    fingertip_sigma_m: float = 0.002
+    iterations: int = 2
+    roi_size_px: int = 128
+    gate_probability: float = 0.9999
+    initial_std: tuple[float, ...] = (0.01, 0.01, 0.01, 0.1, 0.1, 0.1)
+    lost_after_frames: int = 6
+    max_position_std_m: float = 0.05
+    reinit_min_iou: float = 0.5
+    segmenter: str = 'auto'
+
+    def __post_init__(self) -> None:
+        if self.dynamics not in DYNAMICS:
+            raise InputError(f'dynamics: expected one of {DYNAMICS}, got {self.dynamics!r}')
+        unknown = set(self.measurements) - set(MEASUREMENTS)
+        if unknown:
+            raise InputError(f'measurements: unknown {sorted(unknown)}; choose from '
+                             f'{MEASUREMENTS}')
+        for name in ('q_contact', 'q_hand_rigid', 'q_constant', 'initial_std'):
+            v = getattr(self, name)
+            if len(v) != 6 or min(v) <= 0:
+                raise InputError(f'{name}: expected 6 positive stds (x y z rx ry rz), got {v}')
+        if self.segmenter not in ('auto', 'topic', 'builtin'):
+            raise InputError(f"segmenter: expected 'auto', 'topic' or 'builtin', got "
+                             f'{self.segmenter!r}')
+        if self.contour_points < 8:
+            raise InputError(f'contour_points: expected >= 8, got {self.contour_points}')
+        if self.roi_size_px < 32:
+            raise InputError(f'roi_size_px: expected >= 32, got {self.roi_size_px}')
+
+
+def ablation_configs(base: TrackerConfig | None = None) -> dict[str, TrackerConfig]:
+    """The benchmark's variants (paper Table I, adapted to the robot hand).
+
+    - ``full``: contact dynamics + all measurements;
+    - ``obs_only``: constant-pose dynamics + all measurements;
+    - ``dyn_only``: contact dynamics, no measurement;
+    - ``contour_only`` / ``center_only`` / ``fingertip_only``: contact dynamics + one
+      measurement type;
+    - ``hand_rigid_dyn``: the object moves with the hand root + all measurements.
+    """
+    base = base or TrackerConfig()
+    return {
+        'full': base,
+        'obs_only': replace(base, dynamics='constant'),
+        'dyn_only': replace(base, measurements=()),
+        'contour_only': replace(base, measurements=('contour',)),
+        'center_only': replace(base, measurements=('object_center',)),
+        'fingertip_only': replace(base, measurements=('fingertip_contact',)),
+        'hand_rigid_dyn': replace(base, dynamics='hand_rigid'),
+    }

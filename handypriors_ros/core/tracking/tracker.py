@@ -1,0 +1,330 @@
+"""The filtering-based tracker (paper III-E) for an object held by a robot hand.
+
+Per camera image: predict the object's motion from the hand's (contact dynamics, module
+``dynamics``), then correct it with what the image shows (module ``measurements``): the
+observed mask's distance transform along the rendered silhouette, the object centre, and the
+fingertips that touch it. The mask comes from the mask topic or, when a frame has none, from a
+built-in colour segmenter learned on well-tracked frames. Loss of track is detected (no image
+measurement accepted for several frames, covariance growth, object out of view) and the tracker
+re-initialises itself by rendering and comparing hypotheses around the last pose and the mask.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+import cv2
+import numpy as np
+import torch
+from scipy.spatial.transform import Rotation
+
+from handypriors_ros.core.errors import HandyPriorsError, InputError
+from handypriors_ros.core.models.kinematics import HandKinematics
+from handypriors_ros.core.models.object_model import ObjectModel
+from handypriors_ros.core.physics.sdf import WarpMeshSDF
+from handypriors_ros.core.tracking.config import TrackerConfig
+from handypriors_ros.core.tracking.dynamics import (HandFrame, MotionPrediction, pose_hand,
+                                                    predict_motion)
+from handypriors_ros.core.tracking.ekf import PoseEKF, UpdateRecord
+from handypriors_ros.core.tracking.measurements import (center_measurement, contour_measurement,
+                                                        fingertip_contact_measurement,
+                                                        make_roi, mask_centroid, render_roi)
+from handypriors_ros.core.tracking.segmenter import ColorHistogramSegmenter
+from handypriors_ros.core.tracking.types import ContactReport, FrameInput, TrackResult, TrackStatus
+
+FINGERTIP_RADIUS_M = 0.012  # the Allegro fingertips are spheres of this radius
+
+
+class NotInitialisedError(HandyPriorsError):
+    """step() before initialise(): no initial pose yet."""
+
+
+def _check_frame(frame: FrameInput, num_joints: int) -> None:
+    rgb = frame.rgb
+    if not (isinstance(rgb, np.ndarray) and rgb.dtype == np.uint8 and rgb.ndim == 3
+            and rgb.shape[2] == 3):
+        raise InputError(f'rgb: expected a (H, W, 3) uint8 array, got '
+                         f'{getattr(rgb, "shape", None)} {getattr(rgb, "dtype", None)}')
+    frame.camera.check_image_size(rgb.shape[1], rgb.shape[0], 'rgb')
+    if frame.mask is not None and frame.mask.shape != rgb.shape[:2]:
+        raise InputError(f'mask: expected shape {rgb.shape[:2]} (the image size), got '
+                         f'{frame.mask.shape}')
+    q = np.asarray(frame.q)
+    if q.shape != (num_joints,) or not np.isfinite(q).all():
+        raise InputError(f'q: expected {num_joints} finite joint positions, got shape '
+                         f'{q.shape}' + ('' if np.isfinite(q).all() else ' with NaN/Inf'))
+    T = np.asarray(frame.T_cam_base)
+    if T.shape != (4, 4) or not np.isfinite(T).all():
+        raise InputError('T_cam_base: expected a finite (4, 4) transform')
+
+
+class ObjectTracker:
+    """EKF tracking of T_cam_obj (module docstring).
+
+    Args:
+        object_model: the tracked object (its mesh frame is the object frame).
+        hand: the hand's kinematics (URDF).
+        config: settings (:class:`TrackerConfig`).
+        sdf: the object's signed distance field; built from ``object_model.mesh`` when None.
+    """
+
+    def __init__(self, object_model: ObjectModel, hand: HandKinematics,
+                 config: TrackerConfig | None = None, *, sdf: WarpMeshSDF | None = None) -> None:
+        self.config = config or TrackerConfig()
+        self.object = object_model.to('cpu', torch.float32)
+        self.kin = hand
+        self.sdf = sdf or WarpMeshSDF(np.asarray(object_model.mesh.vertices),
+                                      np.asarray(object_model.mesh.faces))
+        self._proxy_v = self.object.proxy.vertices.detach().float()
+        self._proxy_f = self.object.proxy.faces.detach()
+        self._proxy_v_np = self._proxy_v.numpy().astype(np.float64)
+        self._center = self.object.center.detach().to(torch.float64)
+        self.segmenter = ColorHistogramSegmenter()
+        self.ekf: PoseEKF | None = None
+        self._initial_T: np.ndarray | None = None
+        self._prev_hand: HandFrame | None = None
+        self._prev_stamp: int | None = None
+        self._tip_targets: dict[int, float] = {}
+        self._status = TrackStatus.INITIALISING
+        self._reason = 'waiting for the first frame'
+        self._frames_without_update = 0
+
+    # -- state ---------------------------------------------------------------------------------
+
+    @property
+    def status(self) -> TrackStatus:
+        return self._status
+
+    def initialise(self, T_cam_obj: np.ndarray) -> None:
+        """Start (or restart) from a pose; the covariance is ``config.initial_std``."""
+        T = np.asarray(T_cam_obj, dtype=np.float64)
+        P = np.diag(np.asarray(self.config.initial_std, dtype=np.float64) ** 2)
+        if self.ekf is None:
+            self.ekf = PoseEKF(torch.as_tensor(T), torch.as_tensor(P),
+                               gate_probability=self.config.gate_probability)
+        else:
+            self.ekf.reset(torch.as_tensor(T), torch.as_tensor(P))
+        self._initial_T = T.copy()
+        self._tip_targets = {}
+        self._frames_without_update = 0
+        self._status = TrackStatus.INITIALISING
+        self._reason = 'initialised'
+
+    def reset(self) -> None:
+        """Re-initialise from the last initial pose (the /handypriors/reset service)."""
+        if self._initial_T is None:
+            raise NotInitialisedError('reset: no initial pose has been given yet')
+        self.initialise(self._initial_T)
+        self._prev_hand = None
+        self._prev_stamp = None
+
+    # -- per frame ----------------------------------------------------------------------------
+
+    def step(self, frame: FrameInput) -> TrackResult:
+        """Track one image (module docstring). Raises InputError on bad input (state kept)."""
+        if self.ekf is None:
+            raise NotInitialisedError('step: no initial pose yet (initialise() first)')
+        _check_frame(frame, self.kin.num_joints)
+        if self._prev_stamp is not None and frame.stamp_ns <= self._prev_stamp:
+            raise InputError(f'stamp {frame.stamp_ns} ns is not after the previous frame\'s '
+                             f'{self._prev_stamp} ns (time going backwards)')
+        cfg = self.config
+        lat: dict[str, float] = {}
+        t0 = time.perf_counter()
+
+        hand = pose_hand(self.kin, frame.q, frame.T_cam_base)
+        motion: MotionPrediction | None = None
+        if self._prev_hand is not None:
+            motion = predict_motion(self.kin, self.sdf, self._prev_hand, hand,
+                                    self.ekf.T.numpy(), cfg)
+            self.ekf.predict(torch.as_tensor(motion.dT),
+                             torch.as_tensor(np.diag(motion.q_std ** 2)))
+        t1 = time.perf_counter()
+        lat['predict'] = t1 - t0
+
+        updates: list[UpdateRecord] = []
+        mask, source = self._observed_mask(frame)
+        T_prior = self.ekf.T.numpy().copy()
+        roi = make_roi(frame.camera, T_prior, self._proxy_v_np, cfg.roi_size_px)
+        image_accepted = False
+        render = None
+        if roi is not None and (mask is not None or 'fingertip_contact' in cfg.measurements):
+            hand_v, hand_f = self.kin.posed_mesh(
+                torch.as_tensor(frame.q[None], dtype=self.kin.dtype),
+                torch.as_tensor(frame.T_cam_base[None], dtype=self.kin.dtype))
+            render = render_roi(roi, T_prior, self._proxy_v, self._proxy_f,
+                                hand_v[0].detach().float(), hand_f)
+        t2 = time.perf_counter()
+        lat['render'] = t2 - t1
+
+        if roi is not None and mask is not None and render is not None:
+            obs_roi = roi.crop(mask.astype(np.float32)) > 0.5
+            if 'contour' in cfg.measurements:
+                cm = contour_measurement(roi, render, self.ekf.T, obs_roi,
+                                         max_points=cfg.contour_points,
+                                         sigma_px=cfg.contour_sigma_px,
+                                         common_px=cfg.contour_common_px,
+                                         outlier_px=cfg.contour_outlier_px)
+                if cm is not None:
+                    rec = self.ekf.update('contour', cm.residual, cm.R,
+                                          rows=cm.points_obj.shape[0])
+                    updates.append(rec)
+                    image_accepted |= rec.accepted
+            if 'object_center' in cfg.measurements:
+                res = center_measurement(frame.camera, roi, render, self.ekf.T, self._center,
+                                         obs_roi)
+                if res is not None:
+                    rec = self.ekf.update('object_center', res,
+                                          torch.full((2,), cfg.center_sigma_px ** 2))
+                    updates.append(rec)
+                    image_accepted |= rec.accepted
+        if 'fingertip_contact' in cfg.measurements and self._tip_targets:
+            rec = self._fingertip_update(hand)
+            if rec is not None:
+                updates.append(rec)
+        t3 = time.perf_counter()
+        lat['update'] = t3 - t2
+
+        self._update_status(roi, mask, image_accepted, updates)
+        if self._status == TrackStatus.LOST and mask is not None:
+            self._reinitialise(frame, mask)
+        if (self._status == TrackStatus.TRACKING and image_accepted and render is not None
+                and source == 'topic'):
+            self.segmenter.learn(roi.crop(frame.rgb), render.object_visible)
+        self._remember_fingertips(hand)
+        contacts = motion.contacts if motion is not None else ContactReport()
+        self._prev_hand = hand
+        self._prev_stamp = frame.stamp_ns
+        lat['total'] = time.perf_counter() - t0
+        return TrackResult(stamp_ns=frame.stamp_ns, T_cam_obj=self.ekf.T.numpy().copy(),
+                           covariance=self.ekf.P.numpy().copy(), status=self._status,
+                           status_reason=self._reason, contacts=contacts,
+                           updates=tuple(updates), mask_source=source, latency_s=lat)
+
+    # -- pieces -------------------------------------------------------------------------------
+
+    def _observed_mask(self, frame: FrameInput) -> tuple[np.ndarray | None, str]:
+        cfg = self.config
+        if frame.mask is not None and cfg.segmenter != 'builtin':
+            return frame.mask, 'topic'
+        if cfg.segmenter == 'topic' or not self.segmenter.ready:
+            return None, 'none'
+        T = self.ekf.T.numpy()
+        roi = make_roi(frame.camera, T, self._proxy_v_np, cfg.roi_size_px)
+        if roi is None:
+            return None, 'none'
+        prior = render_roi(roi, T, self._proxy_v, self._proxy_f, None, None).object_visible
+        seg = self.segmenter.segment(roi.crop(frame.rgb), prior, prior_margin_px=6)
+        if seg is None:
+            return None, 'none'
+        full = np.zeros(frame.rgb.shape[:2], dtype=np.float32)
+        full[roi.y0:roi.y1, roi.x0:roi.x1] = cv2.resize(
+            seg.astype(np.float32), (roi.x1 - roi.x0, roi.y1 - roi.y0),
+            interpolation=cv2.INTER_LINEAR)
+        return full > 0.5, 'builtin'
+
+    def _tip_query(self, tips_cam: torch.Tensor, T: np.ndarray):
+        T_obj_cam = np.linalg.inv(T)
+        p = tips_cam.detach().double().numpy() @ T_obj_cam[:3, :3].T + T_obj_cam[:3, 3]
+        return self.sdf.signed_distance(torch.as_tensor(p[None], dtype=torch.float32))
+
+    def _remember_fingertips(self, hand: HandFrame) -> None:
+        """Fingertips touching the object at the posterior become next frame's targets."""
+        res = self._tip_query(hand.fingertips_cam, self.ekf.T.numpy())
+        d = res.distance[0].detach().numpy()
+        touch = d < FINGERTIP_RADIUS_M + self.config.contact_threshold_m
+        self._tip_targets = {int(i): float(d[i]) for i in np.nonzero(touch)[0]}
+
+    def _fingertip_update(self, hand: HandFrame) -> UpdateRecord | None:
+        idx = sorted(self._tip_targets)
+        res = self._tip_query(hand.fingertips_cam, self.ekf.T.numpy())
+        valid = res.valid[0].numpy()
+        idx = [i for i in idx if valid[i]]
+        if not idx:
+            return None
+        ii = torch.as_tensor(idx)
+        residual = fingertip_contact_measurement(
+            self.ekf.T, hand.fingertips_cam[ii].detach(), res.normal[0, ii],
+            res.closest_point[0, ii], torch.as_tensor([self._tip_targets[i] for i in idx]))
+        return self.ekf.update('fingertip_contact', residual,
+                               torch.full((len(idx),), self.config.fingertip_sigma_m ** 2),
+                               rows=len(idx))
+
+    def _update_status(self, roi, mask, image_accepted: bool,
+                       updates: list[UpdateRecord]) -> None:
+        cfg = self.config
+        if image_accepted:
+            self._frames_without_update = 0
+            self._status, self._reason = TrackStatus.TRACKING, 'image measurements accepted'
+            return
+        if roi is None:
+            self._frames_without_update += 1
+            self._status, self._reason = TrackStatus.LOST, 'object out of view'
+            return
+        if mask is not None:
+            self._frames_without_update += 1
+        if self.ekf.position_std_m() > cfg.max_position_std_m:
+            self._status = TrackStatus.LOST
+            self._reason = (f'position std {self.ekf.position_std_m() * 1000:.0f} mm > '
+                            f'{cfg.max_position_std_m * 1000:.0f} mm')
+        elif self._frames_without_update >= cfg.lost_after_frames:
+            self._status = TrackStatus.LOST
+            gated = [u.reason for u in updates if not u.accepted]
+            self._reason = (f'no image measurement accepted for {self._frames_without_update} '
+                            f'frames' + (f' ({gated[0]})' if gated else ''))
+        elif self._status == TrackStatus.TRACKING:
+            self._reason = ('predict only: ' + (updates[0].reason if updates else
+                            'no image measurement'))
+
+    def _reinitialise(self, frame: FrameInput, mask: np.ndarray) -> None:
+        """Local multi-hypothesis render-and-compare around the last pose and the mask."""
+        cfg = self.config
+        T0 = self.ekf.T.numpy()
+        centroid = mask_centroid(mask)
+        if centroid is None:
+            return
+        cam = frame.camera
+        hyps = [T0]
+        # Move the object along its viewing ray so its centre projects onto the mask centroid.
+        c = T0[:3, :3] @ self._center.numpy() + T0[:3, 3]
+        ray = np.array([(centroid[0] - cam.cx) / cam.fx, (centroid[1] - cam.cy) / cam.fy, 1.0])
+        shifted = T0.copy()
+        shifted[:3, 3] += ray * c[2] - c
+        for base in (T0, shifted):
+            hyps.append(base)
+            for axis in np.eye(3):
+                for ang in (-0.35, 0.35):
+                    T = base.copy()
+                    R = Rotation.from_rotvec(axis * ang).as_matrix()
+                    cb = base[:3, :3] @ self._center.numpy() + base[:3, 3]
+                    T[:3, :3] = R @ base[:3, :3]
+                    T[:3, 3] = R @ (base[:3, 3] - cb) + cb
+                    hyps.append(T)
+        roi = make_roi(cam, shifted, self._proxy_v_np, 64, margin=0.8)
+        if roi is None:
+            return
+        hand_v, hand_f = self.kin.posed_mesh(
+            torch.as_tensor(frame.q[None], dtype=self.kin.dtype),
+            torch.as_tensor(frame.T_cam_base[None], dtype=self.kin.dtype))
+        obs = roi.crop(mask.astype(np.float32)) > 0.5
+        best, best_iou = None, -1.0
+        for T in hyps:
+            r = render_roi(roi, T, self._proxy_v, self._proxy_f, hand_v[0].detach().float(),
+                           hand_f)
+            inter = (r.object_visible & obs).sum()
+            union = (r.object_visible | obs).sum()
+            iou = inter / union if union else 0.0
+            if iou > best_iou:
+                best, best_iou = T, iou
+        if best is not None and best_iou >= cfg.reinit_min_iou:
+            initial = self._initial_T
+            self.initialise(best)
+            self._initial_T = initial
+            self._reason = f're-initialised by render-and-compare (IoU {best_iou:.2f})'
+
+
+def make_tracker(object_model: ObjectModel, hand: HandKinematics,
+                 config: TrackerConfig | None = None, **overrides) -> ObjectTracker:
+    """An :class:`ObjectTracker` with ``config`` fields replaced by ``overrides``."""
+    cfg = replace(config or TrackerConfig(), **overrides)
+    return ObjectTracker(object_model, hand, cfg)
