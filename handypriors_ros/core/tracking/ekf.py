@@ -117,8 +117,8 @@ def separable_jacobian(f: Callable[[torch.Tensor], torch.Tensor], rows: int
 def motion_jacobian(dT: torch.Tensor) -> torch.Tensor:
     """Jacobian of ``T -> dT T`` in the error coordinates, by autodiff.
 
-    For this parameterisation it equals ``blockdiag(dR, dR)``; computing it by forward-mode
-    autodiff keeps it right if the motion model changes (a test checks the closed form).
+    For this parameterisation it equals ``blockdiag(dR, dR)``; computing it by autodiff keeps
+    it right if the motion model changes (a test checks the closed form).
 
     Args:
         dT: (4, 4) float64. Returns: (6, 6) float64.
@@ -128,7 +128,7 @@ def motion_jacobian(dT: torch.Tensor) -> torch.Tensor:
     def f(delta: torch.Tensor) -> torch.Tensor:
         return ominus_linear(dT @ oplus_linear(T0, delta), dT @ T0)
 
-    return torch.func.jacfwd(f)(torch.zeros(6, dtype=dT.dtype, device=dT.device))
+    return separable_jacobian(lambda delta: f(delta[0])[None], 1)[1]
 
 
 @dataclass(frozen=True)

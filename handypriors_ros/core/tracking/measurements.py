@@ -3,9 +3,10 @@
 Everything image-side happens in a region of interest (ROI) around the object's predicted
 projection, rendered at most ``roi_size`` pixels wide with the hard rasterizer (the hand as a
 known occluder: it is rasterised together with the object, so object pixels behind the hand are
-not object pixels). Residual functions map an error-state perturbation ``delta`` (6,) to
-``z - h(T (+) delta)`` and are differentiable in forward mode, so the EKF's Jacobians come from
-``torch.func.jacfwd``. Residuals are in pixels of the full-resolution image.
+not object pixels). Residual functions map per-row error-state perturbations ``delta`` (rows, 6)
+to ``z - h(T (+) delta)`` (one row per silhouette point, fingertip, ...) and are differentiable,
+so the EKF's Jacobians come from reverse-mode autodiff (``ekf.separable_jacobian``).
+Residuals are in pixels of the full-resolution image.
 """
 from __future__ import annotations
 
@@ -17,7 +18,10 @@ import numpy as np
 import torch
 
 from handypriors_ros.core.render.camera import PinholeCamera
+from handypriors_ros.core.render.contour import signed_distance_transform as _sdt
+from handypriors_ros.core.render.contour import silhouette_edges
 from handypriors_ros.core.render.hard_rasterizer import rasterize_hard
+from handypriors_ros.core.render.mesh import RenderMesh, front_facing
 from handypriors_ros.core.tracking.ekf import oplus_linear
 
 Residual = Callable[[torch.Tensor], torch.Tensor]
@@ -116,31 +120,62 @@ def render_roi(roi: RoiView, T_cam_obj: np.ndarray, obj_vertices: torch.Tensor,
 
 
 def signed_distance_transform(mask: np.ndarray) -> np.ndarray:
-    """(h, w) float32: distance to the mask for outside pixels, minus the distance to the
-    outside for inside pixels (an inside pixel next to the boundary reads -1, outside +1)."""
-    m = mask.astype(np.uint8)
-    dt_out = cv2.distanceTransform(1 - m, cv2.DIST_L2, 5)
-    dt_in = cv2.distanceTransform(m, cv2.DIST_L2, 5)
-    return dt_out - dt_in
+    """(h, w) float64 signed distance to a bool mask's boundary [px]: positive outside,
+    negative inside, +-0.5 at the pixels next to the boundary (render.contour's convention)."""
+    return _sdt(mask).numpy().astype(np.float64)
 
 
-def sample_bilinear(image: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
-    """Bilinear samples of a (h, w) image at (N, 2) pixel coordinates, clamped to the image.
+class _ImageSample(torch.autograd.Function):
+    """Bilinear lookup of an image whose derivative is the bilinearly interpolated central-
+    difference image gradient.
 
-    Written with explicit weights (no F.grid_sample) so that forward-mode autodiff works.
+    Plain bilinear interpolation has a slope discontinuity at every pixel centre (where the
+    contour points sit, since they come from rendered pixel centres): its derivative there is a
+    one-sided difference. The central-difference gradient is the symmetric, smooth choice.
     """
+
+    @staticmethod
+    def forward(ctx, image, grad_u, grad_v, uv):  # noqa: D102
+        ctx.save_for_backward(grad_u, grad_v, uv)
+        return _bilinear(image, uv)
+
+    @staticmethod
+    def backward(ctx, grad_out):  # noqa: D102
+        grad_u, grad_v, uv = ctx.saved_tensors
+        g = torch.stack([_bilinear(grad_u, uv), _bilinear(grad_v, uv)], dim=-1)
+        return None, None, None, grad_out[..., None] * g
+
+
+def _bilinear(image: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
     h, w = image.shape
-    u = uv[:, 0].clamp(0, w - 1.0001)
-    v = uv[:, 1].clamp(0, h - 1.0001)
-    u0 = u.detach().floor().long()
-    v0 = v.detach().floor().long()
+    u = uv[..., 0].clamp(0, w - 1.0001)
+    v = uv[..., 1].clamp(0, h - 1.0001)
+    u0 = u.floor().long()
+    v0 = v.floor().long()
     a = u - u0.to(u.dtype)
     b = v - v0.to(v.dtype)
-    i00 = image[v0, u0]
-    i01 = image[v0, u0 + 1]
-    i10 = image[v0 + 1, u0]
-    i11 = image[v0 + 1, u0 + 1]
-    return (1 - a) * (1 - b) * i00 + a * (1 - b) * i01 + (1 - a) * b * i10 + a * b * i11
+    return ((1 - a) * (1 - b) * image[v0, u0] + a * (1 - b) * image[v0, u0 + 1]
+            + (1 - a) * b * image[v0 + 1, u0] + a * b * image[v0 + 1, u0 + 1])
+
+
+class SampledImage:
+    """An image for differentiable lookups at sub-pixel positions (reverse-mode autodiff).
+
+    Args:
+        image: (h, w) float array (e.g. a signed distance transform), pixel centres at integer
+            coordinates.
+    """
+
+    def __init__(self, image: np.ndarray) -> None:
+        img = np.asarray(image, dtype=np.float64)
+        gv, gu = np.gradient(img)  # central differences (one-sided at the border)
+        self.image = torch.as_tensor(img)
+        self.grad_u = torch.as_tensor(gu)
+        self.grad_v = torch.as_tensor(gv)
+
+    def __call__(self, uv: torch.Tensor) -> torch.Tensor:
+        """(..., 2) pixel positions (u, v) -> (...) values, clamped to the image."""
+        return _ImageSample.apply(self.image, self.grad_u, self.grad_v, uv)
 
 
 def _project(camera: PinholeCamera, p: torch.Tensor) -> torch.Tensor:
@@ -150,68 +185,117 @@ def _project(camera: PinholeCamera, p: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class ContourMeasurement:
-    """Silhouette points of the rendered object vs the observed mask's distance transform.
+    """Points on the rendered object's occluding contour vs the observed mask.
+
+    Each point lies on a silhouette edge of the render mesh (an edge between a front- and a
+    back-facing face), at a fixed screen-space fraction ``t`` between the projections of the
+    edge's two vertices, so its image position is a smooth function of the pose and exactly on
+    the boundary of the rendered silhouette (no pixel quantisation). The residual is minus the
+    observed mask's signed distance transform there: zero when the rendered and observed
+    boundaries agree.
 
     Attributes:
-        points_obj: (K, 3) float64 object-frame points on the rendered occluding contour.
-        residual: ``delta (K, 6) -> -(sdt(u(delta)) + 1) / scale`` (K,) [full-resolution px],
-            one row per point (EKF.update with ``rows=K``).
+        edge_vertices: (K, 2) int64 render-mesh vertex indices of each point's edge.
+        t: (K,) float64 fraction from the first vertex to the second.
+        residual: ``delta (K, 6) -> (K,)`` [full-resolution px], one row per point.
         R: (K, K) measurement covariance.
         prior_residual: (K,) the residual at delta = 0.
     """
-    points_obj: torch.Tensor
+    edge_vertices: torch.Tensor
+    t: torch.Tensor
     residual: Residual
     R: torch.Tensor
     prior_residual: np.ndarray
 
+    @property
+    def rows(self) -> int:
+        return int(self.t.shape[0])
 
-def contour_measurement(roi: RoiView, render: RoiRender, T_cam_obj: torch.Tensor,
-                        observed_mask_roi: np.ndarray, *, max_points: int, sigma_px: float,
-                        common_px: float, outlier_px: float) -> ContourMeasurement | None:
-    """Build the contour measurement (module docstring); None when too few points remain."""
-    obj = render.object_visible.astype(np.uint8)
-    if obj.sum() < 12:
-        return None
-    kernel = np.ones((3, 3), np.uint8)
-    boundary = obj.astype(bool) & ~cv2.erode(obj, kernel, borderValue=0).astype(bool)
-    # Not an object edge where the hand is the neighbour (occlusion edge) or at the ROI border.
-    near_hand = cv2.dilate(render.hand.astype(np.uint8), kernel).astype(bool)
-    boundary &= ~near_hand
-    boundary[0, :] = boundary[-1, :] = boundary[:, 0] = boundary[:, -1] = False
-    vs, us = np.nonzero(boundary)
-    if len(us) < 8:
-        return None
-    if len(us) > max_points:
-        keep = np.linspace(0, len(us) - 1, max_points).round().astype(int)
-        us, vs = us[keep], vs[keep]
-    cam = roi.camera
-    z = render.depth[vs, us].astype(np.float64)
-    finite = np.isfinite(z) & (z > 0)  # a degenerate (zero-area) face gives no depth
-    us, vs, z = us[finite], vs[finite], z[finite]
-    if len(us) < 8:
-        return None
-    p_cam = np.stack([(us - cam.cx) / cam.fx * z, (vs - cam.cy) / cam.fy * z, z], axis=1)
+
+def contour_measurement(camera: PinholeCamera, roi: RoiView, render: RoiRender,
+                        mesh: RenderMesh, T_cam_obj: torch.Tensor, observed_mask: np.ndarray,
+                        *, max_points: int, sigma_px: float, common_px: float,
+                        outlier_px: float, oversample: int = 3) -> ContourMeasurement | None:
+    """Build the contour measurement (see :class:`ContourMeasurement`).
+
+    Candidates are spread evenly by projected length over the silhouette edges; a candidate is
+    kept where it lies on the boundary of the rendered visible object (within a ROI pixel), no
+    hand surface in front of it within a ROI pixel (an occlusion edge is not an object edge),
+    and where the observed mask does not disagree by more than ``outlier_px`` (segmenter
+    errors, false blobs). None when fewer than 8 points remain.
+
+    Args:
+        camera: the full-resolution camera; roi, render: the ROI and its render at the prior.
+        mesh: the object's render mesh (with edge adjacency).
+        T_cam_obj: (4, 4) prior pose.
+        observed_mask: (H, W) bool full-resolution observed object mask.
+    """
     T = T_cam_obj.to(torch.float64)
-    T_np = T.numpy()
-    p_obj = (p_cam - T_np[:3, 3]) @ T_np[:3, :3]  # R^T (p - t)
-    sdt = torch.as_tensor(signed_distance_transform(observed_mask_roi), dtype=torch.float64)
-    points = torch.as_tensor(p_obj)
-    scale = roi.scale
+    V = mesh.vertices.to(torch.float64)
+    with torch.no_grad():
+        v_cam = V @ T[:3, :3].T + T[:3, 3]
+        front = front_facing(v_cam[None], mesh.faces)
+        sil = silhouette_edges(mesh.edge_faces, front)[0]
+        ea, eb = mesh.edges[sil, 0], mesh.edges[sil, 1]
+        ok = (v_cam[ea, 2] > 0.05) & (v_cam[eb, 2] > 0.05)
+        ea, eb = ea[ok], eb[ok]
+        if ea.numel() == 0:
+            return None
+        rc = roi.camera
+        pa, pb = _project(rc, v_cam[ea]), _project(rc, v_cam[eb])
+        length = (pb - pa).norm(dim=-1)
+        cum = torch.cumsum(length, 0)
+        m = oversample * max_points
+        if not float(cum[-1]) > 0:
+            return None
+        s_ = (torch.arange(m, dtype=torch.float64) + 0.5) * (cum[-1] / m)
+        e = torch.searchsorted(cum, s_, right=True).clamp(max=len(cum) - 1)
+        t = ((s_ - (cum[e] - length[e])) / length[e].clamp(min=1e-12)).clamp(0, 1)
+        p = pa[e] + t[:, None] * (pb[e] - pa[e])  # (m, 2) ROI px
+        za, zb = v_cam[ea[e], 2], v_cam[eb[e], 2]
+        zp = 1.0 / ((1 - t) / za + t / zb)
+        h, w = render.object_visible.shape
+        inside = (p[:, 0] >= 0) & (p[:, 0] <= w - 1) & (p[:, 1] >= 0) & (p[:, 1] <= h - 1)
+        rendered_sdt = SampledImage(signed_distance_transform(render.object_visible))
+        on_boundary = rendered_sdt(p).abs() <= 1.0
+        hand_depth = np.where(render.hand, render.depth, np.inf).astype(np.float32)
+        hand_near = cv2.erode(hand_depth, np.ones((3, 3), np.uint8))  # min over 3x3
+        pu = p[:, 0].round().long().clamp(0, w - 1).numpy()
+        pv = p[:, 1].round().long().clamp(0, h - 1).numpy()
+        unhidden = torch.as_tensor(hand_near[pv, pu]) > zp
+        keep = torch.nonzero(inside & on_boundary & unhidden)[:, 0]
+        if keep.numel() < 8:
+            return None
+        if keep.numel() > max_points:
+            keep = keep[torch.linspace(0, keep.numel() - 1, max_points).round().long()]
+        edge_vertices = torch.stack([ea[e[keep]], eb[e[keep]]], dim=1)
+        t = t[keep]
+    # The observed mask's signed distance in a full-resolution crop (no resampling).
+    x0, y0 = roi.x0, roi.y0
+    crop_cam = PinholeCamera(fx=camera.fx, fy=camera.fy, cx=camera.cx - x0, cy=camera.cy - y0,
+                             width=roi.x1 - x0, height=roi.y1 - y0)
+    sdt = SampledImage(signed_distance_transform(observed_mask[y0:roi.y1, x0:roi.x1]))
+    va, vb = V[edge_vertices[:, 0]], V[edge_vertices[:, 1]]
 
-    def residual_all(delta: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:
+    def residual_all(delta: torch.Tensor, keep_rows: torch.Tensor) -> torch.Tensor:
         Td = oplus_linear(T, delta)  # (K, 4, 4): one perturbation per point
-        p = (Td[:, :3, :3] @ pts[:, :, None])[..., 0] + Td[:, :3, 3]
-        return -(sample_bilinear(sdt, _project(cam, p)) + 1.0) / scale
+        Rd, td = Td[:, :3, :3], Td[:, :3, 3]
+        qa = (Rd @ va[keep_rows, :, None])[..., 0] + td
+        qb = (Rd @ vb[keep_rows, :, None])[..., 0] + td
+        tk = t[keep_rows, None]
+        u = (1 - tk) * _project(crop_cam, qa) + tk * _project(crop_cam, qb)
+        return -sdt(u)
 
-    r0 = residual_all(torch.zeros(len(points), 6, dtype=torch.float64), points).numpy()
-    inlier = np.abs(r0) < outlier_px
-    if inlier.sum() < 8:
+    all_rows = torch.arange(t.shape[0])
+    r0 = residual_all(torch.zeros(t.shape[0], 6, dtype=torch.float64), all_rows).detach()
+    inlier = torch.nonzero(r0.abs() < outlier_px)[:, 0]
+    if inlier.numel() < 8:
         return None
-    points = points[torch.as_tensor(inlier)]
-    K = points.shape[0]
+    K = inlier.numel()
     R = (sigma_px ** 2) * torch.eye(K, dtype=torch.float64) \
         + (common_px ** 2) * torch.ones(K, K, dtype=torch.float64)
-    return ContourMeasurement(points, lambda d: residual_all(d, points), R, r0[inlier])
+    return ContourMeasurement(edge_vertices[inlier], t[inlier],
+                              lambda d: residual_all(d, inlier), R, r0[inlier].numpy())
 
 
 def mask_centroid(mask: np.ndarray) -> np.ndarray | None:

@@ -16,12 +16,14 @@ from dataclasses import replace
 import cv2
 import numpy as np
 import torch
+import trimesh
 from scipy.spatial.transform import Rotation
 
 from handypriors_ros.core.errors import HandyPriorsError, InputError
 from handypriors_ros.core.models.kinematics import HandKinematics
 from handypriors_ros.core.models.object_model import ObjectModel
 from handypriors_ros.core.physics.sdf import WarpMeshSDF
+from handypriors_ros.core.render.mesh import RenderMesh
 from handypriors_ros.core.tracking.config import TrackerConfig
 from handypriors_ros.core.tracking.dynamics import (HandFrame, MotionPrediction, pose_hand,
                                                     predict_motion)
@@ -78,6 +80,11 @@ class ObjectTracker:
         self._proxy_v = self.object.proxy.vertices.detach().float()
         self._proxy_f = self.object.proxy.faces.detach()
         self._proxy_v_np = self._proxy_v.numpy().astype(np.float64)
+        # The proxy with vertices merged by position (colour seams split them), so that its
+        # edges know both their faces: silhouette edges for the contour measurement.
+        merged = trimesh.Trimesh(self._proxy_v_np, self._proxy_f.numpy(), process=True)
+        self._mesh = RenderMesh.from_arrays(merged.vertices, merged.faces,
+                                            dtype=torch.float64)
         self._center = self.object.center.detach().to(torch.float64)
         self.segmenter = ColorHistogramSegmenter()
         self.ekf: PoseEKF | None = None
@@ -88,6 +95,19 @@ class ObjectTracker:
         self._status = TrackStatus.INITIALISING
         self._reason = 'waiting for the first frame'
         self._frames_without_update = 0
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """Run each kernel once (Warp module load, TorchScript compilation of the rigid fit,
+        autograd set-up) so that the first tracked frame is not seconds late."""
+        from handypriors_ros.core.physics.rigid_fit import weighted_rigid_fit
+        g = torch.Generator().manual_seed(0)
+        X = torch.rand(1, 8, 3, generator=g, dtype=torch.float64)
+        weighted_rigid_fit(X, X + 0.01, torch.ones(1, 8, dtype=torch.float64))
+        self.sdf.signed_distance(torch.zeros(1, 4, 3))
+        ekf = PoseEKF(torch.eye(4), torch.eye(6))
+        ekf.predict(torch.eye(4), torch.eye(6))
+        ekf.update('warm-up', lambda d: d[:, :1], torch.ones(2), rows=2)
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -157,17 +177,20 @@ class ObjectTracker:
         t2 = time.perf_counter()
         lat['render'] = t2 - t1
 
+        # While initialising the pose is only as good as the user's guess: no gating until the
+        # image has been accepted once.
+        gate = self._status != TrackStatus.INITIALISING
         if roi is not None and mask is not None and render is not None:
             obs_roi = roi.crop(mask.astype(np.float32)) > 0.5
             if 'contour' in cfg.measurements:
-                cm = contour_measurement(roi, render, self.ekf.T, obs_roi,
-                                         max_points=cfg.contour_points,
+                cm = contour_measurement(frame.camera, roi, render, self._mesh, self.ekf.T,
+                                         mask, max_points=cfg.contour_points,
                                          sigma_px=cfg.contour_sigma_px,
                                          common_px=cfg.contour_common_px,
                                          outlier_px=cfg.contour_outlier_px)
                 if cm is not None:
-                    rec = self.ekf.update('contour', cm.residual, cm.R,
-                                          rows=cm.points_obj.shape[0])
+                    rec = self.ekf.update('contour', cm.residual, cm.R, rows=cm.rows,
+                                          gate=gate)
                     updates.append(rec)
                     image_accepted |= rec.accepted
             if 'object_center' in cfg.measurements:
@@ -175,7 +198,7 @@ class ObjectTracker:
                                          obs_roi)
                 if res is not None:
                     rec = self.ekf.update('object_center', res,
-                                          torch.full((2,), cfg.center_sigma_px ** 2))
+                                          torch.full((2,), cfg.center_sigma_px ** 2), gate=gate)
                     updates.append(rec)
                     image_accepted |= rec.accepted
         if 'fingertip_contact' in cfg.measurements and self._tip_targets:
