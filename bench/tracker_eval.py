@@ -1,0 +1,687 @@
+"""Evaluation harness of the object trackers on synthetic sequences with ground truth.
+
+Pieces, in the order a benchmark uses them:
+
+- :class:`SequenceSpec` / :class:`SyntheticSuite`: which sequences (object, occlusion, in-hand
+  motion, seed, length); each is generated once with ``handypriors_ros.synth.generate`` into a
+  cache folder, ``${HANDYPRIORS_BENCH_CACHE:-/tmp/handypriors_bench}/<name>-<config hash>``
+  (written under a temporary name and renamed when complete, so an interrupted generation is
+  redone, never half-used). ``SyntheticSuite.quick()``: 3 sequences of 30 frames;
+  ``SyntheticSuite.full()``: 9 sequences of 90 frames (3 objects x 3 occlusion levels).
+- :func:`load_sequence`: reads a generated folder's bag ONCE into per-image
+  :class:`FrameInput` s (image, camera, mask, joints interpolated to the image stamp, hand root
+  pose from TF at the image stamp), plus the initial pose and the ground truth.
+- :func:`evaluate`: runs one tracker over one sequence (``initialise`` then ``step`` for every
+  frame, each step timed) and scores every frame against the ground truth.
+- :func:`summarise` / :func:`write_report`: the figures per (method, sequence) and per method
+  over all sequences, a markdown table, a JSON file and PNG plots of error over time.
+
+Errors per frame (``handypriors_ros.core.metrics``): ADD-S and ADD over the object model's
+surface samples, translation error of the mesh origin and geodesic rotation error. A frame
+whose returned pose is not a finite rigid transform scores ``inf``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Protocol
+
+import numpy as np
+
+from handypriors_ros import interfaces
+from handypriors_ros.bag import BagReader
+from handypriors_ros.core import metrics
+from handypriors_ros.core.errors import InputError
+from handypriors_ros.core.geometry.transform_buffer import StampedTransform, TransformBuffer
+from handypriors_ros.core.models.object_model import ObjectModel
+from handypriors_ros.core.render.camera import PinholeCamera, Undistorter
+from handypriors_ros.core.tracking.types import FrameInput, TrackResult, TrackStatus
+
+#: Environment variable naming the sequence cache folder.
+CACHE_ENV = 'HANDYPRIORS_BENCH_CACHE'
+DEFAULT_CACHE = Path('/tmp/handypriors_bench')
+
+#: ADD-S threshold of the "% frames below" figure and range of the AUC, metres.
+ADD_S_GOOD_M = 0.010
+AUC_MAX_M = 0.10
+
+
+# --------------------------------------------------------------------------------------------
+# the suite of synthetic sequences
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SequenceSpec:
+    """One synthetic sequence of the suite.
+
+    Attributes:
+        object_name: built-in object (``mustard_bottle``, ``cracker_box``, ``soup_can``...).
+        occlusion: ``'low'``, ``'medium'`` or ``'heavy'`` (camera placement, see synth.scene).
+        n_frames: camera frames (30 Hz).
+        roll_deg: amplitude of the in-hand rolling about the palm normal.
+        slip_mm: total slip along the fingers over the sequence (no finger explains it).
+        seed: generator seed.
+        width, height: image size [px]; the intrinsics are a RealSense D435 colour camera's
+            (fx = fy = 615 px at 640 x 480) scaled to it.
+    """
+    object_name: str
+    occlusion: str
+    n_frames: int = 90
+    roll_deg: float = 15.0
+    slip_mm: float = 0.0
+    seed: int = 0
+    width: int = 640
+    height: int = 480
+
+    @property
+    def name(self) -> str:
+        """A readable, unique label, e.g. ``mustard_bottle-medium-roll15-slip5-s1-n30``."""
+        return (f'{self.object_name}-{self.occlusion}-roll{self.roll_deg:g}'
+                f'-slip{self.slip_mm:g}-s{self.seed}-n{self.n_frames}')
+
+    def generate_config(self):
+        """The :class:`~handypriors_ros.synth.generate.GenerateConfig` of this sequence."""
+        from handypriors_ros.synth.generate import GenerateConfig
+        from handypriors_ros.synth.scene import SceneConfig
+        s = self.width / 640.0
+        return GenerateConfig(
+            object_name=self.object_name, seed=self.seed, width=self.width, height=self.height,
+            fx=615.0 * s, fy=615.0 * s, cx=(self.width - 1) / 2.0, cy=(self.height - 1) / 2.0,
+            scene=SceneConfig(n_frames=self.n_frames, occlusion=self.occlusion,
+                              roll_deg=self.roll_deg, slip_mm=self.slip_mm))
+
+    def cache_key(self) -> str:
+        """``<name>-<hash>``: the hash covers every generator setting, so a changed default
+        of the generator gives a new folder instead of a stale sequence."""
+        text = json.dumps(dataclasses.asdict(self.generate_config()), sort_keys=True,
+                          default=str)
+        return f'{self.name}-{hashlib.sha1(text.encode()).hexdigest()[:10]}'
+
+
+def default_cache_dir() -> Path:
+    """``$HANDYPRIORS_BENCH_CACHE`` or ``/tmp/handypriors_bench``."""
+    value = os.environ.get(CACHE_ENV, '').strip()
+    return Path(value) if value else DEFAULT_CACHE
+
+
+class SyntheticSuite:
+    """A list of :class:`SequenceSpec`, generated on demand into a cache folder.
+
+    Args:
+        specs: the sequences.
+        cache_dir: where sequences live; :func:`default_cache_dir` when None.
+    """
+
+    def __init__(self, specs: Iterable[SequenceSpec], cache_dir: str | Path | None = None
+                 ) -> None:
+        self.specs = tuple(specs)
+        if not self.specs:
+            raise InputError('specs: expected at least one SequenceSpec, got none')
+        names = [s.name for s in self.specs]
+        if len(set(names)) != len(names):
+            raise InputError(f'specs: expected unique sequences, got repeats in {names}')
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+
+    @classmethod
+    def quick(cls, cache_dir: str | Path | None = None) -> SyntheticSuite:
+        """3 sequences of 30 frames: one per object and occlusion level, one with slip."""
+        return cls([
+            SequenceSpec('mustard_bottle', 'medium', n_frames=30, seed=1),
+            SequenceSpec('cracker_box', 'heavy', n_frames=30, slip_mm=5.0, seed=2),
+            SequenceSpec('soup_can', 'low', n_frames=30, seed=3),
+        ], cache_dir)
+
+    @classmethod
+    def full(cls, cache_dir: str | Path | None = None) -> SyntheticSuite:
+        """9 sequences of 90 frames: every object at every occlusion level; the motion
+        alternates between rolling only (15 degrees) and rolling with 5 mm of slip."""
+        specs = []
+        for i, (obj, occ) in enumerate((o, c) for o in ('mustard_bottle', 'cracker_box',
+                                                         'soup_can')
+                                       for c in ('low', 'medium', 'heavy')):
+            specs.append(SequenceSpec(obj, occ, n_frames=90, slip_mm=5.0 if i % 2 else 0.0,
+                                      seed=10 + i))
+        return cls(specs, cache_dir)
+
+    def folder(self, spec: SequenceSpec) -> Path:
+        """The cache folder of ``spec`` (it may not exist yet)."""
+        return self.cache_dir / spec.cache_key()
+
+    def ensure(self, spec: SequenceSpec, *, log: Callable[[str], None] | None = None) -> Path:
+        """The folder of ``spec``, generated first if it is not in the cache."""
+        folder = self.folder(spec)
+        if (folder / 'ground_truth.npz').is_file() and (folder / 'bag').is_dir():
+            return folder
+        from handypriors_ros.synth.generate import generate
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        # per process, so two benchmarks filling the same cache never share a partial folder
+        partial = self.cache_dir / f'.{folder.name}.{os.getpid()}.partial'
+        if partial.exists():
+            shutil.rmtree(partial)
+        if log is not None:
+            log(f'generating {spec.name} ({spec.n_frames} frames, {spec.width}x{spec.height}) '
+                f'into {folder} ...')
+        start = time.perf_counter()
+        try:
+            generate(spec.generate_config(), partial, overwrite=True)
+            if folder.exists():  # another process finished first: keep its copy
+                shutil.rmtree(partial)
+            else:
+                partial.rename(folder)
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+        if log is not None:
+            log(f'  generated in {time.perf_counter() - start:.0f} s')
+        return folder
+
+    def sequences(self, *, log: Callable[[str], None] | None = None) -> Iterator[Sequence]:
+        """Each sequence loaded in turn (generated first when needed); one in memory at a
+        time."""
+        for spec in self.specs:
+            yield load_sequence(self.ensure(spec, log=log), name=spec.name)
+
+
+# --------------------------------------------------------------------------------------------
+# loading a sequence
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class Sequence:
+    """A generated sequence, ready to feed a tracker.
+
+    Attributes:
+        name: label.
+        folder: the generated folder.
+        frames: one :class:`FrameInput` per image, in stamp order.
+        joint_names: (J,) names of ``FrameInput.q``'s entries (the JointState order).
+        T_cam_obj_init: (4, 4) initial pose (``/handypriors/initial_pose``).
+        T_cam_obj_gt: (N, 4, 4) true object pose at each image stamp.
+        visible_fraction: (N,) fraction of the object's silhouette not hidden by the hand.
+        object_model: the object (``object.ply``); its ``sample_points`` score ADD / ADD-S.
+        mesh_path: path of ``object.ply``.
+    """
+    name: str
+    folder: Path
+    frames: tuple[FrameInput, ...]
+    joint_names: tuple[str, ...]
+    T_cam_obj_init: np.ndarray
+    T_cam_obj_gt: np.ndarray
+    visible_fraction: np.ndarray
+    object_model: ObjectModel
+    mesh_path: Path
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    @property
+    def stamps_ns(self) -> np.ndarray:
+        """(N,) int64 image stamps."""
+        return np.array([f.stamp_ns for f in self.frames], dtype=np.int64)
+
+
+def _stamp_ns(header) -> int:
+    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+
+
+def _image_array(msg, topic: str) -> np.ndarray:
+    """sensor_msgs/Image -> (H, W, 3) uint8 RGB for rgb8/bgr8, (H, W) uint8 for mono8."""
+    h, w, step = int(msg.height), int(msg.width), int(msg.step)
+    data = np.asarray(msg.data, dtype=np.uint8)
+    channels = {'rgb8': 3, 'bgr8': 3, 'mono8': 1}.get(msg.encoding)
+    if channels is None:
+        raise InputError(f'{topic}: expected encoding rgb8, bgr8 or mono8, got '
+                         f'{msg.encoding!r}')
+    if step < w * channels or data.size < h * step:
+        raise InputError(f'{topic}: image data of {data.size} bytes does not hold {h} rows '
+                         f'of step {step} for {w}x{h} {msg.encoding}')
+    rows = data[:h * step].reshape(h, step)[:, :w * channels]
+    if channels == 1:
+        return rows.reshape(h, w).copy()
+    img = rows.reshape(h, w, 3)
+    return np.ascontiguousarray(img[..., ::-1] if msg.encoding == 'bgr8' else img)
+
+
+def _pose_to_matrix(pose) -> np.ndarray:
+    from scipy.spatial.transform import Rotation
+    o = pose.orientation
+    T = np.eye(4)
+    T[:3, :3] = Rotation.from_quat([o.x, o.y, o.z, o.w]).as_matrix()
+    T[:3, 3] = [pose.position.x, pose.position.y, pose.position.z]
+    return T
+
+
+def _feed_tf(buffer: TransformBuffer, msg, *, is_static: bool, authority: str) -> None:
+    for tf in msg.transforms:
+        t, r = tf.transform.translation, tf.transform.rotation
+        buffer.set_transform(StampedTransform(
+            tf.header.frame_id, tf.child_frame_id, _stamp_ns(tf.header), [t.x, t.y, t.z],
+            [r.x, r.y, r.z, r.w]), is_static=is_static, authority=authority)
+
+
+def interpolate_joints(stamps_ns: np.ndarray, positions: np.ndarray, at_ns: int) -> np.ndarray:
+    """Joint positions at ``at_ns``, linear between the two neighbouring samples.
+
+    Args:
+        stamps_ns: (M,) increasing sample stamps. positions: (M, J).
+        at_ns: query stamp; must lie within ``[stamps_ns[0], stamps_ns[-1]]``.
+    Returns:
+        (J,) float64.
+    """
+    if not stamps_ns[0] <= at_ns <= stamps_ns[-1]:
+        raise InputError(f'at_ns: image stamp {at_ns} ns is outside the joint states '
+                         f'[{stamps_ns[0]}, {stamps_ns[-1]}] ns')
+    i = int(np.searchsorted(stamps_ns, at_ns, side='right'))
+    if i >= len(stamps_ns):
+        return positions[-1].astype(np.float64).copy()
+    i = max(i, 1)
+    t0, t1 = stamps_ns[i - 1], stamps_ns[i]
+    alpha = 0.0 if t1 == t0 else (at_ns - t0) / (t1 - t0)
+    return (1.0 - alpha) * positions[i - 1] + alpha * positions[i]
+
+
+def load_sequence(folder: str | Path, *, name: str | None = None,
+                  image_topic: str = interfaces.IMAGE_TOPIC,
+                  camera_info_topic: str = interfaces.CAMERA_INFO_TOPIC,
+                  joint_states_topic: str = interfaces.JOINT_STATES_TOPIC,
+                  mask_topic: str = interfaces.MASK_TOPIC,
+                  initial_pose_topic: str = interfaces.INITIAL_POSE_TOPIC,
+                  hand_root_frame: str = interfaces.HAND_ROOT_FRAME,
+                  n_sample_points: int = 1000) -> Sequence:
+    """Read a generated sequence folder (``bag/``, ``ground_truth.npz``, ``object.ply``).
+
+    The bag is read once. For every image: the camera from the camera_info of the same stamp
+    (images are undistorted when it has distortion), the mask of the same stamp if the
+    segmenter published one (``> 127`` is object), the joint positions linearly interpolated
+    to the image stamp from the joint states' header stamps (JointState name order), and
+    ``T_cam_base`` (camera optical frame, the image's frame_id <- ``hand_root_frame``) looked
+    up at the image stamp in a :class:`TransformBuffer` holding all of /tf and /tf_static.
+
+    Raises:
+        InputError: a missing file or topic, an image without camera_info or outside the
+            joint states, a ground truth whose stamps differ from the images'.
+        TransformError: the hand root pose cannot be looked up at an image stamp.
+    """
+    folder = Path(folder)
+    for required in ('bag', 'ground_truth.npz', 'object.ply'):
+        if not (folder / required).exists():
+            raise InputError(f'folder: expected {folder / required} (a generated sequence), '
+                             'it does not exist')
+    images: list[tuple[int, str, np.ndarray]] = []
+    infos: dict[int, object] = {}
+    masks: dict[int, np.ndarray] = {}
+    js_stamps: list[int] = []
+    js_positions: list[np.ndarray] = []
+    joint_names: tuple[str, ...] | None = None
+    T_init: np.ndarray | None = None
+    buffer = TransformBuffer(cache_time_s=1e6)
+    with BagReader(folder / 'bag') as reader:
+        topics = reader.topics
+        for topic in (image_topic, camera_info_topic, joint_states_topic):
+            if topic not in topics:
+                raise InputError(f'{folder / "bag"}: expected topic {topic}, the bag has '
+                                 f'{sorted(topics)}')
+        wanted = [image_topic, camera_info_topic, joint_states_topic, mask_topic,
+                  initial_pose_topic, interfaces.TF_TOPIC, interfaces.TF_STATIC_TOPIC]
+        for m in reader.messages(wanted):
+            msg = m.deserialize()
+            if m.topic == image_topic:
+                images.append((_stamp_ns(msg.header), msg.header.frame_id,
+                               _image_array(msg, image_topic)))
+            elif m.topic == camera_info_topic:
+                infos[_stamp_ns(msg.header)] = msg
+            elif m.topic == mask_topic:
+                masks[_stamp_ns(msg.header)] = _image_array(msg, mask_topic) > 127
+            elif m.topic == joint_states_topic:
+                names = tuple(msg.name)
+                if joint_names is None:
+                    joint_names = names
+                elif names != joint_names:
+                    raise InputError(f'{joint_states_topic}: joint names changed within the '
+                                     f'bag: {joint_names} then {names}')
+                js_stamps.append(_stamp_ns(msg.header))
+                js_positions.append(np.asarray(msg.position, dtype=np.float64))
+            elif m.topic == initial_pose_topic:
+                if T_init is None:
+                    T_init = _pose_to_matrix(msg.pose)
+            elif m.topic in (interfaces.TF_TOPIC, interfaces.TF_STATIC_TOPIC):
+                _feed_tf(buffer, msg, is_static=m.topic == interfaces.TF_STATIC_TOPIC,
+                         authority=m.topic)
+    if not images:
+        raise InputError(f'{image_topic}: no images in {folder / "bag"}')
+    if T_init is None:
+        raise InputError(f'{initial_pose_topic}: no initial pose in {folder / "bag"}')
+    images.sort(key=lambda item: item[0])
+    order = np.argsort(js_stamps, kind='stable')
+    js_t = np.asarray(js_stamps, dtype=np.int64)[order]
+    js_q = np.stack(js_positions)[order]                                  # (M, J)
+
+    gt = np.load(folder / 'ground_truth.npz')
+    stamps = np.array([s for s, _, _ in images], dtype=np.int64)
+    if len(gt['stamps_ns']) != len(stamps) or not np.array_equal(gt['stamps_ns'], stamps):
+        raise InputError(f'{folder / "ground_truth.npz"}: expected the {len(stamps)} image '
+                         f'stamps of the bag, got {len(gt["stamps_ns"])} different stamps')
+
+    undistorters: dict[tuple, Undistorter] = {}
+    frames = []
+    for stamp, frame_id, rgb in images:
+        info = infos.get(stamp)
+        if info is None:
+            raise InputError(f'{camera_info_topic}: no camera_info with the stamp {stamp} ns '
+                             f'of an image')
+        key = (tuple(info.k), tuple(info.p), tuple(info.d), info.distortion_model,
+               int(info.width), int(info.height))
+        if key not in undistorters:
+            undistorters[key] = Undistorter.from_camera_info(
+                info.k, info.p, int(info.width), int(info.height), info.distortion_model,
+                info.d, info.r)
+        und = undistorters[key]
+        camera: PinholeCamera = und.camera
+        mask = masks.get(stamp)
+        if mask is not None and not und.is_identity:
+            mask = und.undistort_mask(mask.astype(np.uint8)) > 0
+        frames.append(FrameInput(
+            stamp_ns=stamp, rgb=und.undistort_image(rgb), camera=camera,
+            q=interpolate_joints(js_t, js_q, stamp),
+            T_cam_base=buffer.lookup_transform(frame_id, hand_root_frame, stamp), mask=mask))
+    model = ObjectModel.from_file(folder / 'object.ply', n_sample_points=n_sample_points)
+    return Sequence(name=name or folder.name, folder=folder, frames=tuple(frames),
+                    joint_names=joint_names or (), T_cam_obj_init=T_init,
+                    T_cam_obj_gt=np.asarray(gt['T_cam_obj'], dtype=np.float64),
+                    visible_fraction=np.asarray(gt['visible_fraction'], dtype=np.float64),
+                    object_model=model, mesh_path=folder / 'object.ply')
+
+
+# --------------------------------------------------------------------------------------------
+# running a tracker
+# --------------------------------------------------------------------------------------------
+
+
+class Tracker(Protocol):
+    """What :func:`evaluate` drives: the interface of the EKF tracker and the baselines."""
+
+    def initialise(self, T_cam_obj: np.ndarray) -> None: ...
+
+    def step(self, frame: FrameInput) -> TrackResult: ...
+
+
+@dataclass(frozen=True, eq=False)
+class EvalResult:
+    """Per-frame results of one method on one sequence.
+
+    Attributes:
+        method, sequence: labels.
+        stamps_ns: (N,) image stamps.
+        T_cam_obj: (N, 4, 4) returned poses.
+        T_cam_obj_gt: (N, 4, 4) true poses.
+        add_s_m, add_m: (N,) ADD-S and ADD [m] (inf: the returned pose was not a finite
+            rigid transform).
+        translation_m: (N,) error of the mesh origin [m]. rotation_deg: (N,) [deg].
+        step_ms: (N,) wall time of each ``step`` call [ms].
+        status: (N,) int :class:`TrackStatus` values.
+        symmetric: whether the object is rotationally symmetric (ADD-S is the fair figure).
+    """
+    method: str
+    sequence: str
+    stamps_ns: np.ndarray
+    T_cam_obj: np.ndarray
+    T_cam_obj_gt: np.ndarray
+    add_s_m: np.ndarray
+    add_m: np.ndarray
+    translation_m: np.ndarray
+    rotation_deg: np.ndarray
+    step_ms: np.ndarray
+    status: np.ndarray
+    symmetric: bool
+
+
+def _valid_pose(T: np.ndarray) -> bool:
+    if T.shape != (4, 4) or not np.isfinite(T).all():
+        return False
+    R = T[:3, :3]
+    return (np.abs(T[3] - [0.0, 0.0, 0.0, 1.0]).max() <= 1e-6
+            and np.abs(R.T @ R - np.eye(3)).max() <= 1e-4 and np.linalg.det(R) > 0)
+
+
+def frame_errors(T_est: np.ndarray, T_gt: np.ndarray, points: np.ndarray
+                 ) -> dict[str, np.ndarray]:
+    """ADD-S, ADD, translation [m] and rotation [deg] errors per frame.
+
+    Args:
+        T_est, T_gt: (N, 4, 4). points: (P, 3) object model points.
+    Returns:
+        ``{'add_s_m', 'add_m', 'translation_m', 'rotation_deg'}``, each (N,) float64; inf
+        where ``T_est`` is not a finite rigid transform.
+    """
+    n = len(T_est)
+    out = {k: np.full(n, np.inf) for k in ('add_s_m', 'add_m', 'translation_m',
+                                           'rotation_deg')}
+    ok = np.array([_valid_pose(T) for T in T_est], dtype=bool)
+    if ok.any():
+        est, gt = T_est[ok], T_gt[ok]
+        out['add_s_m'][ok] = metrics.add_s(est, gt, points)
+        out['add_m'][ok] = metrics.add(est, gt, points)
+        out['translation_m'][ok] = metrics.translation_error(est, gt)
+        out['rotation_deg'][ok] = metrics.rotation_error_deg(est, gt)
+    return out
+
+
+def evaluate(tracker_factory: Callable[[Sequence], Tracker], sequence: Sequence, *,
+             method: str = 'tracker') -> EvalResult:
+    """Run a tracker over a sequence and score every frame.
+
+    ``tracker_factory(sequence)`` builds the tracker (not timed); then
+    ``tracker.initialise(sequence.T_cam_obj_init)`` and ``tracker.step(frame)`` for every
+    frame in order, each step timed with ``time.perf_counter``.
+
+    Raises:
+        InputError: a result whose stamp is not its frame's, or whose pose is not (4, 4).
+        Whatever the tracker raises.
+    """
+    tracker = tracker_factory(sequence)
+    tracker.initialise(sequence.T_cam_obj_init.copy())
+    n = len(sequence.frames)
+    poses = np.empty((n, 4, 4))
+    step_ms = np.empty(n)
+    status = np.empty(n, dtype=np.int64)
+    for i, frame in enumerate(sequence.frames):
+        start = time.perf_counter()
+        result = tracker.step(frame)
+        step_ms[i] = (time.perf_counter() - start) * 1e3
+        if result.stamp_ns != frame.stamp_ns:
+            raise InputError(f'{method}: result stamp {result.stamp_ns} ns for frame {i} of '
+                             f'stamp {frame.stamp_ns} ns')
+        T = np.asarray(result.T_cam_obj, dtype=np.float64)
+        if T.shape != (4, 4):
+            raise InputError(f'{method}: expected a (4, 4) T_cam_obj at frame {i}, got '
+                             f'{T.shape}')
+        poses[i] = T
+        status[i] = int(result.status)
+    points = sequence.object_model.sample_points.detach().cpu().numpy().astype(np.float64)
+    errors = frame_errors(poses, sequence.T_cam_obj_gt, points)
+    return EvalResult(method=method, sequence=sequence.name, stamps_ns=sequence.stamps_ns,
+                      T_cam_obj=poses, T_cam_obj_gt=sequence.T_cam_obj_gt.copy(),
+                      step_ms=step_ms, status=status,
+                      symmetric=bool(sequence.object_model.symmetry.is_symmetric), **errors)
+
+
+# --------------------------------------------------------------------------------------------
+# summaries and the report
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Figures of one method on one sequence (or on all sequences: ``sequence == 'all'``).
+
+    Attributes:
+        method, sequence: labels. frames: frames scored.
+        add_s_mean_mm: mean ADD-S [mm] (inf if any frame is inf).
+        add_s_auc: area under the ADD-S accuracy curve from 0 to 10 cm, in [0, 100].
+        add_s_below_10mm_pct: % frames with ADD-S < 10 mm.
+        add_mean_mm: mean ADD [mm].
+        rotation_mean_deg, translation_mean_mm: mean pose errors.
+        ms_p50, ms_p99: percentiles of the per-frame step time [ms].
+        lost_frames: frames reported LOST.
+    """
+    method: str
+    sequence: str
+    frames: int
+    add_s_mean_mm: float
+    add_s_auc: float
+    add_s_below_10mm_pct: float
+    add_mean_mm: float
+    rotation_mean_deg: float
+    translation_mean_mm: float
+    ms_p50: float
+    ms_p99: float
+    lost_frames: int
+
+
+def summarise(results: EvalResult | Iterable[EvalResult], *, method: str | None = None,
+              sequence: str | None = None) -> Summary:
+    """The :class:`Summary` of one result, or of several pooled frame by frame."""
+    rs = [results] if isinstance(results, EvalResult) else list(results)
+    if not rs:
+        raise InputError('results: expected at least one EvalResult, got none')
+
+    def cat(key: str) -> np.ndarray:
+        return np.concatenate([getattr(r, key) for r in rs])
+
+    add_s = cat('add_s_m')
+    step_ms = cat('step_ms')
+    return Summary(
+        method=method or rs[0].method,
+        sequence=sequence or (rs[0].sequence if len(rs) == 1 else 'all'),
+        frames=int(len(add_s)),
+        add_s_mean_mm=float(add_s.mean() * 1e3),
+        add_s_auc=100.0 * metrics.auc_add(add_s, AUC_MAX_M),
+        add_s_below_10mm_pct=100.0 * metrics.fraction_within(add_s, ADD_S_GOOD_M),
+        add_mean_mm=float(cat('add_m').mean() * 1e3),
+        rotation_mean_deg=float(cat('rotation_deg').mean()),
+        translation_mean_mm=float(cat('translation_m').mean() * 1e3),
+        ms_p50=float(np.percentile(step_ms, 50)),
+        ms_p99=float(np.percentile(step_ms, 99)),
+        lost_frames=int((cat('status') == int(TrackStatus.LOST)).sum()))
+
+
+_COLUMNS = (('method', 'method', '{}'), ('sequence', 'sequence', '{}'),
+            ('frames', 'frames', '{}'), ('add_s_mean_mm', 'ADD-S mm', '{:.1f}'),
+            ('add_s_auc', 'ADD-S AUC', '{:.1f}'), ('add_s_below_10mm_pct', '<10mm %', '{:.0f}'),
+            ('add_mean_mm', 'ADD mm', '{:.1f}'), ('rotation_mean_deg', 'rot deg', '{:.1f}'),
+            ('translation_mean_mm', 'trans mm', '{:.1f}'), ('ms_p50', 'ms p50', '{:.1f}'),
+            ('ms_p99', 'ms p99', '{:.1f}'), ('lost_frames', 'lost', '{}'))
+
+
+def format_table(summaries: Iterable[Summary]) -> str:
+    """A markdown table, one row per summary."""
+    header = '| ' + ' | '.join(title for _, title, _ in _COLUMNS) + ' |'
+    rule = '|' + '|'.join('---' if key in ('method', 'sequence') else '---:'
+                          for key, _, _ in _COLUMNS) + '|'
+    rows = ['| ' + ' | '.join(fmt.format(getattr(s, key)) for key, _, fmt in _COLUMNS) + ' |'
+            for s in summaries]
+    return '\n'.join([header, rule, *rows])
+
+
+def overall_summaries(results: Iterable[EvalResult]) -> list[Summary]:
+    """One pooled :class:`Summary` per method over all its sequences, in first-seen order."""
+    by_method: dict[str, list[EvalResult]] = {}
+    for r in results:
+        by_method.setdefault(r.method, []).append(r)
+    return [summarise(rs, method=m, sequence='all') for m, rs in by_method.items()]
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f'.{path.name}.tmp')
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def plot_sequence(results: Iterable[EvalResult], path: str | Path) -> None:
+    """PNG of ADD-S [mm] and rotation error [deg] over time, one line per method."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    rs = list(results)
+    fig, (ax_add, ax_rot) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
+    for r in rs:
+        t = (r.stamps_ns - r.stamps_ns[0]) / 1e9
+        add_s = np.where(np.isfinite(r.add_s_m), r.add_s_m * 1e3, np.nan)
+        rot = np.where(np.isfinite(r.rotation_deg), r.rotation_deg, np.nan)
+        (line,) = ax_add.plot(t, add_s, label=r.method, lw=1.2)
+        ax_rot.plot(t, rot, color=line.get_color(), lw=1.2)
+        lost = r.status == int(TrackStatus.LOST)
+        if lost.any():
+            ax_add.plot(t[lost], add_s[lost], 'x', color=line.get_color(), ms=4)
+    ax_add.axhline(ADD_S_GOOD_M * 1e3, color='grey', ls=':', lw=1)
+    ax_add.set_ylabel('ADD-S [mm]')
+    ax_rot.set_ylabel('rotation error [deg]')
+    ax_rot.set_xlabel('time [s]')
+    ax_add.set_title(f'{rs[0].sequence}  (x: frames reported lost)' if rs else '')
+    ax_add.legend(fontsize=8, ncol=3)
+    for ax in (ax_add, ax_rot):
+        ax.grid(alpha=0.3)
+        ax.set_ylim(bottom=0)
+    fig.tight_layout()
+    path = Path(path)
+    tmp = path.with_name(f'.{path.stem}.tmp.png')
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def write_report(results: Iterable[EvalResult], out_dir: str | Path, *,
+                 notes: Iterable[str] = ()) -> Path:
+    """Write ``report.md`` (overall and per-sequence tables), ``summary.json``,
+    ``frames.npz`` (every per-frame array) and ``<sequence>.png`` plots into ``out_dir``.
+
+    Each file is written under a temporary name and renamed, so a crash never leaves a half
+    file. Returns the path of ``report.md``.
+    """
+    rs = list(results)
+    if not rs:
+        raise InputError('results: expected at least one EvalResult, got none')
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    overall = overall_summaries(rs)
+    per_sequence = [summarise(r) for r in rs]
+    sequences = list(dict.fromkeys(r.sequence for r in rs))
+    lines = ['# Tracker benchmark', '',
+             'ADD-S / ADD over the object model surface samples; AUC of ADD-S over 0-10 cm '
+             '(x100); ms = wall time of one `step` call on this machine.', '']
+    lines += [f'- {note}' for note in notes]
+    lines += ['', '## All sequences', '', format_table(overall), '',
+              '## Per sequence', '', format_table(per_sequence), '']
+    for seq in sequences:
+        png = f'{seq}.png'
+        plot_sequence([r for r in rs if r.sequence == seq], out / png)
+        lines += [f'![{seq}]({png})', '']
+    report = out / 'report.md'
+    _write_atomic(report, '\n'.join(lines).encode())
+    _write_atomic(out / 'summary.json', json.dumps(
+        {'overall': [dataclasses.asdict(s) for s in overall],
+         'per_sequence': [dataclasses.asdict(s) for s in per_sequence]},
+        indent=2, default=float).encode())
+    arrays = {}
+    for r in rs:
+        for key in ('stamps_ns', 'T_cam_obj', 'add_s_m', 'add_m', 'translation_m',
+                    'rotation_deg', 'step_ms', 'status'):
+            arrays[f'{r.method}/{r.sequence}/{key}'] = getattr(r, key)
+    tmp = out / '.frames.tmp.npz'
+    np.savez_compressed(tmp, **arrays)
+    os.replace(tmp, out / 'frames.npz')
+    return report
+
+
+__all__ = ['SequenceSpec', 'SyntheticSuite', 'Sequence', 'load_sequence', 'interpolate_joints',
+           'Tracker', 'EvalResult', 'frame_errors', 'evaluate', 'Summary', 'summarise',
+           'overall_summaries', 'format_table', 'plot_sequence', 'write_report',
+           'default_cache_dir', 'CACHE_ENV']
