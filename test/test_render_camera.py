@@ -57,7 +57,8 @@ def test_zero_focal_length_and_size_mismatch():
     with pytest.raises(InputError, match='^fx: expected a focal length > 0'):
         PinholeCamera(0.0, 500.0, 320.0, 240.0, 640, 480)
     cam = PinholeCamera(500.0, 500.0, 320.0, 240.0, 640, 480)
-    with pytest.raises(InputError, match=r'^image: expected 640x480 px \(camera_info\), got 320x240'):
+    with pytest.raises(InputError,
+                       match=r'^image: expected 640x480 px \(camera_info\), got 320x240'):
         cam.check_image_size(320, 240)
     cam.check_image_size(640, 480)
 

@@ -129,6 +129,10 @@ def test_contour_residual_gauss_newton_step_recovers_a_shift():
     after = contour_residual(r, se3_exp(step[None]) @ T_est, sdt, num_points=200)
     assert float(after.residual[after.valid].abs().mean()) < \
         0.5 * float(res.residual[res.valid].abs().mean())
+    # The analytic Jacobian (left perturbation) equals the autodiff one.
+    analytic = contour_residual(r, T_est, sdt, samples=samples, with_jacobian=True)
+    torch.testing.assert_close(analytic.residual[0], rv)
+    torch.testing.assert_close(analytic.jacobian[0], J, rtol=1e-4, atol=1e-2)
 
 
 def test_contour_points_hidden_by_the_hand_are_excluded():

@@ -5,7 +5,7 @@ import torch
 import trimesh
 
 from handypriors_ros.core.errors import InputError
-from handypriors_ros.core.geometry import make_transform, se3_exp
+from handypriors_ros.core.geometry import make_transform, rotate_vectors, se3_exp
 from handypriors_ros.core.render import (
     PinholeCamera,
     Renderer,
@@ -200,3 +200,56 @@ def test_nvdiffrast_image_orientation_and_gradient():
     out = r.render(se3_exp(xi) @ pose((0.0, 0.0, 0.3)).cuda())
     grad, = torch.autograd.grad(mask_loss(out.object_mask, target).sum(), xi)
     assert torch.isfinite(grad).all() and float(grad[0, 0]) < 0  # move +x towards target
+
+
+class _FakeNvdiffrast:
+    """Stand-in for ``nvdiffrast.torch`` on CPU, following its documented conventions: clip
+    coordinates in, raster row 0 at NDC y = -1, pixel centres at NDC (2 i + 1) / W - 1,
+    channels (u, v, z/w, triangle_id + 1) with u, v the barycentrics of a triangle's first
+    two vertices. It checks the backend's wiring (orientation, ids, attributes), not
+    nvdiffrast itself."""
+
+    def rasterize(self, context, pos, tri, resolution, grad_db=True):
+        from handypriors_ros.core.render import rasterize_hard
+        H, W = resolution
+        ndc = pos[..., :2] / pos[..., 3:]
+        px = torch.stack([((ndc[..., 0] + 1) * W - 1) / 2, ((ndc[..., 1] + 1) * H - 1) / 2], -1)
+        r = rasterize_hard(px, pos[..., 3], tri.long(), H, W)
+        zw = torch.zeros_like(r.depth)  # unused by the backend
+        rast = torch.stack([r.bary[..., 0], r.bary[..., 1], zw,
+                            (r.face_index + 1).to(pos.dtype)], -1)
+        return rast * r.covered[..., None], None
+
+    def interpolate(self, attr, rast, tri):
+        B, H, W, _ = rast.shape
+        fid = (rast[..., 3].long() - 1).clamp(min=0).reshape(B, -1)
+        vi = tri.long()[fid]  # (B, HW, 3)
+        vals = attr[torch.arange(B)[:, None, None], vi]  # (B, HW, 3, C)
+        u, v = rast[..., 0].reshape(B, -1, 1), rast[..., 1].reshape(B, -1, 1)
+        out = vals[:, :, 0] * u + vals[:, :, 1] * v + vals[:, :, 2] * (1 - u - v)
+        return out.reshape(B, H, W, -1) * (rast[..., 3:] > 0), None
+
+    def antialias(self, color, rast, pos, tri, topology_hash=None):
+        return color
+
+    def antialias_construct_topology_hash(self, tri):
+        return None
+
+
+def test_nvdiffrast_backend_wiring_with_a_cpu_stand_in():
+    from handypriors_ros.core.render.nvdiffrast_backend import NvdiffrastRasterizer
+    backend = NvdiffrastRasterizer.__new__(NvdiffrastRasterizer)
+    backend._dr, backend._context, backend._topology = _FakeNvdiffrast(), None, None
+    r = make_renderer()
+    T = pose((0.01, -0.02, 0.3), rotvec=(0.3, 0.1, 0.0))
+    hand = hand_at(0.24)
+    verts = r.object_vertices_cam(T)
+    colors = r._shaded_colors(r.object_mesh.vertex_colors,
+                              rotate_vectors(T, r.object_mesh.vertex_normals))
+    mask, hand_mask, depth, rgb = backend.render(CAM, r.settings, verts, r.object_mesh.faces,
+                                                 colors, hand, r.hand_faces)
+    ref = r.render(T, hand)
+    torch.testing.assert_close(depth, ref.object_depth, atol=1e-5, rtol=0)
+    torch.testing.assert_close(rgb, ref.object_rgb, atol=1e-5, rtol=0)
+    torch.testing.assert_close(hand_mask, ref.hand_mask)
+    torch.testing.assert_close(mask, (ref.object_depth > 0).float())

@@ -14,8 +14,10 @@ from handypriors_ros.core.render.camera import (
 )
 from handypriors_ros.core.render.contour import (
     ContourSamples,
+    bilinear_gradient,
     bilinear_sample,
     contour_points,
+    contour_points_jacobian,
     select_contour_samples,
     signed_distance_transform,
 )
@@ -52,9 +54,11 @@ __all__ = [
     'Renderer',
     'SceneRender',
     'Undistorter',
+    'bilinear_gradient',
     'bilinear_sample',
     'clip_to_optical',
     'contour_points',
+    'contour_points_jacobian',
     'contour_residual',
     'cull_distance',
     'face_normals',

@@ -122,6 +122,37 @@ def bilinear_sample(image: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     return top + fv * (bottom - top)
 
 
+def bilinear_gradient(image: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """Gradient w.r.t. the points of :func:`bilinear_sample` (0 along a clamped axis).
+
+    Args:
+        image: (B, H, W); points: (B, K, 2).
+    Returns:
+        (B, K, 2) ``(d/du, d/dv)`` of the interpolated value.
+    """
+    B, H, W = image.shape
+    image = image.to(points.dtype)
+    u_raw, v_raw = points[..., 0], points[..., 1]
+    u = u_raw.clamp(0.0, W - 1.0)
+    v = v_raw.clamp(0.0, H - 1.0)
+    u0 = torch.floor(u).clamp(max=W - 2)
+    v0 = torch.floor(v).clamp(max=H - 2)
+    fu = u - u0
+    fv = v - v0
+    i0 = (v0.long() * W + u0.long())
+    flat = image.reshape(B, H * W)
+    v00 = flat.gather(1, i0)
+    v01 = flat.gather(1, i0 + 1)
+    v10 = flat.gather(1, i0 + W)
+    v11 = flat.gather(1, i0 + W + 1)
+    du = (v01 - v00) + fv * (v11 - v10 - v01 + v00)
+    dv = (v10 - v00) + fu * (v11 - v10 - v01 + v00)
+    # clamp() passes no gradient outside its range (as autograd of bilinear_sample).
+    du = torch.where((u_raw >= 0) & (u_raw <= W - 1), du, torch.zeros_like(du))
+    dv = torch.where((v_raw >= 0) & (v_raw <= H - 1), dv, torch.zeros_like(dv))
+    return torch.stack([du, dv], dim=-1)
+
+
 def silhouette_edges(edge_faces: torch.Tensor, front: torch.Tensor) -> torch.Tensor:
     """(B, E) bool: edges between a front- and a back-facing face, or open boundary edges
     of a front-facing face.
@@ -245,3 +276,44 @@ def contour_points(renderer, T_cam_obj: torch.Tensor, samples: ContourSamples) -
     pb = renderer.camera.project(transform_points(T_cam_obj, vb))
     t = samples.t.to(pa.dtype)[..., None]
     return pa + t * (pb - pa)
+
+
+def contour_points_jacobian(renderer, T_cam_obj: torch.Tensor,
+                            samples: ContourSamples) -> tuple[torch.Tensor, torch.Tensor]:
+    """Contour points and their analytic Jacobian w.r.t. a left pose perturbation.
+
+    The perturbation is a twist ``xi = (rho, phi)`` in the camera frame:
+    ``T_cam_obj <- se3_exp(xi) @ T_cam_obj`` (``geometry.apply_left_perturbation``), so at
+    ``xi = 0`` a point X moves by ``rho + phi x X``: ``dX/dxi = [I | -skew(X)]``.
+
+    Args:
+        renderer, T_cam_obj, samples: as :func:`contour_points`.
+    Returns:
+        points (B, K, 2) and ``d points / d xi`` (B, K, 2, 6).
+    """
+    verts = renderer.object_mesh.vertices
+    cam = renderer.camera
+    t = samples.t.to(verts.dtype)[..., None, None]  # (B, K, 1, 1)
+    points = None
+    jac = None
+    for end, weight in ((0, 1.0 - t), (1, t)):
+        X = transform_points(T_cam_obj, verts[samples.edge_vertices[..., end]])  # (B, K, 3)
+        x, y, z = X.unbind(-1)
+        inv_z = 1.0 / z
+        zero = torch.zeros_like(z)
+        # d pixel / d X (B, K, 2, 3).
+        d_proj = torch.stack([
+            torch.stack([cam.fx * inv_z, zero, -cam.fx * x * inv_z ** 2], -1),
+            torch.stack([zero, cam.fy * inv_z, -cam.fy * y * inv_z ** 2], -1)], dim=-2)
+        # d X / d xi = [I | -skew(X)] (B, K, 3, 6).
+        one = torch.ones_like(z)
+        dX = torch.stack([
+            torch.stack([one, zero, zero, zero, z, -y], -1),
+            torch.stack([zero, one, zero, -z, zero, x], -1),
+            torch.stack([zero, zero, one, y, -x, zero], -1)], dim=-2)
+        p = torch.stack([cam.fx * x * inv_z + cam.cx, cam.fy * y * inv_z + cam.cy], -1)
+        term_p = weight[..., 0] * p
+        term_j = weight * (d_proj @ dX)
+        points = term_p if points is None else points + term_p
+        jac = term_j if jac is None else jac + term_j
+    return points, jac

@@ -36,11 +36,14 @@ class HardRaster:
         depth: (B, H, W) camera z [m] of the nearest surface, +inf where empty.
         bary: (B, H, W, 3) perspective-correct barycentrics of the nearest face's three
             vertices (weights of ``faces[face_index]``), 0 where empty.
+        pixels: (N,) int64 flat indices ``(b * H + v) * W + u`` of the covered pixels,
+            ascending (saves a full-image search to consumers).
     """
 
     face_index: torch.Tensor
     depth: torch.Tensor
     bary: torch.Tensor
+    pixels: torch.Tensor
 
     @property
     def covered(self) -> torch.Tensor:
@@ -83,6 +86,38 @@ def face_validity(face_z: torch.Tensor, face_px: torch.Tensor, near: float,
     return valid
 
 
+def screen_planes(verts_px: torch.Tensor, verts_z: torch.Tensor,
+                  faces: torch.Tensor) -> torch.Tensor:
+    """Per-face screen-space planes: barycentrics and inverse depth as affine functions.
+
+    For a face with vertices a_0, a_1, a_2 (pixels) the screen barycentric of vertex i at
+    pixel p is ``l_i(p) = A_i u + B_i v + C_i`` (the edge function of the opposite edge over
+    the signed area, so ``l_i >= 0`` inside whatever the winding), and the perspective-correct
+    inverse depth is the plane ``1/z(p) = sum_i l_i(p) / z_i``.
+
+    Args:
+        verts_px: (B, V, 2); verts_z: (B, V); faces: (F, 3) int64.
+    Returns:
+        (B * F, 12): ``A_0..2, B_0..2, C_0..2, 1/z_0..2``; degenerate faces (zero area) get
+        all-zero barycentric rows (never inside). Differentiable.
+    """
+    B = verts_px.shape[0]
+    a = verts_px[:, faces]  # (B, F, 3, 2)
+    x, y = a[..., 0], a[..., 1]  # (B, F, 3)
+    # Edge opposite vertex i runs from vertex i+1 to vertex i+2.
+    x1, y1 = x.roll(-1, dims=-1), y.roll(-1, dims=-1)
+    x2, y2 = x.roll(-2, dims=-1), y.roll(-2, dims=-1)
+    A = -(y2 - y1)
+    Bc = x2 - x1
+    C = (y2 - y1) * x1 - (x2 - x1) * y1
+    area = (C[..., :1] + A[..., :1] * x[..., :1] + Bc[..., :1] * y[..., :1])  # E(a1, a2, a0)
+    safe = torch.where(area != 0, area, torch.ones_like(area))
+    scale = torch.where(area != 0, 1.0 / safe, torch.zeros_like(area))
+    inv_z = 1.0 / verts_z[:, faces]  # (B, F, 3)
+    planes = torch.cat([A * scale, Bc * scale, C * scale, inv_z], dim=-1)  # (B, F, 12)
+    return planes.reshape(B * faces.shape[0], 12)
+
+
 def rasterize_hard(verts_px: torch.Tensor, verts_z: torch.Tensor, faces: torch.Tensor,
                    height: int, width: int, *, face_mask: torch.Tensor | None = None,
                    near: float = 1e-3, max_pairs: int = 1 << 22) -> HardRaster:
@@ -109,39 +144,47 @@ def rasterize_hard(verts_px: torch.Tensor, verts_z: torch.Tensor, faces: torch.T
         face_px = verts_px.detach()[:, faces]  # (B, F, 3, 2)
         face_z = verts_z.detach()[:, faces]  # (B, F, 3)
         valid = face_validity(face_z, face_px, near, face_mask)
-        flat_px = face_px.reshape(B * F, 3, 2)
-        x0, x1, y0, y1 = face_bounding_boxes(flat_px, 0.0, height, width, valid.reshape(-1))
+        e1 = face_px[:, :, 1] - face_px[:, :, 0]
+        e2 = face_px[:, :, 2] - face_px[:, :, 0]
+        valid &= (e1[..., 0] * e2[..., 1] - e1[..., 1] * e2[..., 0]) != 0  # no zero-area faces
+        x0, x1, y0, y1 = face_bounding_boxes(face_px.reshape(B * F, 3, 2), 0.0, height, width,
+                                             valid.reshape(-1))
         counts = pair_counts(x0, x1, y0, y1)
+        # float32 rows (structure of arrays: 1-D gathers and elementwise ops are fast on CPU).
+        rows = screen_planes(verts_px.detach(), verts_z.detach(), faces).to(torch.float32).T
         keys = torch.full((B * height * width,), _EMPTY_KEY, dtype=torch.int64, device=device)
-        # Chunk over faces so that each chunk holds about max_pairs pairs.
-        bounds = _chunk_bounds(counts, max_pairs)
-        inv_z = 1.0 / face_z.reshape(B * F, 3).to(torch.float32)
-        flat_px32 = flat_px.to(torch.float32)
-        for start, stop in bounds:
+        for start, stop in _chunk_bounds(counts, max_pairs):
             sl = slice(start, stop)
             pairs = enumerate_pixel_pairs(x0[sl], x1[sl], y0[sl], y1[sl], F, height, width)
             face = pairs.face + start
-            # enumerate_pixel_pairs numbered faces from `start`; recompute the batch index.
-            batch = torch.div(face, F, rounding_mode='floor')
-            pixel = (batch * height + pairs.y) * width + pairs.x
-            tri = flat_px32[face]  # (M, 3, 2)
-            px = torch.stack([pairs.x, pairs.y], -1).to(torch.float32)  # (M, 2)
-            w = _edge_functions(tri, px)  # (M, 3)
-            area = w.sum(-1)
-            inside = ((w >= 0).all(-1) | (w <= 0).all(-1)) & (area != 0)
-            if not bool(inside.any()):
+            u = pairs.x.to(torch.float32)
+            v = pairs.y.to(torch.float32)
+            lam = [torch.addcmul(rows[6 + i].index_select(0, face) +
+                                 rows[i].index_select(0, face) * u,
+                                 rows[3 + i].index_select(0, face), v) for i in range(3)]
+            inside = torch.minimum(torch.minimum(lam[0], lam[1]), lam[2]) >= 0
+            sel = torch.nonzero(inside).squeeze(-1)
+            if sel.numel() == 0:
                 continue
-            w, area, face, pixel = w[inside], area[inside], face[inside], pixel[inside]
-            lam = w / area[:, None]  # screen-space barycentrics
-            z = 1.0 / (lam * inv_z[face]).sum(-1)  # perspective-correct depth
-            z_bits = z.clamp(min=0).view(torch.int32).to(torch.int64)
-            key = (z_bits << 32) | (face % F)
+            face = face.index_select(0, sel)
+            lam = [x.index_select(0, sel) for x in lam]
+            inv_z = lam[0] * rows[9].index_select(0, face)
+            inv_z = inv_z.addcmul_(lam[1], rows[10].index_select(0, face))
+            inv_z = inv_z.addcmul_(lam[2], rows[11].index_select(0, face))
+            z_bits = (1.0 / inv_z).clamp_(min=0.0).view(torch.int32).to(torch.int64)
+            # Pixel of each pair: its batch from the face, then row-major.
+            batch = torch.div(face, F, rounding_mode='floor')
+            pixel = (batch * height + pairs.y.index_select(0, sel)) * width + \
+                pairs.x.index_select(0, sel)
+            key = (z_bits << 32) | (face - batch * F)
             keys.scatter_reduce_(0, pixel, key, reduce='amin', include_self=True)
-        covered = keys != _EMPTY_KEY
-        face_index = torch.where(covered, keys & 0xFFFFFFFF, torch.full_like(keys, -1))
+        # Decode only the covered pixels (full-image temporaries are costly on CPU).
+        hit = torch.nonzero(keys != _EMPTY_KEY).squeeze(-1)
+        face_index = torch.full_like(keys, -1)
+        face_index.index_put_((hit,), keys.index_select(0, hit) & 0xFFFFFFFF)
     face_index = face_index.reshape(B, height, width)
-    bary, depth = _barycentrics_of(verts_px, verts_z, faces, face_index)
-    return HardRaster(face_index=face_index, depth=depth, bary=bary)
+    bary, depth = _barycentrics_of(verts_px, verts_z, faces, face_index, hit)
+    return HardRaster(face_index=face_index, depth=depth, bary=bary, pixels=hit)
 
 
 def _chunk_bounds(counts: torch.Tensor, max_pairs: int) -> list[tuple[int, int]]:
@@ -165,56 +208,38 @@ def _chunk_bounds(counts: torch.Tensor, max_pairs: int) -> list[tuple[int, int]]
     return bounds
 
 
-def _edge_functions(tri: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-    """Twice the signed areas opposite each vertex: screen barycentrics times twice the area.
-
-    Args:
-        tri: (M, 3, 2) triangle vertices a, b, c.
-        p: (M, 2) points.
-    Returns:
-        (M, 3): ``(E(b, c, p), E(c, a, p), E(a, b, p))`` with
-        ``E(s, t, p) = (t - s) x (p - s)``; they sum to ``E(a, b, c)``.
-    """
-    start = tri
-    end = tri.roll(-1, dims=1)  # b, c, a
-    e = end - start  # edges a->b, b->c, c->a
-    d = p[:, None, :] - start
-    cross = e[..., 0] * d[..., 1] - e[..., 1] * d[..., 0]  # (M, 3): E(a,b,p), E(b,c,p), E(c,a,p)
-    return cross.roll(-1, dims=1)  # E(b,c,p), E(c,a,p), E(a,b,p)
-
-
 def _barycentrics_of(verts_px: torch.Tensor, verts_z: torch.Tensor, faces: torch.Tensor,
-                     face_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                     face_index: torch.Tensor,
+                     idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Perspective-correct barycentrics and depth of the given faces at the pixel centres.
 
     Args:
         verts_px: (B, V, 2); verts_z: (B, V); faces: (F, 3) int64.
         face_index: (B, H, W) int64, -1 where empty.
+        idx: (N,) flat indices of the pixels where ``face_index >= 0``.
     Returns:
-        bary (B, H, W, 3) (0 where empty), depth (B, H, W) (+inf where empty).
+        bary (B, H, W, 3) (0 where empty), depth (B, H, W) (+inf where empty); both
+        differentiable w.r.t. the vertices.
     """
     B, H, W = face_index.shape
+    F = faces.shape[0]
     dtype = verts_px.dtype
-    covered = (face_index >= 0).reshape(-1)
+    # Filled in place (autograd records index_put_ on these constant buffers).
     bary = torch.zeros(B * H * W, 3, dtype=dtype, device=verts_px.device)
     depth = torch.full((B * H * W,), float('inf'), dtype=dtype, device=verts_px.device)
-    idx = torch.nonzero(covered).squeeze(-1)
     if idx.numel() > 0:
-        f = face_index.reshape(-1)[idx]
         b = torch.div(idx, H * W, rounding_mode='floor')
-        rem = idx - b * H * W
-        y = torch.div(rem, W, rounding_mode='floor')
-        x = rem - y * W
-        vi = faces[f]  # (N, 3)
-        tri = verts_px[b[:, None], vi]  # (N, 3, 2)
-        tz = verts_z[b[:, None], vi]  # (N, 3)
-        p = torch.stack([x, y], -1).to(dtype)
-        w = _edge_functions(tri, p)
-        lam = w / w.sum(-1, keepdim=True)
-        lam_over_z = lam / tz
-        inv_depth = lam_over_z.sum(-1, keepdim=True)
-        bary = bary.index_put((idx,), lam_over_z / inv_depth)
-        depth = depth.index_put((idx,), 1.0 / inv_depth.squeeze(-1))
+        rem = idx - b * (H * W)
+        v = torch.div(rem, W, rounding_mode='floor')
+        u = (rem - v * W).to(dtype)
+        v = v.to(dtype)
+        flat_face = face_index.reshape(-1).index_select(0, idx) + b * F  # into (B * F)
+        rows = screen_planes(verts_px, verts_z, faces).T  # (12, B * F), differentiable
+        g = [rows[k].index_select(0, flat_face) for k in range(12)]
+        lam_over_z = [(g[6 + i] + g[i] * u + g[3 + i] * v) * g[9 + i] for i in range(3)]
+        inv_depth = lam_over_z[0] + lam_over_z[1] + lam_over_z[2]
+        bary.index_put_((idx,), torch.stack(lam_over_z, -1) / inv_depth[:, None])
+        depth.index_put_((idx,), 1.0 / inv_depth)
     return bary.reshape(B, H, W, 3), depth.reshape(B, H, W)
 
 
@@ -231,11 +256,21 @@ def interpolate(attributes: torch.Tensor, faces: torch.Tensor, raster: HardRaste
         (B, H, W, C), differentiable w.r.t. ``attributes`` and the barycentrics.
     """
     B, H, W = raster.face_index.shape
-    C = attributes.shape[-1]
-    f = raster.face_index.clamp(min=0).reshape(B, H * W)
-    vi = faces.long()[f]  # (B, H*W, 3)
-    b = torch.arange(B, device=f.device)[:, None, None]
-    vals = attributes[b, vi]  # (B, H*W, 3, C)
-    out = (vals * raster.bary.reshape(B, H * W, 3, 1)).sum(-2).reshape(B, H, W, C)
-    bg = torch.as_tensor(background, dtype=out.dtype, device=out.device).expand(C)
-    return torch.where(raster.covered[..., None], out, bg)
+    V, C = attributes.shape[1], attributes.shape[2]
+    bg = torch.as_tensor(background, dtype=attributes.dtype, device=attributes.device).expand(C)
+    out = torch.empty(B * H * W, C, dtype=attributes.dtype, device=attributes.device)
+    out.copy_(bg.expand(B * H * W, C))
+    idx = raster.pixels
+    if idx.numel() == 0:
+        return out.reshape(B, H, W, C)
+    b = torch.div(idx, H * W, rounding_mode='floor')
+    f = raster.face_index.reshape(-1).index_select(0, idx)
+    bary = raster.bary.reshape(-1, 3).index_select(0, idx)  # (N, 3)
+    flat_attr = attributes.reshape(B * V, C)
+    value = None
+    for i in range(3):
+        vid = faces[:, i].long().index_select(0, f) + b * V
+        term = flat_attr.index_select(0, vid) * bary[:, i:i + 1]
+        value = term if value is None else value + term
+    out.index_put_((idx,), value)  # in place on a constant buffer: autograd records it
+    return out.reshape(B, H, W, C)

@@ -33,7 +33,11 @@ import torch.nn.functional as F
 
 from handypriors_ros.core.errors import InputError
 from handypriors_ros.core.render.binning import enumerate_pixel_pairs, face_bounding_boxes
-from handypriors_ros.core.render.hard_rasterizer import check_mesh_inputs, face_validity
+from handypriors_ros.core.render.hard_rasterizer import (
+    check_mesh_inputs,
+    face_validity,
+    screen_planes,
+)
 
 # Occluder depths at or beyond this [m] mean "no occluder here".
 _FAR = 1e6
@@ -84,10 +88,9 @@ def soft_silhouette(verts_px: torch.Tensor, verts_z: torch.Tensor, faces: torch.
     dtype = verts_px.dtype
     device = verts_px.device
 
-    face_px = verts_px[:, faces]  # (B, F, 3, 2)
-    face_z = verts_z[:, faces]  # (B, F, 3)
+    face_px = verts_px[:, faces]  # (B, F, 3, 2), differentiable
     with torch.no_grad():
-        valid = face_validity(face_z.detach(), face_px.detach(), near, face_mask)
+        valid = face_validity(verts_z.detach()[:, faces], face_px.detach(), near, face_mask)
         x0, x1, y0, y1 = face_bounding_boxes(face_px.detach().reshape(B * F_, 3, 2),
                                              cull_distance(sigma, cull_eps), height, width,
                                              valid.reshape(-1), tile)
@@ -105,12 +108,11 @@ def soft_silhouette(verts_px: torch.Tensor, verts_z: torch.Tensor, faces: torch.
         # Only pairs at pixels the occluder covers change; +inf (or beyond the scene) = none.
         sel = torch.nonzero(torch.isfinite(z_occ_all) & (z_occ_all < _FAR)).squeeze(-1)
         if sel.numel() > 0:
-            z_face = _face_depth_at(face_px.reshape(B * F_, 3, 2), face_z.reshape(B * F_, 3),
-                                    pairs.face[sel], px[sel], py[sel])
+            z_face = _face_depth_at(verts_px, verts_z, faces, pairs.face[sel], px[sel], py[sel])
             log_hidden = F.logsigmoid((z_face - z_occ_all[sel].to(dtype)) / depth_softness)
-            d_sel = d[sel]
             # log(1 - s o) = log((1 - s) + s (1 - o)).
-            mixed = torch.logaddexp(log_not_covered[sel], F.logsigmoid(-d_sel / sigma) + log_hidden)
+            mixed = torch.logaddexp(log_not_covered[sel],
+                                    F.logsigmoid(-d[sel] / sigma) + log_hidden)
             log_not_covered = log_not_covered.index_put((sel,), mixed)
 
     log_empty = log_empty.index_add(0, pairs.pixel, log_not_covered)
@@ -213,33 +215,29 @@ class _SignedDistance(torch.autograd.Function):
         gx = grad_d * nx
         gy = grad_d * ny
         n = ctx.num_faces
-        # Flat (N * 3 * 2) gradient of the reordered vertices: face * 6 + vertex * 2 + coord.
-        values = torch.stack([w * gx, w * gy], dim=1)  # (3, 2, M)
-        slots = torch.arange(6, device=pair_face.device).reshape(3, 2, 1)
-        index = pair_face * 6 + slots  # (3, 2, M)
-        grad_ccw = torch.zeros(n * 6, dtype=gx.dtype, device=gx.device)
-        grad_ccw.index_add_(0, index.reshape(-1), values.reshape(-1))
+        # Per-face sums of the six (vertex, coordinate) gradients of the reordered vertices:
+        # one row-wise index_add of a (M, 6) view (measured 2x faster than a flat one).
+        values = torch.stack([w[0] * gx, w[0] * gy, w[1] * gx, w[1] * gy, w[2] * gx, w[2] * gy])
+        grad_ccw = torch.zeros(n, 6, dtype=gx.dtype, device=gx.device)
+        grad_ccw.index_add_(0, pair_face, values.T)
         grad = torch.empty(n, 3, 2, dtype=gx.dtype, device=gx.device)
         grad.scatter_(1, order[..., None].expand(-1, -1, 2), grad_ccw.reshape(n, 3, 2))
         return grad, None, None, None
 
 
-def _face_depth_at(face_px: torch.Tensor, face_z: torch.Tensor, pair_face: torch.Tensor,
-                   px: torch.Tensor, py: torch.Tensor) -> torch.Tensor:
+def _face_depth_at(verts_px: torch.Tensor, verts_z: torch.Tensor, faces: torch.Tensor,
+                   pair_face: torch.Tensor, px: torch.Tensor, py: torch.Tensor) -> torch.Tensor:
     """Perspective-correct depth of faces at points, barycentrics clamped to the triangle.
 
     Args:
-        face_px: (N, 3, 2); face_z: (N, 3) [m]; pair_face: (M,) int64; px, py: (M,).
+        verts_px: (B, V, 2); verts_z: (B, V) [m]; faces: (F, 3) int64.
+        pair_face: (M,) int64 into the flattened (B * F) faces; px, py: (M,) points [px].
     Returns:
-        (M,) depth [m], differentiable w.r.t. ``face_px`` and ``face_z``.
+        (M,) depth [m], differentiable w.r.t. ``verts_px`` and ``verts_z``.
     """
-    a = face_px[pair_face]  # (M, 3, 2)
-    e = a.roll(-1, dims=1) - a
-    ap = torch.stack([px, py], -1)[:, None, :] - a
-    cross = e[..., 0] * ap[..., 1] - e[..., 1] * ap[..., 0]  # E(a_k, a_k+1, p)
-    area = cross.sum(-1, keepdim=True)  # E(a, b, c), the same for every p
-    # Edge function k weighs the vertex opposite edge k: vertex (k + 2) % 3.
-    lam = (cross / torch.where(area != 0, area, torch.ones_like(area))).clamp(min=0).roll(-1, -1)
-    lam_sum = lam.sum(-1, keepdim=True)
-    lam = torch.where(lam_sum > 0, lam / torch.where(lam_sum > 0, lam_sum, 1.0), 1.0 / 3.0)
-    return 1.0 / (lam / face_z[pair_face]).sum(-1)
+    rows = screen_planes(verts_px, verts_z, faces).T  # (12, B * F)
+    g = [rows[k].index_select(0, pair_face) for k in range(12)]
+    lam = [(g[6 + i] + g[i] * px + g[3 + i] * py).clamp(min=0.0) for i in range(3)]
+    total = lam[0] + lam[1] + lam[2]  # > 0 for a non-degenerate face (the l_i sum to 1)
+    inv_z = (lam[0] * g[9] + lam[1] * g[10] + lam[2] * g[11]) / total.clamp(min=1e-12)
+    return 1.0 / inv_z
