@@ -202,3 +202,27 @@ def test_soft_silhouette_validation():
     behind = verts * torch.tensor([1.0, 1.0, -1.0])
     out = soft_silhouette(CAM32.project(behind), behind[..., 2], faces, 32, 32, sigma=1.0)
     assert float(out.max()) == 0.0
+
+
+def test_batches_render_like_single_frames():
+    mesh = trimesh.creation.icosphere(subdivisions=2, radius=0.05)
+    faces = torch.tensor(mesh.faces)
+    a = posed(mesh, (0.01, 0.0, 0.25), dtype=torch.float32)
+    b = posed(mesh, (-0.01, 0.005, 0.3), dtype=torch.float32, rotvec=(0.0, 0.5, 0.0))
+    both = torch.cat([a, b])
+    occ = torch.full((2, 32, 32), float('inf'))
+    occ[:, 10:14] = 0.2
+
+    def run(v, o):
+        px, z = CAM32.project(v), v[..., 2]
+        fm = front_facing(v, faces)
+        hard = rasterize_hard(px, z, faces, 32, 32, face_mask=fm)
+        soft = soft_silhouette(px, z, faces, 32, 32, sigma=0.5, face_mask=fm, occluder_depth=o)
+        return hard, soft
+
+    hard2, soft2 = run(both, occ)
+    for i, v in enumerate((a, b)):
+        hard1, soft1 = run(v, occ[i:i + 1])
+        torch.testing.assert_close(hard2.face_index[i:i + 1], hard1.face_index)
+        torch.testing.assert_close(hard2.depth[i:i + 1], hard1.depth)
+        torch.testing.assert_close(soft2[i:i + 1], soft1)
