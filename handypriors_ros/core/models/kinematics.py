@@ -407,9 +407,15 @@ def _pose_packed(T_frame_link: torch.Tensor, X_chunk: torch.Tensor, chunk_link: 
         (B, K, 3): ``R p + w t`` of each point.
     """
     B = T_frame_link.shape[0]
-    T_frame_chunk = T_frame_link[:, chunk_link]  # (B, C, 4, 4)
-    X_frame = X_chunk @ T_frame_chunk.transpose(-1, -2)  # (B, C, N, 4): p_frame = T p_link
-    return X_frame.reshape(B, -1, 4)[:, rows, :3]  # (B, K, 3)
+    C, N, _ = X_chunk.shape
+    # index_select: several times faster than advanced indexing on CPU.
+    T_frame_chunk = T_frame_link.index_select(1, chunk_link)  # (B, C, 4, 4)
+    # One matmul per chunk for the whole batch, (N, 4) @ (4, 4B), instead of B * C tiny ones:
+    # X_frame[c, n, 4b + i] = sum_j X_chunk[c, n, j] T_frame_chunk[b, c, i, j] (p_frame = T p).
+    T_cols = T_frame_chunk.permute(1, 3, 0, 2).reshape(C, 4, 4 * B)  # (C, 4, 4B)
+    X_frame = X_chunk @ T_cols  # (C, N, 4B)
+    posed = X_frame.reshape(C * N, B, 4).index_select(0, rows)  # (K, B, 4)
+    return posed.transpose(0, 1)[..., :3].contiguous()  # (B, K, 3)
 
 
 class HandKinematics:
@@ -684,7 +690,8 @@ class HandKinematics:
         self._check('q', q, (None, self.num_joints))
         B = q.shape[0]
         if self.num_joints:
-            q_link = q[:, self._q_source] * self._q_multiplier + self._q_offset  # (B, L)
+            q_link = q.index_select(1, self._q_source) * self._q_multiplier \
+                + self._q_offset  # (B, L)
         else:  # only fixed joints
             q_link = self._q_offset.expand(B, -1)
         s = torch.sin(q_link)[..., None, None]  # (B, L, 1, 1)
@@ -694,11 +701,16 @@ class HandKinematics:
         T_level = T_local[:, :1]  # the root: O = identity, (B, 1, 4, 4)
         done = [T_level]
         for start, end, take in self._levels:
-            T_parent = T_level if take is None else T_level[:, take]  # (B, n_d or 1, 4, 4)
+            if take is None:
+                T_parent = T_level
+            elif isinstance(take, slice):
+                T_parent = T_level[:, take]  # (B, 1, 4, 4), broadcasts
+            else:
+                T_parent = T_level.index_select(1, take)  # (B, n_d, 4, 4)
             T_level = T_parent @ T_local[:, start:end]  # (B, n_d, 4, 4)
             done.append(T_level)
         T_root_level = torch.cat(done, dim=1)  # (B, L, 4, 4), level order
-        return T_root_level[:, self._link_from_level]  # (B, L, 4, 4), link_names order
+        return T_root_level.index_select(1, self._link_from_level)  # (B, L, 4, 4), link order
 
     def forward(self, q: torch.Tensor, T_world_base: torch.Tensor | None = None) -> HandState:
         """Pose the hand.
@@ -723,7 +735,7 @@ class HandKinematics:
         return HandState(
             T_root_link=T_root_link,
             T_world_link=T_world_link,
-            fingertips=T_frame_link[:, self._fingertip_index, :3, 3],
+            fingertips=T_frame_link.index_select(1, self._fingertip_index)[..., :3, 3],
             surface_points=points,
             surface_normals=normals,
             point_link_ids=self._point_link_ids,
