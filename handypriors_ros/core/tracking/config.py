@@ -37,13 +37,18 @@ class TrackerConfig:
         contour_outlier_px: points with a larger prior residual are dropped (segmenter errors).
         center_sigma_px: noise std of the object-centre measurement.
         fingertip_sigma_m: noise std of the fingertip contact distance.
-        iterations: Gauss-Newton iterations of the contour update (iterated EKF) per frame.
+        iterations: Gauss-Newton iterations of the contour update (iterated EKF) per frame
+            while tracking (each re-renders the object: about 5-10 ms on 2 CPU cores).
+        init_iterations: the same while initialising or lost (the initial guess can be
+            centimetres off, where one linearisation overshoots).
         roi_size_px: the region of interest around the object is rendered at most this size.
         gate_probability: Mahalanobis gate.
     Initial state and loss of track:
         initial_std: std of the initial pose (x y z [m], rx ry rz [rad]).
         lost_after_frames: consecutive frames without an accepted image measurement (while a
-            mask is available) before the status is LOST.
+            mask is available), or with a silhouette IoU below ``min_iou``, before the status is
+            LOST.
+        min_iou: the predicted silhouette must overlap the observed mask at least this much.
         max_position_std_m: position std beyond which the track is LOST.
         reinit_min_iou: a re-initialisation hypothesis must overlap the mask this much.
         segmenter: ``'auto'`` (the mask topic when a mask comes, else the built-in colour
@@ -58,15 +63,17 @@ class TrackerConfig:
     measurements: tuple[str, ...] = ('contour', 'object_center', 'fingertip_contact')
     contour_points: int = 160
     contour_sigma_px: float = 2.0
-    contour_common_px: float = 1.5
+    contour_common_px: float = 0.5
     contour_outlier_px: float = 12.0
     center_sigma_px: float = 3.0
     fingertip_sigma_m: float = 0.002
-    iterations: int = 2
+    iterations: int = 1
+    init_iterations: int = 4
     roi_size_px: int = 128
     gate_probability: float = 0.9999
     initial_std: tuple[float, ...] = (0.01, 0.01, 0.01, 0.1, 0.1, 0.1)
     lost_after_frames: int = 6
+    min_iou: float = 0.5
     max_position_std_m: float = 0.05
     reinit_min_iou: float = 0.5
     segmenter: str = 'auto'

@@ -20,7 +20,7 @@ Filter steps follow filterpy's EKF conventions:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -269,6 +269,63 @@ class PoseEKF:
         self.P = I_KH @ self.P @ I_KH.T + K @ R @ K.T
         self.P = 0.5 * (self.P + self.P.T)
         return UpdateRecord(name, m, nu.numpy(), S.numpy(), nis, gate_value, True)
+
+    def update_iterated(self, name: str, build: Callable[[torch.Tensor], tuple | None], *,
+                        iterations: int, gate: bool = True) -> UpdateRecord:
+        """Iterated EKF update (Gauss-Newton on the posterior, keeping the prior).
+
+        Re-linearises the measurement at each new estimate: ``build(T)`` returns
+        ``(residual, rows, R)`` for a measurement linearised at ``T`` (rendered there), or None
+        when it cannot be made. With ``delta_i = x_i (-) x_0``:
+        ``delta_{i+1} = K_i (nu_i + H_i delta_i)``, ``K_i = P H_i^T (H_i P H_i^T + R_i)^-1``;
+        the covariance is updated once, in Joseph form, with the last ``K`` and ``H``. One
+        iteration is the ordinary EKF update. The gate applies to the first (prior) innovation.
+        """
+        T0 = self.T.clone()
+        P0 = self.P.clone()
+        first: UpdateRecord | None = None
+        T_i = T0
+        K = H = R = None
+        for i in range(max(1, iterations)):
+            built = build(T_i)
+            if built is None:
+                break
+            residual, rows, R_i = built
+            nu, J = separable_jacobian(residual, rows)
+            m = int(nu.numel())
+            H_i = -J.reshape(m, 6)
+            R_i = torch.as_tensor(R_i, dtype=torch.float64)
+            if R_i.dim() == 1:
+                R_i = torch.diag(R_i)
+            S = H_i @ P0 @ H_i.T + R_i
+            S = 0.5 * (S + S.T)
+            if not (bool(torch.isfinite(nu).all()) and bool(torch.isfinite(H_i).all())):
+                break
+            try:
+                L = torch.linalg.cholesky(S)
+            except torch.linalg.LinAlgError:
+                break
+            if i == 0:
+                nis = float(nu @ torch.cholesky_solve(nu[:, None], L)[:, 0])
+                gate_value = float(chi2.ppf(self.gate_probability, m))
+                first = UpdateRecord(name, m, nu.numpy(), S.numpy(), nis, gate_value, True)
+                if gate and nis > gate_value:
+                    return replace(first, accepted=False,
+                                   reason=f'gated: NIS {nis:.1f} > {gate_value:.1f}')
+            delta_i = ominus(T_i, T0) if i else torch.zeros(6, dtype=torch.float64)
+            K = torch.cholesky_solve((P0 @ H_i.T).T, L).T
+            delta = K @ (nu + H_i @ delta_i)
+            T_i = oplus(T0, delta)
+            H, R = H_i, R_i
+        if first is None or K is None:
+            reason = 'no measurement' if first is None else 'not usable'
+            return UpdateRecord(name, 0, np.zeros(0), np.zeros((0, 0)), float('nan'), 0.0,
+                                False, reason)
+        self.T = T_i
+        I_KH = torch.eye(6, dtype=torch.float64) - K @ H
+        self.P = I_KH @ P0 @ I_KH.T + K @ R @ K.T  # Joseph form (see update)
+        self.P = 0.5 * (self.P + self.P.T)
+        return first
 
     # -- inspection ---------------------------------------------------------------------------
 

@@ -95,6 +95,7 @@ class ObjectTracker:
         self._status = TrackStatus.INITIALISING
         self._reason = 'waiting for the first frame'
         self._frames_without_update = 0
+        self._frames_inconsistent = 0
         self._warm_up()
 
     def _warm_up(self) -> None:
@@ -127,6 +128,7 @@ class ObjectTracker:
         self._initial_T = T.copy()
         self._tip_targets = {}
         self._frames_without_update = 0
+        self._frames_inconsistent = 0
         self._status = TrackStatus.INITIALISING
         self._reason = 'initialised'
 
@@ -174,31 +176,55 @@ class ObjectTracker:
                 torch.as_tensor(frame.T_cam_base[None], dtype=self.kin.dtype))
             render = render_roi(roi, T_prior, self._proxy_v, self._proxy_f,
                                 hand_v[0].detach().float(), hand_f)
+        else:
+            hand_v = hand_f = None
         t2 = time.perf_counter()
         lat['render'] = t2 - t1
 
         # While initialising the pose is only as good as the user's guess: no gating until the
         # image has been accepted once.
         gate = self._status != TrackStatus.INITIALISING
+        iou = float('nan')
         if roi is not None and mask is not None and render is not None:
             obs_roi = roi.crop(mask.astype(np.float32)) > 0.5
-            if 'contour' in cfg.measurements:
-                cm = contour_measurement(frame.camera, roi, render, self._mesh, self.ekf.T,
-                                         mask, max_points=cfg.contour_points,
-                                         sigma_px=cfg.contour_sigma_px,
-                                         common_px=cfg.contour_common_px,
-                                         outlier_px=cfg.contour_outlier_px)
-                if cm is not None:
-                    rec = self.ekf.update('contour', cm.residual, cm.R, rows=cm.rows,
-                                          gate=gate)
-                    updates.append(rec)
-                    image_accepted |= rec.accepted
+            union = (render.object_visible | obs_roi).sum()
+            iou = float((render.object_visible & obs_roi).sum() / union) if union else 0.0
+            # The object centre first: nearly linear in the pose, it pulls a poor initial guess
+            # into the contour's basin before the contour (precise, but with local minima
+            # trading depth for rotation) is linearised.
             if 'object_center' in cfg.measurements:
                 res = center_measurement(frame.camera, roi, render, self.ekf.T, self._center,
                                          obs_roi)
                 if res is not None:
                     rec = self.ekf.update('object_center', res,
                                           torch.full((2,), cfg.center_sigma_px ** 2), gate=gate)
+                    updates.append(rec)
+                    image_accepted |= rec.accepted
+            if 'contour' in cfg.measurements:
+                first_render = (T_prior, roi, render)
+
+                def build(T: torch.Tensor):
+                    T_np = T.numpy()
+                    if T_np is first_render[0] or np.array_equal(T_np, first_render[0]):
+                        roi_i, render_i = first_render[1], first_render[2]
+                    else:  # re-linearise: render at the new estimate
+                        roi_i = make_roi(frame.camera, T_np, self._proxy_v_np, cfg.roi_size_px)
+                        if roi_i is None:
+                            return None
+                        render_i = render_roi(roi_i, T_np, self._proxy_v, self._proxy_f,
+                                              hand_v[0].detach().float(), hand_f)
+                    cm = contour_measurement(frame.camera, roi_i, render_i, self._mesh, T, mask,
+                                             max_points=cfg.contour_points,
+                                             sigma_px=cfg.contour_sigma_px,
+                                             common_px=cfg.contour_common_px,
+                                             outlier_px=cfg.contour_outlier_px)
+                    return None if cm is None else (cm.residual, cm.rows, cm.R)
+
+                iterations = (cfg.init_iterations if self._status != TrackStatus.TRACKING
+                              else cfg.iterations)
+                rec = self.ekf.update_iterated('contour', build, iterations=iterations,
+                                               gate=gate)
+                if rec.dimension:
                     updates.append(rec)
                     image_accepted |= rec.accepted
         if 'fingertip_contact' in cfg.measurements and self._tip_targets:
@@ -208,7 +234,7 @@ class ObjectTracker:
         t3 = time.perf_counter()
         lat['update'] = t3 - t2
 
-        self._update_status(roi, mask, image_accepted, updates)
+        self._update_status(roi, mask, image_accepted, updates, iou)
         if self._status == TrackStatus.LOST and mask is not None:
             self._reinitialise(frame, mask)
         if (self._status == TrackStatus.TRACKING and image_accepted and render is not None
@@ -222,7 +248,8 @@ class ObjectTracker:
         return TrackResult(stamp_ns=frame.stamp_ns, T_cam_obj=self.ekf.T.numpy().copy(),
                            covariance=self.ekf.P.numpy().copy(), status=self._status,
                            status_reason=self._reason, contacts=contacts,
-                           updates=tuple(updates), mask_source=source, latency_s=lat)
+                           updates=tuple(updates), mask_source=source,
+                           silhouette_iou=iou, latency_s=lat)
 
     # -- pieces -------------------------------------------------------------------------------
 
@@ -274,8 +301,19 @@ class ObjectTracker:
                                rows=len(idx))
 
     def _update_status(self, roi, mask, image_accepted: bool,
-                       updates: list[UpdateRecord]) -> None:
+                       updates: list[UpdateRecord], iou: float) -> None:
         cfg = self.config
+        # The rendered silhouette at the prediction must overlap the observed mask: updates
+        # can be accepted on the few silhouette points that agree while the pose is far off.
+        if np.isfinite(iou) and iou < cfg.min_iou:
+            self._frames_inconsistent += 1
+        elif np.isfinite(iou):
+            self._frames_inconsistent = 0
+        if self._frames_inconsistent >= cfg.lost_after_frames:
+            self._status = TrackStatus.LOST
+            self._reason = (f'rendered and observed silhouettes disagree (IoU {iou:.2f} < '
+                            f'{cfg.min_iou}) for {self._frames_inconsistent} frames')
+            return
         if image_accepted:
             self._frames_without_update = 0
             self._status, self._reason = TrackStatus.TRACKING, 'image measurements accepted'

@@ -73,6 +73,8 @@ class TrackResult:
         contacts: contacts the dynamics used.
         updates: one record per measurement type considered.
         mask_source: ``'topic'`` (external segmenter), ``'builtin'`` or ``'none'``.
+        silhouette_iou: IoU of the rendered (predicted) and observed object silhouettes in the
+            region of interest; NaN without a mask.
         latency_s: seconds per stage (``'total'`` included).
     """
     stamp_ns: int
@@ -83,4 +85,5 @@ class TrackResult:
     contacts: ContactReport = field(default_factory=ContactReport)
     updates: tuple[UpdateRecord, ...] = ()
     mask_source: str = 'none'
+    silhouette_iou: float = float('nan')
     latency_s: dict[str, float] = field(default_factory=dict)
