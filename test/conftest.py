@@ -5,3 +5,9 @@ import random
 # Each test run gets its own DDS domain so parallel runs (or a robot on the network) never mix.
 os.environ.setdefault('ROS_DOMAIN_ID', str(random.Random(os.getpid()).randint(1, 100)))
 os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
+
+# torch's two intra-op threads stall when other processes hold the two cores (measured: 10-30x
+# slower gradient tests under load); the nodes run single-threaded too.
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
