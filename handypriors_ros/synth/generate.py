@@ -39,24 +39,10 @@ from handypriors_ros.core.models.object_model import load_object_mesh
 from handypriors_ros.core.physics.sdf import WarpMeshSDF
 from handypriors_ros.core.render.camera import PinholeCamera
 from handypriors_ros.core.render.hard_rasterizer import rasterize_hard
+from handypriors_ros.resources import default_hand_urdf
 from handypriors_ros.synth.corruption import (SegmenterNoise, SensorNoise, add_sensor_noise,
                                               corrupt_mask)
 from handypriors_ros.synth.scene import GraspSolver, SceneConfig, SceneTrajectory, make_trajectory
-
-def default_hand_urdf() -> Path:
-    """The package's right Allegro hand URDF (source checkout or installed share)."""
-    candidates = [Path(__file__).resolve().parents[2] / 'urdf' / 'allegro_hand_right.urdf']
-    try:
-        from ament_index_python.packages import get_package_share_directory
-        candidates.append(Path(get_package_share_directory('handypriors_ros'))
-                          / 'urdf' / 'allegro_hand_right.urdf')
-    except (ImportError, LookupError, OSError, ValueError):
-        pass
-    for path in candidates:
-        if path.is_file():
-            return path
-    raise InputError('cannot find the package URDF allegro_hand_right.urdf; looked in '
-                     + ', '.join(map(str, candidates)))
 
 
 @dataclass(frozen=True)
