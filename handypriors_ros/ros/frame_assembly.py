@@ -1,0 +1,527 @@
+"""Assembling the tracker's per-image input from asynchronous streams (pure Python, no rclpy).
+
+A camera image becomes a :class:`~handypriors_ros.core.tracking.types.FrameInput` once four
+things are known at its stamp ``t``:
+
+- its camera_info (matched by stamp, within ``stamp_tolerance_ns``);
+- optionally its object mask (matched the same way; a segmenter may skip frames);
+- the hand's joint positions, linearly interpolated between the two joint-state samples around
+  ``t`` (:class:`JointStateBuffer`);
+- the hand root's pose in the camera frame, ``T_cam_base``, looked up camera frame <- hand root
+  at ``t`` in a :class:`~handypriors_ros.core.geometry.transform_buffer.TransformBuffer`.
+
+:class:`FrameAssembler` holds images until their inputs have arrived and hands them out with
+:meth:`FrameAssembler.pop_ready`. What it waits for, and how long, depends on the mode:
+
+- ``replay`` (offline, every frame): frames leave in stamp order. A frame waits for its
+  camera_info, its mask, a joint state at or after ``t``, the TF at ``t`` and an initial pose
+  until *data time* (the newest stamp seen on any input) reaches ``t + data_wait_ns``: this
+  depends on the data only, so a replay is deterministic whatever the processing speed.
+  A caller may also pass the wall clock (``now_ns``): a frame that has waited ``wall_wait_ns``
+  since it arrived then leaves too (the end of a stream played over DDS), and ``flush=True``
+  releases everything (the end of a bag).
+- ``live`` (real time, newest frame only): among frames whose camera_info has arrived the newest
+  one is kept and every older one is dropped (reported, so the caller counts drops). It waits
+  for a joint state after ``t`` and the TF at ``t`` at most ``wall_wait_ns`` after its arrival,
+  and never for a mask.
+
+When a frame leaves without everything it waited for, the fallbacks are:
+
+- joint states: the newest sample is held when it is at most ``max_joint_age_ns`` before ``t``;
+  an older one is still held (the hand is assumed still) and reported as a non-fatal
+  ``stale_joint_states`` problem: the stream stopped, the tracker runs on what it last knew;
+  no sample at all (or ``t`` before the first one) is fatal (``no_joint_states``);
+- TF: the latest transform of the chain is used when ``t`` is at most ``tf_tolerance_ns`` after
+  it (TF from an arm usually lags the camera a little); otherwise fatal (``missing_tf``);
+- mask: none (the tracker's built-in segmenter takes over), reported as ``missing_mask``;
+- camera_info: fatal (``no_camera_info``); initial pose: fatal (``no_initial_pose``).
+
+Problems are returned, not logged: the node turns them into throttled warnings and diagnostic
+counters; a frame with a fatal problem is skipped, never a crash.
+
+Stamps are integer nanoseconds; arrival times are integer nanoseconds of a monotonic clock.
+Image, camera_info and mask payloads are opaque here (the ROS messages): they are converted only
+for frames that are processed, so dropping a frame costs nothing.
+"""
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from handypriors_ros.core.errors import InputError
+from handypriors_ros.core.geometry.transform_buffer import (ExtrapolationError, TransformBuffer,
+                                                            TransformError)
+from handypriors_ros.core.models.joint_names import joint_vector_from_state
+
+_NS_PER_S = 1_000_000_000
+MODES = ('live', 'replay')
+
+
+class TimeWentBackwardsError(InputError):
+    """A message is older than (or as old as) one already received on the same stream."""
+
+
+class NonFiniteJointsError(InputError):
+    """A joint state holds NaN or Inf for a joint the model needs."""
+
+
+# --------------------------------------------------------------------------------------------
+# Joint states
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class JointLookup:
+    """Joint positions at a stamp.
+
+    Attributes:
+        q: (J,) float64 positions in the model's joint order [rad].
+        interpolated: True when two samples bracket the stamp (linear interpolation); False
+            when the newest sample, older than the stamp, was held.
+        age_s: stamp minus the held sample's stamp [s] (0 when interpolated).
+    """
+    q: np.ndarray
+    interpolated: bool
+    age_s: float
+
+
+class JointStateBuffer:
+    """Recent joint states of the hand, in model order, for interpolation at image stamps.
+
+    Args:
+        model_joint_names: (J,) the kinematic model's joint names, in model order.
+        name_map: incoming joint name -> model joint name (names not in it pass unchanged).
+        cache_time_s: samples older than the newest minus this are forgotten [s].
+    """
+
+    def __init__(self, model_joint_names: Sequence[str], *,
+                 name_map: Mapping[str, str] | None = None, cache_time_s: float = 2.0) -> None:
+        if not (isinstance(cache_time_s, (int, float)) and cache_time_s > 0):
+            raise InputError(f'cache_time_s: expected a number > 0 [s], got {cache_time_s!r}')
+        self.model_joint_names = tuple(model_joint_names)
+        self.name_map = dict(name_map or {})
+        self._cache_ns = int(round(cache_time_s * _NS_PER_S))
+        self._stamps: list[int] = []
+        self._q: list[np.ndarray] = []
+
+    def __len__(self) -> int:
+        return len(self._stamps)
+
+    @property
+    def newest_stamp_ns(self) -> int | None:
+        """Stamp of the newest sample, or None when empty."""
+        return self._stamps[-1] if self._stamps else None
+
+    def clear(self) -> None:
+        """Forget every sample."""
+        self._stamps.clear()
+        self._q.clear()
+
+    def add(self, stamp_ns: int, names: Sequence[str], positions: Sequence[float]) -> bool:
+        """Store one joint state.
+
+        Args:
+            stamp_ns: its header stamp [ns].
+            names: (N,) incoming joint names; positions: (N,) [rad].
+        Returns:
+            True if stored; False for a repeat of the newest stamp (ignored).
+        Raises:
+            NonFiniteJointsError: NaN/Inf for a joint the model needs (the joints are named).
+            TimeWentBackwardsError: the stamp is older than the newest sample's.
+            InputError: missing joints, mismatched lengths (see ``joint_vector_from_state``).
+        """
+        stamp_ns = int(stamp_ns)
+        if self._stamps and stamp_ns <= self._stamps[-1]:
+            if stamp_ns == self._stamps[-1]:
+                return False
+            raise TimeWentBackwardsError(
+                f'joint state stamp {stamp_ns} ns is {(self._stamps[-1] - stamp_ns) / 1e6:.3f} ms '
+                f'before the previous one ({self._stamps[-1]} ns): time went backwards')
+        values = np.asarray(positions, dtype=np.float64)
+        try:
+            q = joint_vector_from_state(names, values, self.model_joint_names,
+                                        name_map=self.name_map)
+        except InputError as exc:
+            if values.ndim == 1 and not np.all(np.isfinite(values)):
+                # Only the non-finite values wrong, or the message's structure as well?
+                finite = np.where(np.isfinite(values), values, 0.0)
+                joint_vector_from_state(names, finite, self.model_joint_names,
+                                        name_map=self.name_map)  # raises if structural
+                raise NonFiniteJointsError(f'joint state at {stamp_ns} ns rejected: '
+                                           f'{exc}') from exc
+            raise
+        self._stamps.append(stamp_ns)
+        self._q.append(q)
+        k = bisect.bisect_left(self._stamps, stamp_ns - self._cache_ns)
+        if k:
+            del self._stamps[:k]
+            del self._q[:k]
+        return True
+
+    def covers(self, stamp_ns: int) -> bool:
+        """True when a sample at or after ``stamp_ns`` exists (interpolation is possible, if
+        the stamp is not before the oldest sample)."""
+        return bool(self._stamps) and self._stamps[-1] >= stamp_ns
+
+    def lookup(self, stamp_ns: int) -> JointLookup:
+        """Joint positions at ``stamp_ns``: interpolated, or the newest sample held when the
+        stamp is after it (the caller decides whether that is recent enough).
+
+        Raises:
+            InputError: no sample yet, or the stamp is before the oldest sample.
+        """
+        if not self._stamps:
+            raise InputError('no joint state received yet')
+        stamps = self._stamps
+        if stamp_ns < stamps[0]:
+            raise InputError(f'image stamp {stamp_ns} ns is {(stamps[0] - stamp_ns) / 1e6:.1f} ms '
+                             f'before the oldest joint state kept ({stamps[0]} ns)')
+        if stamp_ns >= stamps[-1]:
+            exact = stamp_ns == stamps[-1]
+            return JointLookup(self._q[-1].copy(), exact, (stamp_ns - stamps[-1]) / _NS_PER_S)
+        i = bisect.bisect_right(stamps, stamp_ns)  # stamps[i - 1] <= t < stamps[i]
+        t0, t1 = stamps[i - 1], stamps[i]
+        alpha = (stamp_ns - t0) / (t1 - t0)
+        q = (1.0 - alpha) * self._q[i - 1] + alpha * self._q[i]
+        return JointLookup(q, True, 0.0)
+
+
+# --------------------------------------------------------------------------------------------
+# Frames
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class AssemblyConfig:
+    """How :class:`FrameAssembler` matches and waits (module docstring).
+
+    Attributes:
+        mode: ``'live'`` (newest frame only) or ``'replay'`` (every frame, stamp order).
+        hand_root_frame: TF frame of the hand's root link (``ah_base_link``).
+        use_mask: a mask stream exists (replay waits for masks only then).
+        stamp_tolerance_ns: camera_info and masks match an image within this [ns].
+        data_wait_ns: replay: a frame waits until data time reaches its stamp plus this [ns].
+        wall_wait_ns: a frame waits at most this after its arrival when the caller passes the
+            wall clock [ns] (live: always; replay: the end-of-stream fallback).
+        max_joint_age_ns: a held joint state up to this old is normal; older is stale [ns].
+        tf_tolerance_ns: the latest TF is used for a stamp at most this after it [ns].
+        max_pending: most images held; older ones are evicted (reported) beyond it.
+    """
+    mode: str = 'replay'
+    hand_root_frame: str = 'ah_base_link'
+    use_mask: bool = True
+    stamp_tolerance_ns: int = 1_000_000
+    data_wait_ns: int = 100_000_000
+    wall_wait_ns: int = 500_000_000
+    max_joint_age_ns: int = 100_000_000
+    tf_tolerance_ns: int = 50_000_000
+    max_pending: int = 30
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise InputError(f'mode: expected one of {list(MODES)}, got {self.mode!r}')
+        for name in ('stamp_tolerance_ns', 'data_wait_ns', 'wall_wait_ns', 'max_joint_age_ns',
+                     'tf_tolerance_ns'):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise InputError(f'{name}: expected an integer >= 0 [ns], got {value!r}')
+        if isinstance(self.max_pending, bool) or not isinstance(self.max_pending, int) \
+                or self.max_pending < 1:
+            raise InputError(f'max_pending: expected an integer >= 1, got {self.max_pending!r}')
+        if not self.hand_root_frame:
+            raise InputError('hand_root_frame: expected a frame id, got an empty string')
+
+
+@dataclass(frozen=True)
+class FrameProblem:
+    """Why a frame was skipped (``fatal``) or is processed with less than it should have.
+
+    Attributes:
+        kind: ``dropped`` (live: a newer frame arrived), ``evicted`` (too many pending),
+            ``no_camera_info``, ``no_joint_states``, ``stale_joint_states``, ``missing_tf``,
+            ``no_initial_pose`` or ``missing_mask``.
+        message: human-readable detail.
+        fatal: the frame cannot be tracked.
+    """
+    kind: str
+    message: str
+    fatal: bool
+
+
+@dataclass(frozen=True, eq=False)
+class AssembledFrame:
+    """An image with what was found for it at its stamp.
+
+    Attributes:
+        stamp_ns: image stamp [ns]; frame_id: the image's frame (the camera optical frame).
+        image, camera_info, mask: the payloads as given (camera_info / mask None if missing).
+        arrival_ns: when the image arrived (monotonic clock of the caller) [ns].
+        joints: joint positions at the stamp, or None.
+        T_cam_base: (4, 4) float64 hand root pose in the camera frame, or None.
+        problems: what went wrong (see :class:`FrameProblem`).
+    """
+    stamp_ns: int
+    frame_id: str
+    image: Any
+    camera_info: Any
+    mask: Any
+    arrival_ns: int
+    joints: JointLookup | None
+    T_cam_base: np.ndarray | None
+    problems: tuple[FrameProblem, ...] = ()
+
+    @property
+    def usable(self) -> bool:
+        """True when the frame can be tracked (no fatal problem)."""
+        return not any(p.fatal for p in self.problems)
+
+
+@dataclass
+class _Pending:
+    stamp_ns: int
+    frame_id: str
+    image: Any
+    arrival_ns: int
+
+
+class FrameAssembler:
+    """Matches images with camera_info, masks, joint states and TF (module docstring).
+
+    Args:
+        config: matching and waiting settings.
+        joints: the joint-state buffer (filled by the caller).
+        tf: the transform buffer (filled by the caller; exact lookups, tolerance applied here).
+    """
+
+    def __init__(self, config: AssemblyConfig, joints: JointStateBuffer,
+                 tf: TransformBuffer) -> None:
+        self.config = config
+        self.joints = joints
+        self.tf = tf
+        self._pending: dict[int, _Pending] = {}
+        self._infos: dict[int, Any] = {}
+        self._masks: dict[int, Any] = {}
+        self._newest_image_ns: int | None = None
+        self._newest_info_ns: int | None = None
+        self._newest_mask_ns: int | None = None
+        self._last_emitted_ns: int | None = None
+        self._data_time_ns: int | None = None
+        self._evicted: list[AssembledFrame] = []
+
+    # -- input ---------------------------------------------------------------------------------
+    @property
+    def data_time_ns(self) -> int | None:
+        """The newest stamp seen on any input (None before the first)."""
+        return self._data_time_ns
+
+    @property
+    def pending_count(self) -> int:
+        """Images held, waiting for their inputs."""
+        return len(self._pending)
+
+    def advance_data_time(self, stamp_ns: int) -> None:
+        """Note a stamp seen on another input (joint states, TF): data time only moves forward."""
+        if self._data_time_ns is None or stamp_ns > self._data_time_ns:
+            self._data_time_ns = int(stamp_ns)
+
+    def add_image(self, stamp_ns: int, frame_id: str, image: Any, arrival_ns: int) -> None:
+        """Hold an image until its inputs arrive.
+
+        Raises:
+            TimeWentBackwardsError: the stamp is not after the newest image's.
+            InputError: an empty frame id.
+        """
+        stamp_ns = int(stamp_ns)
+        if not frame_id:
+            raise InputError(f'image at {stamp_ns} ns: expected a header.frame_id (the camera '
+                             'optical frame), got an empty string')
+        if self._newest_image_ns is not None and stamp_ns <= self._newest_image_ns:
+            raise TimeWentBackwardsError(
+                f'image stamp {stamp_ns} ns is not after the previous image\'s '
+                f'{self._newest_image_ns} ns (by {(self._newest_image_ns - stamp_ns) / 1e6:.3f} '
+                f'ms): time went backwards')
+        self._newest_image_ns = stamp_ns
+        self.advance_data_time(stamp_ns)
+        self._pending[stamp_ns] = _Pending(stamp_ns, frame_id.lstrip('/'), image, int(arrival_ns))
+        while len(self._pending) > self.config.max_pending:
+            oldest = min(self._pending)
+            entry = self._pending.pop(oldest)
+            self._evicted.append(self._skipped(entry, FrameProblem(
+                'evicted', f'more than {self.config.max_pending} images waiting for their inputs; '
+                           f'the oldest was dropped', True)))
+
+    def add_camera_info(self, stamp_ns: int, camera_info: Any) -> None:
+        """Store a camera_info for the image of the same stamp."""
+        stamp_ns = int(stamp_ns)
+        self._infos[stamp_ns] = camera_info
+        self._newest_info_ns = max(stamp_ns, self._newest_info_ns or stamp_ns)
+        self.advance_data_time(stamp_ns)
+        self._prune(self._infos)
+
+    def add_mask(self, stamp_ns: int, mask: Any) -> None:
+        """Store an object mask for the image of the same stamp."""
+        stamp_ns = int(stamp_ns)
+        self._masks[stamp_ns] = mask
+        self._newest_mask_ns = max(stamp_ns, self._newest_mask_ns or stamp_ns)
+        self.advance_data_time(stamp_ns)
+        self._prune(self._masks)
+
+    def clear(self) -> None:
+        """Forget pending images, camera_infos and masks, and the stream's time (after a reset:
+        time may start again from an earlier stamp)."""
+        self._pending.clear()
+        self._infos.clear()
+        self._masks.clear()
+        self._evicted.clear()
+        self._newest_image_ns = self._newest_info_ns = self._newest_mask_ns = None
+        self._last_emitted_ns = self._data_time_ns = None
+
+    def _prune(self, store: dict[int, Any]) -> None:
+        """Drop entries no pending or future image can match; bound the size."""
+        tol = self.config.stamp_tolerance_ns
+        if self._last_emitted_ns is not None:
+            for stamp in [s for s in store if s < self._last_emitted_ns - tol]:
+                del store[stamp]
+        while len(store) > 4 * self.config.max_pending:
+            del store[min(store)]
+
+    # -- output --------------------------------------------------------------------------------
+    def pop_ready(self, now_ns: int | None = None, *, flush: bool = False,
+                  initialised: Callable[[int], bool] | None = None) -> list[AssembledFrame]:
+        """Frames that can leave now, in stamp order (module docstring).
+
+        Args:
+            now_ns: the caller's monotonic clock [ns], enabling the ``wall_wait_ns`` expiry;
+                None for a purely data-driven decision (deterministic replay).
+            flush: release every pending frame (end of input).
+            initialised: whether the tracker will have an initial pose for a stamp; replay
+                waits for one, live skips the frame without one. None: always.
+        Returns:
+            Frames, usable or not (check :attr:`AssembledFrame.usable` and ``problems``).
+        """
+        out, self._evicted = self._evicted, []
+        live = self.config.mode == 'live'
+        if live and self._pending:
+            complete = [s for s in self._pending if self._match(self._infos, s) is not None]
+            if complete:
+                newest = max(complete)
+                for stamp in sorted(s for s in self._pending if s < newest):
+                    entry = self._pending.pop(stamp)
+                    if stamp in complete:
+                        problem = FrameProblem('dropped', 'a newer frame arrived first (live '
+                                                          'mode keeps the newest)', True)
+                    else:
+                        problem = self._no_info_problem(entry)
+                    out.append(self._skipped(entry, problem))
+        for stamp in sorted(self._pending):
+            entry = self._pending[stamp]
+            frame, waiting = self._evaluate(entry, initialised, live)
+            if waiting and not (flush or self._expired(entry, now_ns)):
+                break  # keep stamp order: later frames wait behind this one
+            del self._pending[stamp]
+            out.append(frame)
+            self._last_emitted_ns = stamp
+        if self._last_emitted_ns is not None:
+            self._prune(self._infos)
+            self._prune(self._masks)
+        return out
+
+    def _expired(self, entry: _Pending, now_ns: int | None) -> bool:
+        cfg = self.config
+        if now_ns is not None and now_ns - entry.arrival_ns >= cfg.wall_wait_ns:
+            return True
+        return (cfg.mode == 'replay' and self._data_time_ns is not None
+                and self._data_time_ns >= entry.stamp_ns + cfg.data_wait_ns)
+
+    def _match(self, store: dict[int, Any], stamp_ns: int) -> int | None:
+        """Key of the entry nearest ``stamp_ns`` within the tolerance, or None."""
+        if stamp_ns in store:
+            return stamp_ns
+        tol = self.config.stamp_tolerance_ns
+        near = [s for s in store if abs(s - stamp_ns) <= tol]
+        return min(near, key=lambda s: abs(s - stamp_ns)) if near else None
+
+    def _no_info_problem(self, entry: _Pending) -> FrameProblem:
+        return FrameProblem('no_camera_info', f'no camera_info with the image\'s stamp '
+                                              f'{entry.stamp_ns} ns arrived', True)
+
+    def _skipped(self, entry: _Pending, problem: FrameProblem) -> AssembledFrame:
+        return AssembledFrame(entry.stamp_ns, entry.frame_id, entry.image, None, None,
+                              entry.arrival_ns, None, None, (problem,))
+
+    def _evaluate(self, entry: _Pending, initialised: Callable[[int], bool] | None,
+                  live: bool) -> tuple[AssembledFrame, bool]:
+        """The frame with what is available now (fallbacks applied), and whether it is still
+        waiting for something that may come."""
+        cfg = self.config
+        t = entry.stamp_ns
+        tol = cfg.stamp_tolerance_ns
+        problems: list[FrameProblem] = []
+        waiting = False
+
+        info_key = self._match(self._infos, t)
+        if info_key is None:
+            problems.append(self._no_info_problem(entry))
+            # camera_info arrive in stamp order: a newer one means this one will not come.
+            waiting |= self._newest_info_ns is None or self._newest_info_ns <= t + tol
+
+        mask_key = self._match(self._masks, t) if cfg.use_mask else None
+        if cfg.use_mask and mask_key is None:
+            problems.append(FrameProblem('missing_mask', f'no mask with the image\'s stamp {t} '
+                                                         f'ns arrived', False))
+            waiting |= not live and (self._newest_mask_ns is None
+                                     or self._newest_mask_ns <= t + tol)
+
+        joints = None
+        if self.joints.covers(t):
+            try:
+                joints = self.joints.lookup(t)
+            except InputError as exc:
+                problems.append(FrameProblem('no_joint_states', str(exc), True))
+        else:
+            waiting = True
+            try:
+                joints = self.joints.lookup(t)
+            except InputError as exc:
+                problems.append(FrameProblem('no_joint_states', str(exc), True))
+            else:
+                if joints.age_s * _NS_PER_S > cfg.max_joint_age_ns:
+                    problems.append(FrameProblem(
+                        'stale_joint_states',
+                        f'the newest joint state is {joints.age_s:.3f} s before the image (more '
+                        f'than {cfg.max_joint_age_ns / _NS_PER_S:g} s): the joint-state stream '
+                        f'stopped; the hand is held at its last known pose', False))
+
+        T_cam_base = None
+        try:
+            T_cam_base = self.tf.lookup_transform(entry.frame_id, cfg.hand_root_frame, t)
+        except TransformError as exc:
+            waiting = True
+            T_cam_base = self._tf_within_tolerance(entry.frame_id, t, exc)
+            if T_cam_base is None:
+                problems.append(FrameProblem(
+                    'missing_tf', f'no transform {entry.frame_id} <- {cfg.hand_root_frame} at '
+                                  f'the image stamp {t} ns: {exc}', True))
+
+        if initialised is not None and not initialised(t):
+            problems.append(FrameProblem('no_initial_pose', 'no initial pose yet (parameter '
+                                                            'initial_pose or the topic)', True))
+            waiting |= not live
+
+        frame = AssembledFrame(t, entry.frame_id, entry.image, self._infos.get(info_key),
+                               self._masks.get(mask_key), entry.arrival_ns, joints, T_cam_base,
+                               tuple(problems))
+        return frame, waiting
+
+    def _tf_within_tolerance(self, frame_id: str, t: int, exc: TransformError
+                             ) -> np.ndarray | None:
+        """The chain's latest transform when ``t`` is at most ``tf_tolerance_ns`` after it."""
+        if not isinstance(exc, ExtrapolationError) or self.config.tf_tolerance_ns == 0:
+            return None
+        try:
+            latest = self.tf.lookup_stamped(frame_id, self.config.hand_root_frame, None)
+        except TransformError:
+            return None
+        if 0 <= t - latest.stamp_ns <= self.config.tf_tolerance_ns:
+            return latest.matrix()
+        return None
