@@ -1,7 +1,9 @@
 """Conversions between ROS messages and the core's types: the one module that touches both.
 
-Reading functions (``*_to_numpy``, ``camera_info_to_camera``, ``stamp_to_ns``) take rclpy
-messages and ``rosbags`` message dataclasses alike: they read attributes by name only, and
+Reading functions (``*_to_numpy``, ``camera_info_to_camera``, ``stamp_to_ns``,
+``joint_state_to_arrays``, ``transform_to_core``, ``tf_message_to_core``, ``pose_to_matrix``,
+``pose_stamped_to_matrix``, ``covariance_to_numpy``) take rclpy messages and ``rosbags``
+message dataclasses alike: they read attributes by name only, and
 accept ``data`` as bytes / ``array.array`` (rclpy) or a numpy array (rosbags). Writing
 functions build rclpy messages; their message packages are imported when first called, so
 reading bags needs no ROS installation.
@@ -9,16 +11,25 @@ reading bags needs no ROS installation.
 Images: ``sensor_msgs/Image`` rows are ``step`` bytes apart (``step >= width * channels``,
 padding allowed); ``data`` holds exactly ``step * height`` bytes. Only 8-bit encodings are
 handled: colour ``rgb8``, ``bgr8``, ``rgba8``, ``bgra8`` (alpha dropped) and masks ``mono8``.
+
+Poses: ``T_a_b`` matrices are (4, 4) float64; quaternions are (x, y, z, w) as in the messages.
+Covariances are (6, 6) over (x y z rx ry rz), row-major in PoseWithCovariance (the tracker's
+error state is exactly that, camera-frame axes: published as it is). Tracker results become
+PoseWithCovarianceStamped, TFMessage (camera -> object at the image stamp) and TrackedObject.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import cv2
 import numpy as np
 
 from handypriors_ros.core.errors import InputError
+from handypriors_ros.core.geometry.transform_buffer import StampedTransform
 from handypriors_ros.core.render.camera import PinholeCamera, Undistorter
+
+if TYPE_CHECKING:  # the tracker's types pull in torch; annotations only
+    from handypriors_ros.core.tracking.types import TrackResult
 
 #: Colour encodings image_to_numpy can read: name -> (channels, OpenCV code to RGB or None).
 COLOUR_ENCODINGS = {'rgb8': (3, None), 'bgr8': (3, cv2.COLOR_BGR2RGB),
@@ -271,4 +282,242 @@ def camera_to_camera_info(camera: PinholeCamera, stamp: Any, frame_id: str,
     msg.k = K
     msg.r = np.eye(3).reshape(-1)
     msg.p = P
+    return msg
+
+
+# --------------------------------------------------------------------------------------------
+# Joint states
+# --------------------------------------------------------------------------------------------
+def joint_state_to_arrays(msg: Any) -> tuple[int, tuple[str, ...], np.ndarray]:
+    """Stamp, names and positions of a ``sensor_msgs/JointState`` (rclpy or rosbags).
+
+    Returns:
+        ``(stamp_ns, names, positions)``: names (N,) as str, positions (N,) float64 [rad or m]
+        (NaN passes through: the joint-state buffer names the joints it rejects).
+    Raises:
+        InputError: names and positions of different lengths.
+    """
+    names = tuple(str(n) for n in msg.name)
+    positions = np.asarray(msg.position, dtype=np.float64).reshape(-1)
+    if positions.shape[0] != len(names):
+        raise InputError(f'joint state: expected one position per name ({len(names)}), got '
+                         f'{positions.shape[0]}')
+    return stamp_to_ns(msg.header.stamp), names, positions
+
+
+def arrays_to_joint_state(stamp: Any, names: Sequence[str],
+                          positions: Sequence[float] | np.ndarray) -> Any:
+    """An rclpy ``sensor_msgs/msg/JointState`` with positions only.
+
+    Args:
+        stamp: header stamp, a ``builtin_interfaces/Time`` or integer nanoseconds.
+        names: (N,) joint names; positions: (N,) values.
+    """
+    from sensor_msgs.msg import JointState
+
+    values = np.asarray(positions, dtype=np.float64).reshape(-1)
+    if values.shape[0] != len(names):
+        raise InputError(f'positions: expected {len(names)} values (one per name), got '
+                         f'{values.shape[0]}')
+    msg = JointState()
+    msg.header.stamp = _stamp_of(stamp)
+    msg.name = [str(n) for n in names]
+    msg.position = values.tolist()
+    return msg
+
+
+# --------------------------------------------------------------------------------------------
+# Transforms and poses
+# --------------------------------------------------------------------------------------------
+def transform_to_core(msg: Any) -> StampedTransform:
+    """A ``geometry_msgs/TransformStamped`` (rclpy or rosbags) as a core StampedTransform
+    (``T_parent_child`` with parent = header.frame_id, child = child_frame_id).
+
+    Raises:
+        InputError: empty frame ids, non-finite values, a zero quaternion, a negative stamp.
+    """
+    t, r = msg.transform.translation, msg.transform.rotation
+    return StampedTransform(msg.header.frame_id, msg.child_frame_id,
+                            stamp_to_ns(msg.header.stamp), [t.x, t.y, t.z],
+                            [r.x, r.y, r.z, r.w])
+
+
+def tf_message_to_core(msg: Any) -> list[StampedTransform]:
+    """Every transform of a ``tf2_msgs/TFMessage`` (rclpy or rosbags).
+
+    Raises:
+        InputError: naming the first bad transform's index and frames.
+    """
+    out = []
+    for i, tf in enumerate(msg.transforms):
+        try:
+            out.append(transform_to_core(tf))
+        except InputError as exc:
+            raise InputError(f'transforms[{i}] ({tf.header.frame_id!r} -> '
+                             f'{tf.child_frame_id!r}): {exc}') from exc
+    return out
+
+
+def core_to_transform(tf: StampedTransform) -> Any:
+    """An rclpy ``geometry_msgs/msg/TransformStamped`` for a core StampedTransform."""
+    from geometry_msgs.msg import TransformStamped
+
+    if not isinstance(tf, StampedTransform):
+        raise InputError(f'tf: expected a StampedTransform, got {type(tf).__name__}')
+    msg = TransformStamped()
+    msg.header.stamp = ns_to_stamp(tf.stamp_ns)
+    msg.header.frame_id = tf.parent_frame
+    msg.child_frame_id = tf.child_frame
+    t, q = tf.translation, tf.rotation_xyzw
+    msg.transform.translation.x, msg.transform.translation.y, msg.transform.translation.z = (
+        float(t[0]), float(t[1]), float(t[2]))
+    (msg.transform.rotation.x, msg.transform.rotation.y, msg.transform.rotation.z,
+     msg.transform.rotation.w) = (float(q[0]), float(q[1]), float(q[2]), float(q[3]))
+    return msg
+
+
+def core_to_tf_message(transforms: Sequence[StampedTransform]) -> Any:
+    """An rclpy ``tf2_msgs/msg/TFMessage`` holding the given transforms."""
+    from tf2_msgs.msg import TFMessage
+
+    return TFMessage(transforms=[core_to_transform(tf) for tf in transforms])
+
+
+def pose_to_matrix(pose: Any) -> np.ndarray:
+    """(4, 4) float64 matrix of a ``geometry_msgs/Pose`` (rclpy or rosbags); the quaternion is
+    normalised.
+
+    Raises:
+        InputError: non-finite values or a zero quaternion.
+    """
+    p, o = pose.position, pose.orientation
+    t = np.array([p.x, p.y, p.z], dtype=np.float64)
+    q = np.array([o.x, o.y, o.z, o.w], dtype=np.float64)
+    if not (np.all(np.isfinite(t)) and np.all(np.isfinite(q))):
+        raise InputError(f'pose: expected finite values, got position {t.tolist()} '
+                         f'orientation (x y z w) {q.tolist()}')
+    norm = float(np.linalg.norm(q))
+    if norm < 1e-9:
+        raise InputError(f'pose: expected a non-zero orientation quaternion, got {q.tolist()}')
+    return StampedTransform('pose', 'child', 0, t, q / norm).matrix()
+
+
+def matrix_to_pose(T: np.ndarray) -> Any:
+    """An rclpy ``geometry_msgs/msg/Pose`` of a (4, 4) rigid transform.
+
+    Raises:
+        InputError: not a finite (4, 4) matrix.
+    """
+    from geometry_msgs.msg import Pose
+
+    tf = StampedTransform.from_matrix('pose', 'child', 0, T)
+    msg = Pose()
+    msg.position.x, msg.position.y, msg.position.z = (float(v) for v in tf.translation)
+    (msg.orientation.x, msg.orientation.y, msg.orientation.z,
+     msg.orientation.w) = (float(v) for v in tf.rotation_xyzw)
+    return msg
+
+
+def pose_stamped_to_matrix(msg: Any) -> tuple[int, str, np.ndarray]:
+    """``(stamp_ns, frame_id, T_frame_obj)`` of a ``geometry_msgs/PoseStamped`` (rclpy or
+    rosbags).
+
+    Raises:
+        InputError: as :func:`pose_to_matrix`.
+    """
+    return stamp_to_ns(msg.header.stamp), str(msg.header.frame_id), pose_to_matrix(msg.pose)
+
+
+def covariance_to_numpy(covariance: Any) -> np.ndarray:
+    """(6, 6) float64 of a row-major 36-element covariance (x y z rx ry rz).
+
+    Raises:
+        InputError: not 36 values.
+    """
+    C = np.asarray(covariance, dtype=np.float64).reshape(-1)
+    if C.shape != (36,):
+        raise InputError(f'covariance: expected 36 values (6x6 row-major), got {C.shape[0]}')
+    return C.reshape(6, 6)
+
+
+def numpy_to_covariance(P: np.ndarray) -> np.ndarray:
+    """The row-major (36,) float64 of a (6, 6) covariance, for PoseWithCovariance.covariance.
+
+    Raises:
+        InputError: not a finite (6, 6) array.
+    """
+    P = np.asarray(P, dtype=np.float64)
+    if P.shape != (6, 6) or not np.all(np.isfinite(P)):
+        raise InputError(f'P: expected a finite (6, 6) covariance, got shape {P.shape}')
+    return np.ascontiguousarray(P).reshape(36)
+
+
+# --------------------------------------------------------------------------------------------
+# Tracker results
+# --------------------------------------------------------------------------------------------
+def track_result_to_pose(result: TrackResult, frame_id: str) -> Any:
+    """An rclpy ``geometry_msgs/msg/PoseWithCovarianceStamped``: T_cam_obj and its (6, 6)
+    covariance, stamped with the image stamp, in the camera frame ``frame_id``."""
+    from geometry_msgs.msg import PoseWithCovarianceStamped
+
+    msg = PoseWithCovarianceStamped()
+    msg.header.stamp = ns_to_stamp(result.stamp_ns)
+    msg.header.frame_id = frame_id
+    msg.pose.pose = matrix_to_pose(result.T_cam_obj)
+    msg.pose.covariance = numpy_to_covariance(result.covariance)
+    return msg
+
+
+def track_result_to_tf(result: TrackResult, frame_id: str, child_frame_id: str) -> Any:
+    """An rclpy ``tf2_msgs/msg/TFMessage`` with the one transform ``frame_id`` (camera) ->
+    ``child_frame_id`` (object) at the image stamp."""
+    return core_to_tf_message([StampedTransform.from_matrix(
+        frame_id, child_frame_id, result.stamp_ns, result.T_cam_obj)])
+
+
+def _point(msg_type: Any, xyz: Sequence[float]) -> Any:
+    return msg_type(x=float(xyz[0]), y=float(xyz[1]), z=float(xyz[2]))
+
+
+def track_result_to_tracked_object(result: TrackResult, frame_id: str, object_id: str, *,
+                                   latency_s: Mapping[str, float] | None = None) -> Any:
+    """An rclpy ``handypriors_ros/msg/TrackedObject`` of a tracker result.
+
+    Args:
+        result: the tracker's output for one image.
+        frame_id: the camera optical frame (header); object_id: the object frame's name.
+        latency_s: stage -> seconds; replaces ``result.latency_s`` when given (the node adds
+            its own stages: input, publish, and "total" from image arrival to publication).
+    Returns:
+        The message: pose + covariance, status and reason, NIS of the accepted updates (NaN
+        when none was accepted), contacts, one residual per update, per-stage latency.
+    """
+    from geometry_msgs.msg import Point, Vector3
+
+    from handypriors_ros.msg import (ContactPoint, MeasurementResidual, StageLatency,
+                                     TrackedObject)
+
+    msg = TrackedObject()
+    msg.header.stamp = ns_to_stamp(result.stamp_ns)
+    msg.header.frame_id = frame_id
+    msg.object_id = object_id
+    msg.pose.pose = matrix_to_pose(result.T_cam_obj)
+    msg.pose.covariance = numpy_to_covariance(result.covariance)
+    msg.status = int(result.status)
+    msg.status_reason = result.status_reason
+    accepted = [u.nis for u in result.updates if u.accepted]
+    msg.nis = float(sum(accepted)) if accepted else float('nan')
+    c = result.contacts
+    msg.contacts = [
+        ContactPoint(hand_link=str(c.link_names[i]), point_on_hand=_point(Point, c.points_hand[i]),
+                     point_on_object=_point(Point, c.points_object[i]),
+                     normal=_point(Vector3, c.normals[i]),
+                     signed_distance=float(c.signed_distance[i]))
+        for i in range(c.count)]
+    msg.residuals = [MeasurementResidual(name=u.name, dimension=int(u.dimension),
+                                         rms=float(u.rms), mahalanobis_sq=float(u.nis),
+                                         accepted=bool(u.accepted))
+                     for u in result.updates]
+    stages = result.latency_s if latency_s is None else latency_s
+    msg.latency = [StageLatency(stage=str(k), seconds=float(v)) for k, v in stages.items()]
     return msg
