@@ -53,8 +53,10 @@ def test_separable_jacobian_matches_finite_differences():
 
 
 def test_motion_jacobian_is_blockdiag_dR():
+    from handypriors_ros.core.tracking.ekf import motion_jacobian_autodiff
     dT = _T([0.2, -0.1, 0.3], [0.01, 0.02, -0.03])
-    F = motion_jacobian(dT)
+    F = motion_jacobian_autodiff(dT)
+    torch.testing.assert_close(motion_jacobian(dT), F)
     dR = dT[:3, :3]
     expected = torch.zeros(6, 6)
     expected[:3, :3], expected[3:, 3:] = dR, dR

@@ -16,7 +16,8 @@ from handypriors_ros.core.render.camera import PinholeCamera
 from handypriors_ros.core.tracking.config import TrackerConfig, ablation_configs
 from handypriors_ros.core.tracking.dynamics import pose_hand, predict_motion
 from handypriors_ros.core.tracking.ekf import PoseEKF, ominus
-from handypriors_ros.core.tracking.measurements import contour_measurement, make_roi, render_roi
+from handypriors_ros.core.tracking.measurements import (ObservedField, contour_measurement,
+                                                        make_roi, render_roi)
 from handypriors_ros.core.tracking.segmenter import ColorHistogramSegmenter
 from handypriors_ros.core.tracking.tracker import NotInitialisedError, ObjectTracker
 from handypriors_ros.core.tracking.types import FrameInput, TrackStatus
@@ -101,7 +102,8 @@ def test_contour_residual_is_small_at_the_truth_and_an_update_reduces_the_error(
     def measure(T):
         roi = make_roi(cam, T, verts, 128)
         render = render_roi(roi, T, obj.proxy.vertices.float(), obj.proxy.faces, hv, hf)
-        return contour_measurement(cam, roi, render, tracker._mesh, torch.as_tensor(T), mask,
+        return contour_measurement(cam, roi, render, tracker._mesh, torch.as_tensor(T),
+                                   ObservedField.from_mask(mask, roi),
                                    max_points=120, sigma_px=1.0, common_px=0.5,
                                    outlier_px=20.0)
 

@@ -115,14 +115,25 @@ def separable_jacobian(f: Callable[[torch.Tensor], torch.Tensor], rows: int
 
 
 def motion_jacobian(dT: torch.Tensor) -> torch.Tensor:
-    """Jacobian of ``T -> dT T`` in the error coordinates, by autodiff.
+    """Jacobian of ``T -> dT T`` in the error coordinates: ``blockdiag(dR, dR)``.
 
-    For this parameterisation it equals ``blockdiag(dR, dR)``; computing it by autodiff keeps
-    it right if the motion model changes (a test checks the closed form).
+    (With ``T (+) delta = [exp(phi) R | t + rho]``: ``dR exp(phi) R = exp(dR phi) dR R`` and
+    ``dR (t + rho) + dt = (dR t + dt) + dR rho``.) A test checks it against autodiff
+    (:func:`motion_jacobian_autodiff`); the closed form is used per frame because it is exact
+    and costs nothing.
 
     Args:
         dT: (4, 4) float64. Returns: (6, 6) float64.
     """
+    F = torch.zeros(6, 6, dtype=dT.dtype, device=dT.device)
+    F[:3, :3] = dT[:3, :3]
+    F[3:, 3:] = dT[:3, :3]
+    return F
+
+
+def motion_jacobian_autodiff(dT: torch.Tensor) -> torch.Tensor:
+    """:func:`motion_jacobian` by reverse-mode autodiff of ``delta -> (dT (T0 (+) delta)) (-)
+    (dT T0)`` (the reference the closed form is tested against)."""
     T0 = torch.eye(4, dtype=dT.dtype, device=dT.device)
 
     def f(delta: torch.Tensor) -> torch.Tensor:

@@ -120,9 +120,9 @@ def render_roi(roi: RoiView, T_cam_obj: np.ndarray, obj_vertices: torch.Tensor,
 
 
 def signed_distance_transform(mask: np.ndarray) -> np.ndarray:
-    """(h, w) float64 signed distance to a bool mask's boundary [px]: positive outside,
+    """(h, w) float32 signed distance to a bool mask's boundary [px]: positive outside,
     negative inside, +-0.5 at the pixels next to the boundary (render.contour's convention)."""
-    return _sdt(mask).numpy().astype(np.float64)
+    return _sdt(mask).numpy()
 
 
 class _ImageSample(torch.autograd.Function):
@@ -167,11 +167,13 @@ class SampledImage:
     """
 
     def __init__(self, image: np.ndarray) -> None:
-        img = np.asarray(image, dtype=np.float64)
-        gv, gu = np.gradient(img)  # central differences (one-sided at the border)
-        self.image = torch.as_tensor(img)
-        self.grad_u = torch.as_tensor(gu)
-        self.grad_v = torch.as_tensor(gv)
+        img = np.ascontiguousarray(image, dtype=np.float32)
+        # central differences (I[x+1] - I[x-1]) / 2; the border replicates
+        gu = cv2.Sobel(img, cv2.CV_32F, 1, 0, ksize=1, scale=0.5, borderType=cv2.BORDER_REPLICATE)
+        gv = cv2.Sobel(img, cv2.CV_32F, 0, 1, ksize=1, scale=0.5, borderType=cv2.BORDER_REPLICATE)
+        self.image = torch.as_tensor(img, dtype=torch.float64)
+        self.grad_u = torch.as_tensor(gu, dtype=torch.float64)
+        self.grad_v = torch.as_tensor(gv, dtype=torch.float64)
 
     def __call__(self, uv: torch.Tensor) -> torch.Tensor:
         """(..., 2) pixel positions (u, v) -> (...) values, clamped to the image."""
@@ -212,8 +214,29 @@ class ContourMeasurement:
         return int(self.t.shape[0])
 
 
+@dataclass(frozen=True)
+class ObservedField:
+    """The observed mask's signed distance transform over a full-resolution crop, computed
+    once per frame and shared by the iterations of the contour update.
+
+    Attributes:
+        sdt: the field (crop pixel coordinates); x0, y0: the crop's top-left pixel.
+    """
+    sdt: SampledImage
+    x0: int
+    y0: int
+
+    @classmethod
+    def from_mask(cls, mask: np.ndarray, roi: RoiView, pad_px: int = 16) -> ObservedField:
+        """Over the ROI's crop grown by ``pad_px`` (clamped to the image)."""
+        h, w = mask.shape
+        x0, y0 = max(roi.x0 - pad_px, 0), max(roi.y0 - pad_px, 0)
+        x1, y1 = min(roi.x1 + pad_px, w), min(roi.y1 + pad_px, h)
+        return cls(SampledImage(signed_distance_transform(mask[y0:y1, x0:x1])), x0, y0)
+
+
 def contour_measurement(camera: PinholeCamera, roi: RoiView, render: RoiRender,
-                        mesh: RenderMesh, T_cam_obj: torch.Tensor, observed_mask: np.ndarray,
+                        mesh: RenderMesh, T_cam_obj: torch.Tensor, observed: ObservedField,
                         *, max_points: int, sigma_px: float, common_px: float,
                         outlier_px: float, oversample: int = 3) -> ContourMeasurement | None:
     """Build the contour measurement (see :class:`ContourMeasurement`).
@@ -228,7 +251,7 @@ def contour_measurement(camera: PinholeCamera, roi: RoiView, render: RoiRender,
         camera: the full-resolution camera; roi, render: the ROI and its render at the prior.
         mesh: the object's render mesh (with edge adjacency).
         T_cam_obj: (4, 4) prior pose.
-        observed_mask: (H, W) bool full-resolution observed object mask.
+        observed: the observed mask's signed distance field.
     """
     T = T_cam_obj.to(torch.float64)
     V = mesh.vertices.to(torch.float64)
@@ -256,13 +279,17 @@ def contour_measurement(camera: PinholeCamera, roi: RoiView, render: RoiRender,
         zp = 1.0 / ((1 - t) / za + t / zb)
         h, w = render.object_visible.shape
         inside = (p[:, 0] >= 0) & (p[:, 0] <= w - 1) & (p[:, 1] >= 0) & (p[:, 1] <= h - 1)
-        rendered_sdt = SampledImage(signed_distance_transform(render.object_visible))
-        on_boundary = rendered_sdt(p).abs() <= 1.0
+        # On the rendered visible silhouette's boundary: the nearest pixel lies in the 1-pixel
+        # band where the dilated and the eroded silhouettes differ.
+        vis = render.object_visible.astype(np.uint8)
+        kernel = np.ones((3, 3), np.uint8)
+        band = cv2.dilate(vis, kernel) != cv2.erode(vis, kernel)
         hand_depth = np.where(render.hand, render.depth, np.inf).astype(np.float32)
         hand_near = cv2.erode(hand_depth, np.ones((3, 3), np.uint8))  # min over 3x3
         pu = p[:, 0].round().long().clamp(0, w - 1).numpy()
         pv = p[:, 1].round().long().clamp(0, h - 1).numpy()
         unhidden = torch.as_tensor(hand_near[pv, pu]) > zp
+        on_boundary = torch.as_tensor(band[pv, pu])
         keep = torch.nonzero(inside & on_boundary & unhidden)[:, 0]
         if keep.numel() < 8:
             return None
@@ -271,10 +298,11 @@ def contour_measurement(camera: PinholeCamera, roi: RoiView, render: RoiRender,
         edge_vertices = torch.stack([ea[e[keep]], eb[e[keep]]], dim=1)
         t = t[keep]
     # The observed mask's signed distance in a full-resolution crop (no resampling).
-    x0, y0 = roi.x0, roi.y0
+    x0, y0 = observed.x0, observed.y0
     crop_cam = PinholeCamera(fx=camera.fx, fy=camera.fy, cx=camera.cx - x0, cy=camera.cy - y0,
-                             width=roi.x1 - x0, height=roi.y1 - y0)
-    sdt = SampledImage(signed_distance_transform(observed_mask[y0:roi.y1, x0:roi.x1]))
+                             width=observed.sdt.image.shape[1],
+                             height=observed.sdt.image.shape[0])
+    sdt = observed.sdt
     va, vb = V[edge_vertices[:, 0]], V[edge_vertices[:, 1]]
 
     def residual_all(delta: torch.Tensor, keep_rows: torch.Tensor) -> torch.Tensor:

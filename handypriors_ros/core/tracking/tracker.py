@@ -28,7 +28,8 @@ from handypriors_ros.core.tracking.config import TrackerConfig
 from handypriors_ros.core.tracking.dynamics import (HandFrame, MotionPrediction, pose_hand,
                                                     predict_motion)
 from handypriors_ros.core.tracking.ekf import PoseEKF, UpdateRecord
-from handypriors_ros.core.tracking.measurements import (center_measurement, contour_measurement,
+from handypriors_ros.core.tracking.measurements import (ObservedField, center_measurement,
+                                                        contour_measurement,
                                                         fingertip_contact_measurement,
                                                         make_roi, mask_centroid, render_roi)
 from handypriors_ros.core.tracking.segmenter import ColorHistogramSegmenter
@@ -202,10 +203,17 @@ class ObjectTracker:
                     image_accepted |= rec.accepted
             if 'contour' in cfg.measurements:
                 first_render = (T_prior, roi, render)
+                observed = ObservedField.from_mask(mask, roi)
+
+                calls = [0]
 
                 def build(T: torch.Tensor):
                     T_np = T.numpy()
-                    if T_np is first_render[0] or np.array_equal(T_np, first_render[0]):
+                    calls[0] += 1
+                    if calls[0] == 1:
+                        # The first linearisation uses the prior's render (the object-centre
+                        # update before it moves the pose only slightly; the silhouette edges
+                        # are chosen from the current pose, the render only confirms them).
                         roi_i, render_i = first_render[1], first_render[2]
                     else:  # re-linearise: render at the new estimate
                         roi_i = make_roi(frame.camera, T_np, self._proxy_v_np, cfg.roi_size_px)
@@ -213,7 +221,8 @@ class ObjectTracker:
                             return None
                         render_i = render_roi(roi_i, T_np, self._proxy_v, self._proxy_f,
                                               hand_v[0].detach().float(), hand_f)
-                    cm = contour_measurement(frame.camera, roi_i, render_i, self._mesh, T, mask,
+                    cm = contour_measurement(frame.camera, roi_i, render_i, self._mesh, T,
+                                             observed,
                                              max_points=cfg.contour_points,
                                              sigma_px=cfg.contour_sigma_px,
                                              common_px=cfg.contour_common_px,
