@@ -351,6 +351,18 @@ def test_live_does_not_wait_for_a_mask_nor_an_initial_pose():
     assert [p.kind for p in frame.problems] == ['no_initial_pose']
 
 
+def test_live_waits_for_a_mask_only_when_told_to():
+    asm = _world(mode='live', wall_wait_ns=10 * MS, live_mask_wait_ns=40 * MS)
+    ns = _add_frame(asm, 50.0, mask=False, arrival=0)
+    assert asm.pop_ready(now_ns=20 * MS) == []  # joints and TF are there; the mask is not
+    asm.add_mask(ns, 'late mask')
+    (frame,) = asm.pop_ready(now_ns=25 * MS)
+    assert frame.mask == 'late mask' and frame.problems == ()
+    _add_frame(asm, 60.0, mask=False, arrival=100 * MS)
+    (frame,) = asm.pop_ready(now_ns=140 * MS)  # waited 40 ms: goes without
+    assert frame.usable and [p.kind for p in frame.problems] == ['missing_mask']
+
+
 def test_live_waits_briefly_for_joints_after_the_stamp():
     asm = _world(mode='live', wall_wait_ns=10 * MS, joints_until_ms=100.0)
     ns = _add_frame(asm, 110.0, arrival=0)  # newest joints 5 ms before

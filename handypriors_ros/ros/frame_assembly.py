@@ -23,7 +23,9 @@ things are known at its stamp ``t``:
 - ``live`` (real time, newest frame only): among frames whose camera_info has arrived the newest
   one is kept and every older one is dropped (reported, so the caller counts drops). It waits
   for a joint state after ``t`` and the TF at ``t`` at most ``wall_wait_ns`` after its arrival,
-  and never for a mask.
+  and for its mask at most ``live_mask_wait_ns`` (default 0: a mask is used when it is already
+  there; a segmenter's mask always comes after its image, so set it to the segmenter's latency
+  to use its masks live). Expiry needs the wall clock (``now_ns``).
 
 When a frame leaves without everything it waited for, the fallbacks are:
 
@@ -206,6 +208,8 @@ class AssemblyConfig:
         max_joint_age_ns: a held joint state up to this old is normal; older is stale [ns].
         tf_tolerance_ns: the latest TF is used for a stamp at most this after it [ns].
         max_pending: most images held; older ones are evicted (reported) beyond it.
+        live_mask_wait_ns: live: a frame waits at most this after its arrival for its mask
+            (0: a mask is used only if it is already there) [ns].
     """
     mode: str = 'replay'
     hand_root_frame: str = 'ah_base_link'
@@ -216,12 +220,13 @@ class AssemblyConfig:
     max_joint_age_ns: int = 100_000_000
     tf_tolerance_ns: int = 50_000_000
     max_pending: int = 30
+    live_mask_wait_ns: int = 0
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise InputError(f'mode: expected one of {list(MODES)}, got {self.mode!r}')
         for name in ('stamp_tolerance_ns', 'data_wait_ns', 'wall_wait_ns', 'max_joint_age_ns',
-                     'tf_tolerance_ns'):
+                     'tf_tolerance_ns', 'live_mask_wait_ns'):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise InputError(f'{name}: expected an integer >= 0 [ns], got {value!r}')
@@ -415,8 +420,8 @@ class FrameAssembler:
                     out.append(self._skipped(entry, problem))
         for stamp in sorted(self._pending):
             entry = self._pending[stamp]
-            frame, waiting = self._evaluate(entry, initialised, live)
-            if waiting and not (flush or self._expired(entry, now_ns)):
+            frame, waiting = self._evaluate(entry, initialised, now_ns, flush)
+            if waiting:
                 break  # keep stamp order: later frames wait behind this one
             del self._pending[stamp]
             out.append(frame)
@@ -426,10 +431,12 @@ class FrameAssembler:
             self._prune(self._masks)
         return out
 
-    def _expired(self, entry: _Pending, now_ns: int | None) -> bool:
-        cfg = self.config
-        if now_ns is not None and now_ns - entry.arrival_ns >= cfg.wall_wait_ns:
+    def _expired(self, entry: _Pending, now_ns: int | None, flush: bool,
+                 wall_wait_ns: int) -> bool:
+        """Whether the frame has waited long enough for an input that may still come."""
+        if flush or (now_ns is not None and now_ns - entry.arrival_ns >= wall_wait_ns):
             return True
+        cfg = self.config
         return (cfg.mode == 'replay' and self._data_time_ns is not None
                 and self._data_time_ns >= entry.stamp_ns + cfg.data_wait_ns)
 
@@ -450,14 +457,15 @@ class FrameAssembler:
                               entry.arrival_ns, None, None, (problem,))
 
     def _evaluate(self, entry: _Pending, initialised: Callable[[int], bool] | None,
-                  live: bool) -> tuple[AssembledFrame, bool]:
-        """The frame with what is available now (fallbacks applied), and whether it is still
-        waiting for something that may come."""
+                  now_ns: int | None, flush: bool) -> tuple[AssembledFrame, bool]:
+        """The frame with what is available now (fallbacks applied), and whether it should
+        still wait for something that may come."""
         cfg = self.config
+        live = cfg.mode == 'live'
         t = entry.stamp_ns
         tol = cfg.stamp_tolerance_ns
         problems: list[FrameProblem] = []
-        waiting = False
+        waiting = False  # for camera_info, joints, TF or an initial pose
 
         info_key = self._match(self._infos, t)
         if info_key is None:
@@ -466,11 +474,16 @@ class FrameAssembler:
             waiting |= self._newest_info_ns is None or self._newest_info_ns <= t + tol
 
         mask_key = self._match(self._masks, t) if cfg.use_mask else None
+        waiting_mask = False
         if cfg.use_mask and mask_key is None:
             problems.append(FrameProblem('missing_mask', f'no mask with the image\'s stamp {t} '
                                                          f'ns arrived', False))
-            waiting |= not live and (self._newest_mask_ns is None
-                                     or self._newest_mask_ns <= t + tol)
+            may_come = self._newest_mask_ns is None or self._newest_mask_ns <= t + tol
+            if live:  # its own, usually shorter, wait (module docstring)
+                waiting_mask = (may_come and cfg.live_mask_wait_ns > 0 and not self._expired(
+                    entry, now_ns, flush, cfg.live_mask_wait_ns))
+            else:
+                waiting |= may_come
 
         joints = None
         if self.joints.covers(t):
@@ -511,7 +524,8 @@ class FrameAssembler:
         frame = AssembledFrame(t, entry.frame_id, entry.image, self._infos.get(info_key),
                                self._masks.get(mask_key), entry.arrival_ns, joints, T_cam_base,
                                tuple(problems))
-        return frame, waiting
+        waiting = waiting and not self._expired(entry, now_ns, flush, cfg.wall_wait_ns)
+        return frame, waiting or waiting_mask
 
     def _tf_within_tolerance(self, frame_id: str, t: int, exc: TransformError
                              ) -> np.ndarray | None:

@@ -1,0 +1,339 @@
+"""The tracker node in this process (callbacks called directly, outputs captured through its
+publish hook): parameters, live and replay frame handling, bad messages, reset, diagnostics.
+Over DDS between processes: test_tracker_node_dds.py."""
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+rclpy = pytest.importorskip('rclpy', reason='rclpy is not installed (./run.sh test)')
+from rclpy.parameter import Parameter  # noqa: E402
+from rclpy.serialization import deserialize_message  # noqa: E402
+from ros_helpers.bag_publisher import ros_type  # noqa: E402
+from ros_helpers.synthetic import ground_truth, tiny_sequence  # noqa: E402
+
+from handypriors_ros import interfaces  # noqa: E402
+from handypriors_ros.bag import BagReader  # noqa: E402
+from handypriors_ros.core import metrics  # noqa: E402
+from handypriors_ros.core.errors import InputError, ModelError  # noqa: E402
+from handypriors_ros.core.models.object_model import ObjectModel  # noqa: E402
+from handypriors_ros.core.tracking.config import TrackerConfig  # noqa: E402
+from handypriors_ros.ros import parameters  # noqa: E402
+from handypriors_ros.ros.conversions import (pose_to_matrix, pose_stamped_to_matrix,  # noqa: E402
+                                             stamp_to_ns)
+from handypriors_ros.ros.tracker_node import TrackerNode, main  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope='module')
+def sequence(tmp_path_factory):
+    return tiny_sequence(tmp_path_factory)
+
+
+@pytest.fixture(scope='module')
+def messages(sequence):
+    """The bag's messages as rclpy messages, in log-time order: [(topic, msg)]."""
+    with BagReader(sequence / 'bag') as reader:
+        types = {t: ros_type(mt) for t, (mt, _) in reader.topics.items()}
+        return [(m.topic, deserialize_message(m.rawdata, types[m.topic]))
+                for m in reader.messages()]
+
+
+@pytest.fixture
+def ros_context():
+    context = rclpy.context.Context()
+    rclpy.init(context=context)
+    yield context
+    rclpy.try_shutdown(context=context)
+
+
+class Outputs:
+    """What a node published, by topic."""
+
+    def __init__(self):
+        self.by_topic = {}
+
+    def __call__(self, topic, msg):
+        self.by_topic.setdefault(topic, []).append(msg)
+
+    def __getitem__(self, topic):
+        return self.by_topic.get(topic, [])
+
+
+def _node(context, sequence, outputs=None, **params):
+    overrides = [Parameter('object_mesh', value=str(sequence / 'object.ply'))]
+    overrides += [Parameter(k, value=v) for k, v in params.items()]
+    return TrackerNode(context=context, parameter_overrides=overrides, publish_hook=outputs)
+
+
+def _feed(node, messages, *, skip=()):
+    callbacks = {interfaces.IMAGE_TOPIC: node.on_image,
+                 interfaces.CAMERA_INFO_TOPIC: node.on_camera_info,
+                 interfaces.MASK_TOPIC: node.on_mask,
+                 interfaces.JOINT_STATES_TOPIC: node.on_joint_states,
+                 interfaces.TF_TOPIC: node.on_tf, interfaces.TF_STATIC_TOPIC: node.on_tf_static,
+                 interfaces.INITIAL_POSE_TOPIC: node.on_initial_pose}
+    for topic, msg in messages:
+        if topic not in skip:
+            callbacks[topic](msg)
+
+
+def _initial_pose_param(messages):
+    (msg,) = [m for t, m in messages if t == interfaces.INITIAL_POSE_TOPIC]
+    T = pose_stamped_to_matrix(msg)[2]
+    p, o = msg.pose.position, msg.pose.orientation
+    return T, [p.x, p.y, p.z, o.x, o.y, o.z, o.w]
+
+
+# ---------------------------------------------------------------------------------------------
+# Parameters
+# ---------------------------------------------------------------------------------------------
+def test_config_yaml_holds_every_default():
+    text = (REPO / 'config' / 'tracker.yaml').read_text()
+    assert text == parameters.defaults_yaml(), (
+        'config/tracker.yaml is out of date: python -m handypriors_ros.ros.parameters > '
+        'config/tracker.yaml')
+    values = yaml.safe_load(text)['/**']['ros__parameters']
+    specs = parameters.all_parameter_specs()
+    assert list(values) == [s.name for s in specs]
+    for spec in specs:
+        assert values[spec.name] == ([] if spec.default is None else spec.default), spec.name
+
+
+def test_every_tracker_config_field_is_a_parameter_with_units_where_dimensional():
+    specs = {s.name: s for s in parameters.tracker_parameter_specs()}
+    assert set(specs) == set(TrackerConfig.__dataclass_fields__)
+    for name, spec in specs.items():
+        if name.endswith(('_m', '_px', '_std')) or name.startswith('q_'):
+            assert re.search(r'\[(m|px|rad)\]', spec.description), name
+    for spec in parameters.NODE_PARAMETERS:
+        if spec.name.endswith('_s'):
+            assert '[s]' in spec.description, spec.name
+
+
+def test_parameters_declared_with_descriptors(ros_context, sequence):
+    node = _node(ros_context, sequence)
+    try:
+        scale = node.describe_parameter('object_scale')
+        assert scale.read_only and 'metres' in scale.description
+        assert scale.floating_point_range[0].from_value > 0
+        for name in ('object_mesh', 'hand_urdf', 'joint_prefix', 'device', 'renderer', 'mode',
+                     'object_frame', 'image_qos_reliability', 'gate_probability'):
+            assert node.describe_parameter(name).read_only, name
+        sigma = node.describe_parameter('contour_sigma_px')
+        assert not sigma.read_only and '[px]' in sigma.description
+        assert 'one of: live, replay' in node.describe_parameter('mode').description
+        assert node.get_parameter('image_qos_reliability').value == 'reliable'
+        assert node.get_parameter('object_frame').value == interfaces.OBJECT_FRAME
+        # Declared by type only (rclpy cannot type an empty list): unset means empty.
+        assert node.describe_parameter('initial_pose').type == Parameter.Type.DOUBLE_ARRAY
+        assert not node.has_parameter('initial_pose') or node.config.initial_pose == ()
+        assert node.hand_root_frame == interfaces.HAND_ROOT_FRAME
+    finally:
+        node.destroy_node()
+
+
+def test_run_time_parameter_changes_validated(ros_context, sequence):
+    node = _node(ros_context, sequence)
+    try:
+        (ok,) = node.set_parameters([Parameter('contour_sigma_px', value=3.5)])
+        assert ok.successful and node.tracker.config.contour_sigma_px == 3.5
+        (ok,) = node.set_parameters([Parameter('measurements', value=['none'])])
+        assert ok.successful and node.tracker.config.measurements == ()
+        (bad,) = node.set_parameters([Parameter('measurements', value=['contour', 'sonar'])])
+        assert not bad.successful and "measurements: unknown ['sonar']" in bad.reason
+        (bad,) = node.set_parameters([Parameter('contour_sigma_px', value=-1.0)])
+        assert not bad.successful and 'out of range' in bad.reason
+        (bad,) = node.set_parameters([Parameter('initial_pose', value=[0.0, 0.1])])
+        assert not bad.successful and 'initial_pose: expected [] or 7' in bad.reason
+        (bad,) = node.set_parameters([Parameter('q_contact', value=[0.1, 0.1])])
+        assert not bad.successful and 'q_contact: expected 6 positive' in bad.reason
+        (bad,) = node.set_parameters([Parameter('mode', value='replay')])
+        assert not bad.successful
+        assert node.tracker.config.contour_sigma_px == 3.5  # old values kept
+        assert node.get_parameter('mode').value == 'live'
+    finally:
+        node.destroy_node()
+
+
+@pytest.mark.parametrize('params,error,match', [
+    ({'mode': 'fast'}, InputError, r"mode: expected one of \['live', 'replay'\], got 'fast'"),
+    ({'renderer': 'opengl'}, InputError, 'renderer: expected one of'),
+    ({'device': 'tpu'}, InputError, 'device: expected one of'),
+    ({'image_qos_reliability': 'fast'}, InputError, 'image_qos_reliability: expected one of'),
+    ({'initial_pose': [0.0, 0.0, 0.5, 0.0, 0.0, 0.0, 0.0]}, InputError,
+     'initial_pose: expected a non-zero quaternion'),
+    ({'joint_name_map': ['joint_a']}, InputError, "joint_name_map: expected entries"),
+    ({'dynamics': 'magic'}, InputError, 'dynamics: expected one of'),
+    ({'object_mesh': '/nonexistent/mug.ply'}, ModelError, 'object_mesh: .*mug.ply'),
+    ({'object_scale': -1.0}, rclpy.exceptions.ParameterException, 'object_scale'),
+])
+def test_invalid_parameters_at_start(ros_context, sequence, params, error, match):
+    with pytest.raises(error, match=match):
+        _node(ros_context, sequence, **params)
+
+
+def test_main_with_unreadable_mesh_exits_nonzero_with_the_reason(capfd):
+    code = main(['tracker_node', '--ros-args', '-p', 'object_mesh:=/nonexistent/mug.ply'])
+    assert code == 1
+    err = capfd.readouterr().err
+    assert 'object_mesh:' in err and '/nonexistent/mug.ply' in err
+
+
+def test_main_without_mesh_names_the_parameter(capfd):
+    assert main(['tracker_node']) == 1
+    assert 'object_mesh: expected the path' in capfd.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# Frames
+# ---------------------------------------------------------------------------------------------
+def test_live_mode_tracks_the_newest_frame_and_counts_drops(ros_context, sequence, messages):
+    """Messages delivered while the node is busy: only the newest frame is tracked."""
+    T_init, pose = _initial_pose_param(messages)
+    out = Outputs()
+    node = _node(ros_context, sequence, out, mode='live', initial_pose=pose,
+                 publish_markers=True)
+    try:
+        images = [m for t, m in messages if t == interfaces.IMAGE_TOPIC]
+        last_two = {stamp_to_ns(m.header.stamp) for m in images[-2:]}
+        # Everything up to the second-to-last image arrives; the guard condition that would
+        # process it never runs here (no executor): the node has only stored the messages.
+        cut = [i for i, (t, m) in enumerate(messages) if t == interfaces.IMAGE_TOPIC
+               and stamp_to_ns(m.header.stamp) == min(last_two)][0]
+        _feed(node, messages[:cut + 1])
+        assert out[interfaces.OBJECT_POSE_TOPIC] == []
+        assert node.process_pending(now_ns=time.monotonic_ns() + 10**9) == 1
+        (pose_msg,) = out[interfaces.OBJECT_POSE_TOPIC]
+        assert stamp_to_ns(pose_msg.header.stamp) == min(last_two)
+        assert node.problem_counts['dropped'] == len(images) - 2
+        # The last frame then comes on its own and is tracked too.
+        _feed(node, messages[cut + 1:])
+        node.process_pending(now_ns=time.monotonic_ns() + 10**9)
+        assert [stamp_to_ns(m.header.stamp) for m in out[interfaces.OBJECT_POSE_TOPIC]] == \
+            sorted(last_two)
+        markers = out[interfaces.MARKERS_TOPIC]
+        assert len(markers) == 2
+        kinds = [(m.ns, m.id, m.type) for m in markers[0].markers]
+        assert (kinds[0][1], kinds[0][2]) == (0, 11)  # object mesh, TRIANGLE_LIST
+        assert markers[0].markers[0].header.frame_id == interfaces.OBJECT_FRAME
+        assert len(markers[0].markers[-1].points) == 4  # fingertips
+    finally:
+        node.destroy_node()
+
+
+def _bad_frame(template, info_template, stamp, *, encoding='rgb8', info_scale=1):
+    """camera_info + an all-black image at ``stamp`` like the templates (or with a wrong
+    encoding, or a camera_info of another size)."""
+    from handypriors_ros.ros.conversions import ns_to_stamp
+    img = ros_type('sensor_msgs/msg/Image')()
+    img.header.stamp, img.header.frame_id = ns_to_stamp(stamp), template.header.frame_id
+    img.height, img.width, img.encoding = template.height, template.width, encoding
+    img.step = template.width * (2 if encoding == 'mono16' else 3)
+    img.data = bytes(img.step * img.height)
+    info = ros_type('sensor_msgs/msg/CameraInfo')()
+    info.header = img.header
+    info.width, info.height = info_template.width * info_scale, info_template.height * info_scale
+    info.k, info.p, info.r = info_template.k, info_template.p, info_template.r
+    info.d, info.distortion_model = info_template.d, info_template.distortion_model
+    return [(interfaces.CAMERA_INFO_TOPIC, info), (interfaces.IMAGE_TOPIC, img)]
+
+
+def bad_messages(messages):
+    """The bag's messages with one bad message of each kind in between; and the good image
+    stamps. Wrong encoding (mono16), camera_info of another size, NaN joints, an image going
+    back in time, and a last frame 300 ms after the last TF (missing TF)."""
+    from handypriors_ros.ros.conversions import ns_to_stamp
+    image = next(m for t, m in messages if t == interfaces.IMAGE_TOPIC)
+    info = next(m for t, m in messages if t == interfaces.CAMERA_INFO_TOPIC)
+    out, good, joints = [], [], 0
+    for topic, msg in messages:
+        out.append((topic, msg))
+        if topic == interfaces.JOINT_STATES_TOPIC:
+            joints += 1
+            if joints == 10:
+                nan = ros_type('sensor_msgs/msg/JointState')()
+                nan.header.stamp = ns_to_stamp(stamp_to_ns(msg.header.stamp) + 1000)
+                nan.name, nan.position = list(msg.name), list(msg.position)
+                nan.position[5] = float('nan')
+                out.append((topic, nan))
+        if topic != interfaces.IMAGE_TOPIC:
+            continue
+        good.append(stamp_to_ns(msg.header.stamp))
+        if len(good) == 2:
+            out += _bad_frame(image, info, good[-1] + 5_000_000, encoding='mono16')
+        elif len(good) == 3:
+            out += _bad_frame(image, info, good[-1] + 5_000_000, info_scale=2)
+        elif len(good) == 4:
+            out += _bad_frame(image, info, good[0])  # time going backwards
+    out += _bad_frame(image, info, good[-1] + 300_000_000)  # after the last TF
+    return out, good
+
+
+def test_replay_bad_messages_are_counted_and_every_good_frame_tracked(ros_context, sequence,
+                                                                      messages):
+    out = Outputs()
+    node = _node(ros_context, sequence, out, mode='replay')
+    try:
+        bad, good = bad_messages(messages)
+        _feed(node, bad)
+        node.process_pending(flush=True)
+        poses = out[interfaces.OBJECT_POSE_TOPIC]
+        assert [stamp_to_ns(p.header.stamp) for p in poses] == good
+        for kind in ('bad_image', 'bad_camera_info', 'nan_joints', 'time_backwards',
+                     'missing_tf'):
+            assert node.problem_counts[kind] >= 1, (kind, node.problem_counts)
+        gt = ground_truth(sequence)
+        T = np.array([pose_to_matrix(p.pose.pose) for p in poses])
+        points = ObjectModel.from_file(sequence / 'object.ply').sample_points.numpy()
+        add_s = metrics.add_s(T, np.array([gt[s] for s in good]), points)
+        assert add_s.mean() < 0.015, add_s
+        # Diagnostics say it.
+        node.publish_diagnostics()
+        (diag,) = out['/diagnostics']
+        status = diag.status[0]
+        values = {kv.key: kv.value for kv in status.values}
+        assert status.level == status.WARN and 'missing_tf' in status.message
+        assert int(values['count_bad_image']) >= 1
+        assert int(values['frames_tracked']) == len(good)
+        assert float(values['latency_total_p50_ms']) > 0
+        assert 'rate_image_hz' in values and values['mode'] == 'replay'
+    finally:
+        node.destroy_node()
+
+
+def test_reset_service(ros_context, sequence, messages):
+    from std_srvs.srv import Trigger
+    node = _node(ros_context, sequence, Outputs(), mode='replay')
+    client_node = rclpy.create_node('reset_client', context=ros_context)
+    executor = rclpy.executors.SingleThreadedExecutor(context=ros_context)
+    executor.add_node(node)
+    executor.add_node(client_node)
+    client = client_node.create_client(Trigger, interfaces.RESET_SERVICE)
+
+    def call():
+        assert client.wait_for_service(timeout_sec=5.0)
+        future = client.call_async(Trigger.Request())
+        executor.spin_until_future_complete(future, timeout_sec=5.0)
+        return future.result()
+
+    try:
+        before = call()
+        assert not before.success and 'no initial pose' in before.message
+        _feed(node, messages)
+        node.process_pending(flush=True)
+        assert node.frames_tracked == 6
+        after = call()
+        assert after.success and 're-initialised' in after.message
+        # Buffers were cleared: the same bag again (time jumps back) is tracked again.
+        _feed(node, messages)
+        node.process_pending(flush=True)
+        assert node.frames_tracked == 12
+    finally:
+        executor.shutdown()
+        client_node.destroy_node()
+        node.destroy_node()
