@@ -9,7 +9,15 @@ from handypriors_ros.core.errors import InputError
 from handypriors_ros.core.tracking.ekf import (PoseEKF, motion_jacobian, ominus, oplus,
                                                oplus_linear)
 
-torch.set_default_dtype(torch.float64)
+
+
+@pytest.fixture(autouse=True)
+def _float64_default():
+    """These tests build tensors in float64; restore the default afterwards (it is global)."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
 
 
 def _T(rotvec, t):

@@ -140,7 +140,8 @@ class SceneRenderer:
         hand_colors = torch.full((kin.mesh_vertices_link.shape[0], 3), 0.18)
         hand_colors[is_tip] = 0.92
         self.colors = torch.cat([hand_colors, self.obj_colors])
-        self.light_cam = torch.tensor([0.3, -0.6, 1.0]) / np.linalg.norm([0.3, -0.6, 1.0])
+        light = np.array([0.3, -0.6, 1.0])
+        self.light_cam = torch.as_tensor(light / np.linalg.norm(light), dtype=torch.float32)
 
     def render(self, q: np.ndarray, T_cam_base: np.ndarray, T_cam_obj: np.ndarray
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
