@@ -13,6 +13,8 @@ rclpy = pytest.importorskip('rclpy', reason='rclpy is not installed (./run.sh te
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.serialization import deserialize_message  # noqa: E402
 from ros_helpers.bag_publisher import ros_type  # noqa: E402
+from ros_helpers.domains import free_domain_id  # noqa: E402
+from ros_helpers.bad_inputs import bad_messages  # noqa: E402
 from ros_helpers.synthetic import ground_truth, tiny_sequence  # noqa: E402
 
 from handypriors_ros import interfaces  # noqa: E402
@@ -40,6 +42,15 @@ def messages(sequence):
     with BagReader(sequence / 'bag') as reader:
         types = {t: ros_type(mt) for t, (mt, _) in reader.topics.items()}
         return [(m.topic, deserialize_message(m.rawdata, types[m.topic]))
+                for m in reader.messages()]
+
+
+@pytest.fixture(scope='module')
+def logged_messages(sequence):
+    """[(log_time_ns, topic, msg)] in log-time order."""
+    with BagReader(sequence / 'bag') as reader:
+        types = {t: ros_type(mt) for t, (mt, _) in reader.topics.items()}
+        return [(m.log_time_ns, m.topic, deserialize_message(m.rawdata, types[m.topic]))
                 for m in reader.messages()]
 
 
@@ -226,60 +237,13 @@ def test_live_mode_tracks_the_newest_frame_and_counts_drops(ros_context, sequenc
         node.destroy_node()
 
 
-def _bad_frame(template, info_template, stamp, *, encoding='rgb8', info_scale=1):
-    """camera_info + an all-black image at ``stamp`` like the templates (or with a wrong
-    encoding, or a camera_info of another size)."""
-    from handypriors_ros.ros.conversions import ns_to_stamp
-    img = ros_type('sensor_msgs/msg/Image')()
-    img.header.stamp, img.header.frame_id = ns_to_stamp(stamp), template.header.frame_id
-    img.height, img.width, img.encoding = template.height, template.width, encoding
-    img.step = template.width * (2 if encoding == 'mono16' else 3)
-    img.data = bytes(img.step * img.height)
-    info = ros_type('sensor_msgs/msg/CameraInfo')()
-    info.header = img.header
-    info.width, info.height = info_template.width * info_scale, info_template.height * info_scale
-    info.k, info.p, info.r = info_template.k, info_template.p, info_template.r
-    info.d, info.distortion_model = info_template.d, info_template.distortion_model
-    return [(interfaces.CAMERA_INFO_TOPIC, info), (interfaces.IMAGE_TOPIC, img)]
-
-
-def bad_messages(messages):
-    """The bag's messages with one bad message of each kind in between; and the good image
-    stamps. Wrong encoding (mono16), camera_info of another size, NaN joints, an image going
-    back in time, and a last frame 300 ms after the last TF (missing TF)."""
-    from handypriors_ros.ros.conversions import ns_to_stamp
-    image = next(m for t, m in messages if t == interfaces.IMAGE_TOPIC)
-    info = next(m for t, m in messages if t == interfaces.CAMERA_INFO_TOPIC)
-    out, good, joints = [], [], 0
-    for topic, msg in messages:
-        out.append((topic, msg))
-        if topic == interfaces.JOINT_STATES_TOPIC:
-            joints += 1
-            if joints == 10:
-                nan = ros_type('sensor_msgs/msg/JointState')()
-                nan.header.stamp = ns_to_stamp(stamp_to_ns(msg.header.stamp) + 1000)
-                nan.name, nan.position = list(msg.name), list(msg.position)
-                nan.position[5] = float('nan')
-                out.append((topic, nan))
-        if topic != interfaces.IMAGE_TOPIC:
-            continue
-        good.append(stamp_to_ns(msg.header.stamp))
-        if len(good) == 2:
-            out += _bad_frame(image, info, good[-1] + 5_000_000, encoding='mono16')
-        elif len(good) == 3:
-            out += _bad_frame(image, info, good[-1] + 5_000_000, info_scale=2)
-        elif len(good) == 4:
-            out += _bad_frame(image, info, good[0])  # time going backwards
-    out += _bad_frame(image, info, good[-1] + 300_000_000)  # after the last TF
-    return out, good
-
-
 def test_replay_bad_messages_are_counted_and_every_good_frame_tracked(ros_context, sequence,
-                                                                      messages):
+                                                                      logged_messages):
     out = Outputs()
     node = _node(ros_context, sequence, out, mode='replay')
     try:
-        bad, good = bad_messages(messages)
+        bad, good = bad_messages(logged_messages)
+        bad = [(topic, msg) for _, topic, msg in bad]
         _feed(node, bad)
         node.process_pending(flush=True)
         poses = out[interfaces.OBJECT_POSE_TOPIC]
@@ -306,8 +270,18 @@ def test_replay_bad_messages_are_counted_and_every_good_frame_tracked(ros_contex
         node.destroy_node()
 
 
-def test_reset_service(ros_context, sequence, messages):
+@pytest.fixture
+def isolated_context():
+    """A context in a domain no other process uses (a service call must reach this node)."""
+    context = rclpy.context.Context()
+    rclpy.init(context=context, domain_id=free_domain_id())
+    yield context
+    rclpy.try_shutdown(context=context)
+
+
+def test_reset_service(isolated_context, sequence, messages):
     from std_srvs.srv import Trigger
+    ros_context = isolated_context
     node = _node(ros_context, sequence, Outputs(), mode='replay')
     client_node = rclpy.create_node('reset_client', context=ros_context)
     executor = rclpy.executors.SingleThreadedExecutor(context=ros_context)
