@@ -1,0 +1,263 @@
+"""Track the object held by the Allegro hand from a live camera.
+
+Starts:
+- ``realsense_node`` (``use_camera:=true``, the default): the colour stream on
+  ``/camera/camera/color/{image_raw,camera_info}`` (realsense2_camera 4.x names). Set
+  ``use_camera:=false`` to use another driver (then point ``image_topic`` and
+  ``camera_info_topic`` at its topics) or a bag (replay.launch.py).
+- ``tracker_node``: parameters from ``params_file`` (config/tracker.yaml), then the launch
+  arguments below on top.
+- ``robot_state_publisher`` with the hand's URDF (``hand_side``): the hand's link TFs from
+  /joint_states, and ``/robot_description`` for RViz.
+- static TFs from calibration, each only when its ``*_xyz`` argument is given:
+  ``world_frame -> camera_frame`` (``camera_xyz``, ``camera_rpy``) and
+  ``world_frame -> <joint_prefix>base_link`` (``hand_xyz``, ``hand_rpy``; for a hand that does
+  not move; on an arm, the arm's TF gives it).
+- RViz with config/handypriors.rviz (``rviz:=true``).
+
+Examples::
+
+    ros2 launch handypriors_ros tracker.launch.py object_mesh:=/data/mug.ply \\
+        initial_pose:="0.0 0.02 0.45 0 0 0 1" camera_xyz:="0.6 0 0.4" \\
+        camera_rpy:="-2.36 0 -1.57" rviz:=true
+    ros2 launch handypriors_ros tracker.launch.py --show-args
+"""
+import math
+
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.conditions import IfCondition
+from launch.substitutions import FileContent, LaunchConfiguration, PathJoinSubstitution
+from launch_ros.actions import Node
+from launch_ros.parameter_descriptions import ParameterValue
+from launch_ros.substitutions import FindPackageShare
+
+from handypriors_ros import interfaces
+from handypriors_ros.core.errors import InputError
+
+PACKAGE = 'handypriors_ros'
+
+
+def _arguments() -> list[DeclareLaunchArgument]:
+    share = FindPackageShare(PACKAGE)
+    return [
+        # the object and the hand
+        DeclareLaunchArgument(
+            'object_mesh', description='mesh file of the tracked object (required)'),
+        DeclareLaunchArgument(
+            'object_scale', default_value='1.0',
+            description="factor from the mesh file's units to metres (0.001 for millimetres)"),
+        DeclareLaunchArgument(
+            'hand_side', default_value='right', choices=['right', 'left'],
+            description='which Allegro hand: picks urdf/allegro_hand_<side>.urdf'),
+        DeclareLaunchArgument(
+            'hand_urdf',
+            default_value=[PathJoinSubstitution([share, 'urdf', 'allegro_hand_']),
+                           LaunchConfiguration('hand_side'), '.urdf'],
+            description="the hand's URDF (default: the package's hand of hand_side)"),
+        DeclareLaunchArgument(
+            'joint_prefix', default_value=interfaces.JOINT_PREFIX,
+            description="prefix of the hand's joint and link names (the URDF's)"),
+        DeclareLaunchArgument(
+            'initial_pose', default_value='',
+            description="initial object pose 'x y z qx qy qz qw' in the camera optical frame "
+                        f"[m]; empty = wait for {interfaces.INITIAL_POSE_TOPIC}"),
+        # the tracker
+        DeclareLaunchArgument(
+            'params_file', default_value=PathJoinSubstitution([share, 'config', 'tracker.yaml']),
+            description='tracker_node parameters (the arguments here override them)'),
+        DeclareLaunchArgument(
+            'device', default_value='auto', choices=['auto', 'cpu', 'cuda'],
+            description='where the tracker computes'),
+        DeclareLaunchArgument(
+            'renderer', default_value='auto', choices=['auto', 'nvdiffrast', 'soft'],
+            description="the tracker's rasterizer"),
+        DeclareLaunchArgument(
+            'mode', default_value='live', choices=['live', 'replay'],
+            description='live: newest frame only (frames dropped and counted); replay: every '
+                        'frame in stamp order'),
+        DeclareLaunchArgument(
+            'image_topic', default_value=interfaces.IMAGE_TOPIC,
+            description='colour image topic (rgb8 or bgr8)'),
+        DeclareLaunchArgument(
+            'camera_info_topic', default_value=interfaces.CAMERA_INFO_TOPIC,
+            description='camera_info of the images'),
+        DeclareLaunchArgument(
+            'joint_states_topic', default_value=interfaces.JOINT_STATES_TOPIC,
+            description='hand joint states'),
+        DeclareLaunchArgument(
+            'image_qos_reliability', default_value='reliable',
+            choices=['reliable', 'best_effort'],
+            description='reliability of the camera publishers and the tracker\'s image '
+                        'subscriptions (a best-effort camera needs best_effort)'),
+        # the camera
+        DeclareLaunchArgument(
+            'use_camera', default_value='true', choices=['true', 'false'],
+            description='start realsense_node'),
+        DeclareLaunchArgument(
+            'serial_no', default_value='',
+            description="RealSense serial number; '' = the first device found"),
+        DeclareLaunchArgument(
+            'camera_width', default_value='640', description='colour image width [px]'),
+        DeclareLaunchArgument(
+            'camera_height', default_value='480', description='colour image height [px]'),
+        DeclareLaunchArgument(
+            'camera_fps', default_value='30', description='colour frame rate [Hz]'),
+        DeclareLaunchArgument(
+            'playback_file', default_value='',
+            description="RealSense recording (.db3 or .bag) to play instead of a device"),
+        # frames and calibration
+        DeclareLaunchArgument(
+            'world_frame', default_value=interfaces.WORLD_FRAME,
+            description='parent frame of the calibration transforms'),
+        DeclareLaunchArgument(
+            'camera_frame', default_value=interfaces.CAMERA_FRAME,
+            description="the camera's optical frame (the images' frame_id)"),
+        DeclareLaunchArgument(
+            'camera_xyz', default_value='',
+            description="calibration: position 'x y z' [m] of camera_frame in world_frame; "
+                        "empty = no static transform (another node publishes it)"),
+        DeclareLaunchArgument(
+            'camera_rpy', default_value='0 0 0',
+            description="calibration: orientation 'roll pitch yaw' [rad] (fixed axes x, y, "
+                        "z) of camera_frame in world_frame"),
+        DeclareLaunchArgument(
+            'hand_xyz', default_value='',
+            description="position 'x y z' [m] of the hand root (<joint_prefix>base_link) in "
+                        "world_frame for a hand that does not move; empty = from TF (the arm)"),
+        DeclareLaunchArgument(
+            'hand_rpy', default_value='0 0 0',
+            description="orientation 'roll pitch yaw' [rad] of the hand root in world_frame"),
+        # the rest
+        DeclareLaunchArgument(
+            'use_robot_state_publisher', default_value='true', choices=['true', 'false'],
+            description="start robot_state_publisher (the hand's link TFs, /robot_description)"),
+        DeclareLaunchArgument(
+            'rviz', default_value='false', choices=['true', 'false'], description='start RViz'),
+        DeclareLaunchArgument(
+            'rviz_config',
+            default_value=PathJoinSubstitution([share, 'config', 'handypriors.rviz']),
+            description='RViz configuration'),
+        DeclareLaunchArgument(
+            'use_sim_time', default_value='false', choices=['true', 'false'],
+            description='every node on /clock (true when a bag is played with --clock)'),
+        DeclareLaunchArgument(
+            'log_level', default_value='info',
+            choices=['debug', 'info', 'warn', 'error', 'fatal'],
+            description='log level of the nodes'),
+    ]
+
+
+def parse_numbers(name: str, text: str, count: int) -> list[float]:
+    """``count`` finite numbers from ``text`` ('1 2 3', '1, 2, 3' or '[1, 2, 3]').
+
+    Raises:
+        InputError: naming the launch argument ``name``, what was expected and what came.
+    """
+    fields = text.replace('[', ' ').replace(']', ' ').replace(',', ' ').split()
+    try:
+        values = [float(f) for f in fields]
+    except ValueError:
+        values = []
+    if len(values) != count or not all(math.isfinite(v) for v in values):
+        raise InputError(f'launch argument {name}: expected {count} numbers separated by '
+                         f'spaces, got {text!r}')
+    return values
+
+
+def _tracker(context, *_, **__) -> list[Node]:
+    """tracker_node; an OpaqueFunction because ``initial_pose`` is set only when given (the
+    parameter is a double array, and an empty string is not one)."""
+    config = LaunchConfiguration
+    overrides = {
+        'object_mesh': ParameterValue(config('object_mesh'), value_type=str),
+        'object_scale': ParameterValue(config('object_scale'), value_type=float),
+        'hand_urdf': ParameterValue(config('hand_urdf'), value_type=str),
+        'joint_prefix': ParameterValue(config('joint_prefix'), value_type=str),
+        'device': ParameterValue(config('device'), value_type=str),
+        'renderer': ParameterValue(config('renderer'), value_type=str),
+        'mode': ParameterValue(config('mode'), value_type=str),
+        'image_topic': ParameterValue(config('image_topic'), value_type=str),
+        'camera_info_topic': ParameterValue(config('camera_info_topic'), value_type=str),
+        'joint_states_topic': ParameterValue(config('joint_states_topic'), value_type=str),
+        'image_qos_reliability': ParameterValue(config('image_qos_reliability'),
+                                                value_type=str),
+        'use_sim_time': ParameterValue(config('use_sim_time'), value_type=bool),
+    }
+    pose_text = config('initial_pose').perform(context).strip()
+    if pose_text:
+        overrides['initial_pose'] = parse_numbers('initial_pose', pose_text, 7)
+    return [Node(
+        package=PACKAGE, executable='tracker_node', name='tracker_node', output='screen',
+        parameters=[config('params_file'), overrides],
+        arguments=['--ros-args', '--log-level', config('log_level')])]
+
+
+def _static_transforms(context, *_, **__) -> list[Node]:
+    """static_transform_publisher for each calibration given (``camera_xyz``, ``hand_xyz``); an
+    OpaqueFunction because the 'x y z' / 'roll pitch yaw' strings are split into arguments."""
+    world = LaunchConfiguration('world_frame').perform(context)
+    hand_root = LaunchConfiguration('joint_prefix').perform(context) + 'base_link'
+    nodes = []
+    for prefix, child, name in (
+            ('camera', LaunchConfiguration('camera_frame').perform(context), 'camera_tf'),
+            ('hand', hand_root, 'hand_root_tf')):
+        xyz_text = LaunchConfiguration(f'{prefix}_xyz').perform(context).strip()
+        if not xyz_text:
+            continue
+        xyz = parse_numbers(f'{prefix}_xyz', xyz_text, 3)
+        rpy = parse_numbers(f'{prefix}_rpy',
+                            LaunchConfiguration(f'{prefix}_rpy').perform(context), 3)
+        arguments = []
+        for flag, value in zip(('--x', '--y', '--z', '--roll', '--pitch', '--yaw'), xyz + rpy):
+            arguments += [flag, repr(value)]
+        arguments += ['--frame-id', world, '--child-frame-id', child]
+        nodes.append(Node(
+            package='tf2_ros', executable='static_transform_publisher', name=name,
+            output='log', arguments=arguments,
+            parameters=[{'use_sim_time': ParameterValue(LaunchConfiguration('use_sim_time'),
+                                                        value_type=bool)}]))
+    return nodes
+
+
+def generate_launch_description() -> LaunchDescription:
+    config = LaunchConfiguration
+    use_sim_time = ParameterValue(config('use_sim_time'), value_type=bool)
+    log_level = ['--ros-args', '--log-level', config('log_level')]
+    camera = Node(
+        package=PACKAGE, executable='realsense_node', name='camera', namespace='camera',
+        output='screen', condition=IfCondition(config('use_camera')),
+        parameters=[{
+            'serial_no': ParameterValue(config('serial_no'), value_type=str),
+            'width': ParameterValue(config('camera_width'), value_type=int),
+            'height': ParameterValue(config('camera_height'), value_type=int),
+            'fps': ParameterValue(config('camera_fps'), value_type=int),
+            'playback_file': ParameterValue(config('playback_file'), value_type=str),
+            'frame_id': ParameterValue(config('camera_frame'), value_type=str),
+            'image_qos_reliability': ParameterValue(config('image_qos_reliability'),
+                                                    value_type=str),
+            'use_sim_time': use_sim_time,
+        }],
+        arguments=log_level)
+    robot_state_publisher = Node(
+        package='robot_state_publisher', executable='robot_state_publisher',
+        name='robot_state_publisher', output='log',
+        condition=IfCondition(config('use_robot_state_publisher')),
+        parameters=[{
+            'robot_description': ParameterValue(FileContent(config('hand_urdf')),
+                                                value_type=str),
+            'use_sim_time': use_sim_time,
+        }],
+        arguments=log_level)
+    rviz = Node(
+        package='rviz2', executable='rviz2', name='rviz2', output='log',
+        condition=IfCondition(config('rviz')),
+        arguments=['-d', config('rviz_config')],
+        parameters=[{'use_sim_time': use_sim_time}])
+    return LaunchDescription(_arguments() + [
+        camera,
+        OpaqueFunction(function=_tracker),
+        robot_state_publisher,
+        OpaqueFunction(function=_static_transforms),
+        rviz,
+    ])
