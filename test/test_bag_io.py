@@ -94,3 +94,19 @@ def test_failed_write_leaves_no_bag(tmp_path):
             raise RuntimeError('job crashed')
     assert not (tmp_path / 'bag').exists()
     assert not list(tmp_path.iterdir())
+
+
+def test_tf_static_is_recorded_as_latched(tmp_path):
+    """`ros2 bag play` republishes with the recorded QoS: /tf_static must be transient-local
+    or tf2's static listener (transient-local) never gets the calibration."""
+    T = make_typestore().types
+    with BagWriter(tmp_path / 'bag') as writer:
+        writer.write('/tf_static', 1, T['tf2_msgs/msg/TFMessage'](transforms=[]))
+        writer.write('/img', 2, _image(T, 0))
+    text = (tmp_path / 'bag' / 'metadata.yaml').read_text()
+    with BagReader(tmp_path / 'bag') as reader:
+        qos = {c.topic: c.ext.offered_qos_profiles for c in reader._reader.connections}
+    assert qos['/img'] == []
+    (profile,) = qos['/tf_static']
+    assert profile.durability.name == 'TRANSIENT_LOCAL' and profile.depth == 1
+    assert 'offered_qos_profiles' in text

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from rosbags.interfaces import (Qos, QosDurability, QosHistory, QosLiveliness, QosReliability,
+                                QosTime)
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.rosbag2.errors import ReaderError, WriterError
 
@@ -109,6 +111,23 @@ class BagReader:
             warnings.warn(reason, stacklevel=2)
 
 
+_NEVER = QosTime(sec=9223372036, nsec=854775807)  # rosbag2's "infinite" duration
+
+# Topics whose publishers latch (TRANSIENT_LOCAL), as tf2's static broadcaster does: the bag
+# records that, so `ros2 bag play` republishes them latched and late subscribers (tf2's static
+# listener is transient-local) still get them.
+LATCHED_TOPICS = ('/tf_static',)
+
+
+def _offered_qos(topic: str) -> tuple[Qos, ...]:
+    if topic not in LATCHED_TOPICS:
+        return ()
+    return (Qos(history=QosHistory.KEEP_LAST, depth=1, reliability=QosReliability.RELIABLE,
+                durability=QosDurability.TRANSIENT_LOCAL, deadline=_NEVER, lifespan=_NEVER,
+                liveliness=QosLiveliness.AUTOMATIC, liveliness_lease_duration=_NEVER,
+                avoid_ros_namespace_conventions=False),)
+
+
 class BagWriter:
     """Write an MCAP bag atomically. Use as a context manager.
 
@@ -147,7 +166,8 @@ class BagWriter:
     def _connection(self, topic: str, msgtype: str) -> Any:
         conn = self._connections.get(topic)
         if conn is None:
-            conn = self._writer.add_connection(topic, msgtype, typestore=self._store)
+            conn = self._writer.add_connection(topic, msgtype, typestore=self._store,
+                                               offered_qos_profiles=_offered_qos(topic))
             self._connections[topic] = conn
         elif conn.msgtype != msgtype:
             raise BagError(f'topic {topic} already carries {conn.msgtype}, not {msgtype}')
