@@ -80,14 +80,16 @@ def test_job_runs_publishes_progress_and_results(ros_context, sequence, tmp_path
     executor.add_node(listener)
     try:
         deadline = time.monotonic() + 5.0
-        while not node.count_subscribers(interfaces.OBJECT_POSE_TOPIC) and \
+        while not (node.count_subscribers(interfaces.OBJECT_POSE_TOPIC)
+                   and node.count_subscribers(interfaces.DIAGNOSTICS_TOPIC)) and \
                 time.monotonic() < deadline:
             executor.spin_once(timeout_sec=0.05)
         node.start()
         executor.spin_until_future_complete(node.done, timeout_sec=120.0)
         assert node.done.done() and node.done.result() == 0
         deadline = time.monotonic() + 5.0
-        while len(poses) < 6 and time.monotonic() < deadline:
+        while (len(poses) < 6 or not diagnostics or diagnostics[-1].status[0].message != 'done') \
+                and time.monotonic() < deadline:
             executor.spin_once(timeout_sec=0.05)
     finally:
         executor.shutdown()
