@@ -182,7 +182,16 @@ def test_camera_info_matched_within_the_tolerance_only():
     assert asm.pop_ready() == []  # waiting for its camera_info
     asm.add_camera_info(ns + 2 * MS, 'off by 2 ms')  # in stamp order: ns's will not come
     (frame,) = asm.pop_ready()
-    assert not frame.usable and frame.problems[0].kind == 'no_camera_info'
+    # The latest camera_info stands in (intrinsics rarely change), reported.
+    assert frame.usable and frame.camera_info == 'off by 2 ms'
+    assert [p.kind for p in frame.problems] == ['reused_camera_info']
+
+
+def test_no_camera_info_at_all_is_fatal():
+    asm = _world()
+    _add_frame(asm, 10.0, info=False)
+    (frame,) = asm.pop_ready(flush=True)
+    assert not frame.usable and [p.kind for p in frame.problems] == ['no_camera_info']
 
 
 def test_replay_waits_for_a_missing_mask_until_data_time_passes():
@@ -327,18 +336,29 @@ def test_clear_forgets_pending_frames_and_time():
 # ---------------------------------------------------------------------------------------------
 # Live mode
 # ---------------------------------------------------------------------------------------------
-def test_live_keeps_the_newest_complete_frame_and_reports_drops():
+def test_live_keeps_the_newest_frame_and_reports_drops():
     asm = _world(mode='live', wall_wait_ns=10 * MS)
     _add_frame(asm, 0.0)
     _add_frame(asm, 33.0, info=False)  # never gets its camera_info
     _add_frame(asm, 66.0)
-    _add_frame(asm, 100.0)
-    _add_frame(asm, 133.0, info=False)  # newest, not complete yet: stays
+    _add_frame(asm, 100.0, arrival=0)
     frames = asm.pop_ready(now_ns=0)
     assert [(f.image, [p.kind for p in f.problems]) for f in frames] == [
-        ('image0.0', ['dropped']), ('image33.0', ['no_camera_info']),
-        ('image66.0', ['dropped']), ('image100.0', [])]
-    assert frames[-1].usable and asm.pending_count == 1
+        ('image0.0', ['dropped']), ('image33.0', ['dropped']), ('image66.0', ['dropped']),
+        ('image100.0', [])]
+    _add_frame(asm, 133.0, info=False, arrival=0)  # newest: waits a little for camera_info
+    assert asm.pop_ready(now_ns=5 * MS) == []
+    (late,) = asm.pop_ready(now_ns=10 * MS)  # it never came: the latest one stands in
+    assert late.usable and late.camera_info == 'info100.0'
+    assert [p.kind for p in late.problems] == ['reused_camera_info']
+
+
+def test_live_before_any_camera_info_keeps_only_frames_that_have_one():
+    asm = _world(mode='live', wall_wait_ns=10 * MS)
+    _add_frame(asm, 0.0, info=False, arrival=0)
+    assert asm.pop_ready(now_ns=5 * MS) == []
+    (frame,) = asm.pop_ready(now_ns=10 * MS)
+    assert [p.kind for p in frame.problems] == ['no_camera_info']
 
 
 def test_live_does_not_wait_for_a_mask_nor_an_initial_pose():
@@ -383,3 +403,29 @@ def test_config_validation():
         AssemblyConfig(data_wait_ns=-1)
     with pytest.raises(InputError, match='max_pending'):
         AssemblyConfig(max_pending=0)
+
+
+def test_live_newer_frames_cannot_starve_the_tracker():
+    """Joint states lag the images: each new frame replaces the waiting one, but the newest
+    waits only as long as the first would have, then goes with the held joints."""
+    asm = _world(mode='live', wall_wait_ns=10 * MS, joints_until_ms=100.0)
+    _add_frame(asm, 110.0, arrival=0)  # newest joints 5 ms before: waits
+    assert asm.pop_ready(now_ns=4 * MS) == []
+    _add_frame(asm, 143.0, arrival=8 * MS)
+    dropped, = asm.pop_ready(now_ns=9 * MS)
+    assert [p.kind for p in dropped.problems] == ['dropped']
+    (frame,) = asm.pop_ready(now_ns=10 * MS)  # 10 ms after the first arrival, 2 after its own
+    assert frame.image == 'image143.0' and frame.usable
+    assert frame.arrival_ns == 8 * MS  # its own arrival, for latency figures
+    assert not frame.joints.interpolated
+
+
+def test_live_waits_count_from_when_the_caller_became_idle():
+    """Messages queued while the caller tracked a frame arrive one per executor round after it:
+    a frame that arrived during that time still waits for them."""
+    asm = _world(mode='live', wall_wait_ns=10 * MS, joints_until_ms=100.0)
+    _add_frame(asm, 110.0, arrival=0)
+    asm.note_idle(50 * MS)  # busy until 50 ms
+    assert asm.pop_ready(now_ns=55 * MS) == []  # would have expired at 10 ms otherwise
+    (frame,) = asm.pop_ready(now_ns=60 * MS)
+    assert frame.usable

@@ -68,35 +68,43 @@ def test_node_over_dds_tracks_good_frames_and_survives_bad_ones(bad_bag):
     listener.create_subscription(TFMessage, interfaces.TF_TOPIC, tfs.append, TF_QOS)
     listener.create_subscription(DiagnosticArray, '/diagnostics', diagnostics.append,
                                  OUTPUT_QOS)
-    tracker = subprocess.Popen(
-        [sys.executable, '-m', 'handypriors_ros.ros.tracker_node', '--ros-args',
-         '-p', f'object_mesh:={sequence / "object.ply"}', '-p', 'mode:=replay',
-         '-p', 'diagnostics_period_s:=0.2', '-p', 'replay_idle_s:=0.3'],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    publisher = subprocess.Popen(
-        [sys.executable, str(HELPERS / 'bag_publisher.py'), str(bag), '10',
-         '--wait-for', interfaces.IMAGE_TOPIC, '--linger', '2'],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-
     def counts():
         if not diagnostics:
             return {}
         values = {kv.key: kv.value for kv in diagnostics[-1].status[0].values}
         return {k: int(values.get(f'count_{k}', 0)) for k in EXPECTED_PROBLEMS}
 
-    try:
-        deadline = time.monotonic() + 90.0
-        while time.monotonic() < deadline and tracker.poll() is None and not (
-                len(poses) >= len(good) and all(n >= 1 for n in counts().values())
-                and len(counts()) == len(EXPECTED_PROBLEMS)):
+    def spin_until(done, seconds):
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and tracker.poll() is None and not done():
             executor.spin_once(timeout_sec=0.05)
+
+    tracker = subprocess.Popen(
+        [sys.executable, '-m', 'handypriors_ros.ros.tracker_node', '--ros-args',
+         '-p', f'object_mesh:={sequence / "object.ply"}', '-p', 'mode:=replay',
+         '-p', 'diagnostics_period_s:=0.2', '-p', 'replay_idle_s:=0.3'],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    publisher = None
+    try:
+        # The listener must have matched the tracker's publishers before the first pose
+        # (volatile QoS: what is published before is not delivered; on a loaded machine
+        # discovery takes seconds): wait for them, then let matching settle (realsense_node.py).
+        spin_until(lambda: listener.count_publishers(interfaces.OBJECT_POSE_TOPIC) >= 1
+                   and listener.count_publishers('/diagnostics') >= 1, 60.0)
+        spin_until(lambda: False, 1.0)
+        publisher = subprocess.Popen(
+            [sys.executable, str(HELPERS / 'bag_publisher.py'), str(bag), '10',
+             '--wait-for', 'all', '--linger', '2'],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        spin_until(lambda: len(poses) >= len(good) and len(counts()) == len(EXPECTED_PROBLEMS)
+                   and all(n >= 1 for n in counts().values()), 90.0)
         still_running = tracker.poll() is None
         tracker.send_signal(signal.SIGINT)  # Ctrl-C
         tracker_out, _ = tracker.communicate(timeout=30)
         publisher_out, _ = publisher.communicate(timeout=30)
     finally:
         for process in (tracker, publisher):
-            if process.poll() is None:
+            if process is not None and process.poll() is None:
                 process.kill()
                 process.wait()
         executor.shutdown()

@@ -21,8 +21,12 @@ things are known at its stamp ``t``:
   since it arrived then leaves too (the end of a stream played over DDS), and ``flush=True``
   releases everything (the end of a bag).
 - ``live`` (real time, newest frame only): among frames whose camera_info has arrived the newest
-  one is kept and every older one is dropped (reported, so the caller counts drops). It waits
-  for a joint state after ``t`` and the TF at ``t`` at most ``wall_wait_ns`` after its arrival,
+  one is kept and every older one is dropped (reported, so the caller counts drops; an older
+  frame still missing its camera_info is a drop too: the camera_info may be on its way). It waits
+  for a joint state after ``t`` and the TF at ``t`` at most ``wall_wait_ns`` after its arrival
+  (the arrival of the oldest frame it replaced: a stream that lags the images delays the tracker
+  by at most that, it cannot starve it), or after the caller was last busy (:meth:`note_idle`:
+  messages queued meanwhile come in one per executor round),
   and for its mask at most ``live_mask_wait_ns`` (default 0: a mask is used when it is already
   there; a segmenter's mask always comes after its image, so set it to the segmenter's latency
   to use its masks live). Expiry needs the wall clock (``now_ns``).
@@ -36,7 +40,10 @@ When a frame leaves without everything it waited for, the fallbacks are:
 - TF: the latest transform of the chain is used when ``t`` is at most ``tf_tolerance_ns`` after
   it (TF from an arm usually lags the camera a little); otherwise fatal (``missing_tf``);
 - mask: none (the tracker's built-in segmenter takes over), reported as ``missing_mask``;
-- camera_info: fatal (``no_camera_info``); initial pose: fatal (``no_initial_pose``).
+- camera_info: the latest one received is used (intrinsics rarely change; DDS keep-last queues
+  lose camera_info and images independently under load), reported as ``reused_camera_info``;
+  fatal (``no_camera_info``) only before the first camera_info;
+- initial pose: fatal (``no_initial_pose``).
 
 Problems are returned, not logged: the node turns them into throttled warnings and diagnostic
 counters; a frame with a fatal problem is skipped, never a crash.
@@ -243,8 +250,8 @@ class FrameProblem:
 
     Attributes:
         kind: ``dropped`` (live: a newer frame arrived), ``evicted`` (too many pending),
-            ``no_camera_info``, ``no_joint_states``, ``stale_joint_states``, ``missing_tf``,
-            ``no_initial_pose`` or ``missing_mask``.
+            ``no_camera_info``, ``reused_camera_info``, ``no_joint_states``,
+            ``stale_joint_states``, ``missing_tf``, ``no_initial_pose`` or ``missing_mask``.
         message: human-readable detail.
         fatal: the frame cannot be tracked.
     """
@@ -287,6 +294,7 @@ class _Pending:
     frame_id: str
     image: Any
     arrival_ns: int
+    wait_start_ns: int  # live: inherited from the frames it superseded (bounded staleness)
 
 
 class FrameAssembler:
@@ -305,6 +313,7 @@ class FrameAssembler:
         self.tf = tf
         self._pending: dict[int, _Pending] = {}
         self._infos: dict[int, Any] = {}
+        self._latest_info: tuple[int, Any] | None = None  # (stamp, camera_info), never pruned
         self._masks: dict[int, Any] = {}
         self._newest_image_ns: int | None = None
         self._newest_info_ns: int | None = None
@@ -312,6 +321,7 @@ class FrameAssembler:
         self._last_emitted_ns: int | None = None
         self._data_time_ns: int | None = None
         self._evicted: list[AssembledFrame] = []
+        self._idle_since_ns = 0
 
     # -- input ---------------------------------------------------------------------------------
     @property
@@ -323,6 +333,12 @@ class FrameAssembler:
     def pending_count(self) -> int:
         """Images held, waiting for their inputs."""
         return len(self._pending)
+
+    def note_idle(self, now_ns: int) -> None:
+        """The caller has finished working on a frame at ``now_ns`` (monotonic): waits count
+        from here at the earliest. The messages that queued up meanwhile reach the caller one
+        per executor round; a frame must not give up on them while they are still coming."""
+        self._idle_since_ns = int(now_ns)
 
     def advance_data_time(self, stamp_ns: int) -> None:
         """Note a stamp seen on another input (joint states, TF): data time only moves forward."""
@@ -347,7 +363,8 @@ class FrameAssembler:
                 f'ms): time went backwards')
         self._newest_image_ns = stamp_ns
         self.advance_data_time(stamp_ns)
-        self._pending[stamp_ns] = _Pending(stamp_ns, frame_id.lstrip('/'), image, int(arrival_ns))
+        self._pending[stamp_ns] = _Pending(stamp_ns, frame_id.lstrip('/'), image,
+                                           int(arrival_ns), int(arrival_ns))
         while len(self._pending) > self.config.max_pending:
             oldest = min(self._pending)
             entry = self._pending.pop(oldest)
@@ -359,6 +376,8 @@ class FrameAssembler:
         """Store a camera_info for the image of the same stamp."""
         stamp_ns = int(stamp_ns)
         self._infos[stamp_ns] = camera_info
+        if self._latest_info is None or stamp_ns >= self._latest_info[0]:
+            self._latest_info = (stamp_ns, camera_info)
         self._newest_info_ns = max(stamp_ns, self._newest_info_ns or stamp_ns)
         self.advance_data_time(stamp_ns)
         self._prune(self._infos)
@@ -376,6 +395,7 @@ class FrameAssembler:
         time may start again from an earlier stamp)."""
         self._pending.clear()
         self._infos.clear()
+        self._latest_info = None
         self._masks.clear()
         self._evicted.clear()
         self._newest_image_ns = self._newest_info_ns = self._newest_mask_ns = None
@@ -407,17 +427,22 @@ class FrameAssembler:
         out, self._evicted = self._evicted, []
         live = self.config.mode == 'live'
         if live and self._pending:
-            complete = [s for s in self._pending if self._match(self._infos, s) is not None]
+            # The newest frame that can be tracked: with any camera_info received, the newest
+            # image (a missing camera_info falls back to the latest one).
+            complete = [s for s in self._pending if self._latest_info is not None
+                        or self._match(self._infos, s) is not None]
             if complete:
                 newest = max(complete)
                 for stamp in sorted(s for s in self._pending if s < newest):
+                    # (its camera_info may still be on its way: a drop all the same)
                     entry = self._pending.pop(stamp)
-                    if stamp in complete:
-                        problem = FrameProblem('dropped', 'a newer frame arrived first (live '
-                                                          'mode keeps the newest)', True)
-                    else:
-                        problem = self._no_info_problem(entry)
-                    out.append(self._skipped(entry, problem))
+                    # The newest frame waits no longer than the first one it replaces would
+                    # have: inputs that lag the images cannot starve the tracker.
+                    self._pending[newest].wait_start_ns = min(self._pending[newest].wait_start_ns,
+                                                              entry.wait_start_ns)
+                    out.append(self._skipped(entry, FrameProblem(
+                        'dropped', 'a newer frame arrived first (live mode keeps the newest)',
+                        True)))
         for stamp in sorted(self._pending):
             entry = self._pending[stamp]
             frame, waiting = self._evaluate(entry, initialised, now_ns, flush)
@@ -434,7 +459,8 @@ class FrameAssembler:
     def _expired(self, entry: _Pending, now_ns: int | None, flush: bool,
                  wall_wait_ns: int) -> bool:
         """Whether the frame has waited long enough for an input that may still come."""
-        if flush or (now_ns is not None and now_ns - entry.arrival_ns >= wall_wait_ns):
+        start = max(entry.wait_start_ns, self._idle_since_ns)
+        if flush or (now_ns is not None and now_ns - start >= wall_wait_ns):
             return True
         cfg = self.config
         return (cfg.mode == 'replay' and self._data_time_ns is not None
@@ -468,10 +494,17 @@ class FrameAssembler:
         waiting = False  # for camera_info, joints, TF or an initial pose
 
         info_key = self._match(self._infos, t)
+        info = self._infos.get(info_key)
         if info_key is None:
-            problems.append(self._no_info_problem(entry))
             # camera_info arrive in stamp order: a newer one means this one will not come.
             waiting |= self._newest_info_ns is None or self._newest_info_ns <= t + tol
+            if self._latest_info is None:
+                problems.append(self._no_info_problem(entry))
+            else:
+                info_stamp, info = self._latest_info
+                problems.append(FrameProblem(
+                    'reused_camera_info', f'no camera_info with the image\'s stamp {t} ns '
+                    f'arrived; the one of {info_stamp} ns is used (intrinsics unchanged)', False))
 
         mask_key = self._match(self._masks, t) if cfg.use_mask else None
         waiting_mask = False
@@ -521,7 +554,7 @@ class FrameAssembler:
                                                             'initial_pose or the topic)', True))
             waiting |= not live
 
-        frame = AssembledFrame(t, entry.frame_id, entry.image, self._infos.get(info_key),
+        frame = AssembledFrame(t, entry.frame_id, entry.image, info,
                                self._masks.get(mask_key), entry.arrival_ns, joints, T_cam_base,
                                tuple(problems))
         waiting = waiting and not self._expired(entry, now_ns, flush, cfg.wall_wait_ns)

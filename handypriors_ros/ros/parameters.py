@@ -128,8 +128,9 @@ NODE_PARAMETERS: tuple[ParameterSpec, ...] = (
     _spec('image_qos_reliability', 'reliable', _S, 'reliability of the image, camera_info and '
           'mask subscriptions (reliable: every frame arrives; a best-effort camera needs '
           'best_effort)', choices=RELIABILITY_CHOICES),
-    _spec('image_qos_depth', 5, _I, 'keep-last depth of the image, camera_info and mask '
-          'subscriptions [messages]', range=(1, 100)),
+    _spec('image_qos_depth', 0, _I, 'keep-last depth of the image, camera_info and mask '
+          'subscriptions [messages]; 0 = auto: 1 in live mode (the newest frame, never a stale '
+          'one queued while the previous was tracked), 10 in replay', range=(0, 100)),
     # input matching (run-time settable where safe)
     _spec('stamp_tolerance_s', 0.001, _D, 'camera_info and masks match an image whose stamp '
           'differs by at most this [s]', rw=True, range=(0.0, 0.1)),
@@ -138,8 +139,9 @@ NODE_PARAMETERS: tuple[ParameterSpec, ...] = (
           range=(0.0, 10.0)),
     _spec('replay_idle_s', 0.5, _D, 'replay: a frame whose inputs never come leaves this long '
           'after it arrived (end of a stream) [s]', rw=True, range=(0.0, 60.0)),
-    _spec('live_wait_s', 0.01, _D, 'live: a frame waits at most this after its arrival for a '
-          'joint state after its stamp and for its TF [s]', rw=True, range=(0.0, 1.0)),
+    _spec('live_wait_s', 0.05, _D, 'live: a frame waits at most this after its arrival for a '
+          'joint state after its stamp and for its TF (also while the node drains the messages '
+          'that queued up during the previous frame) [s]', rw=True, range=(0.0, 1.0)),
     _spec('live_mask_wait_s', 0.0, _D, 'live: a frame waits at most this after its arrival '
           'for its mask; 0 = a mask is used only if already there (a segmenter\'s mask comes '
           'after its image: set its latency to use its masks live) [s]', rw=True,

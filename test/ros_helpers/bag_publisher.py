@@ -1,14 +1,17 @@
 """Publish a bag's messages over DDS in log-time order, images at a given rate.
 
-Usage: python bag_publisher.py BAG RATE_HZ [--wait-for TOPIC] [--times FILE] [--linger S]
+Usage: python bag_publisher.py BAG RATE_HZ [--wait-for TOPIC|all] [--settle S] [--times FILE]
+                                          [--linger S]
 
 - Every topic of BAG is published with its message type and the QoS this package uses for it
   (images / camera_info / masks: reliable depth 5; /tf, /tf_static, /joint_states: the tf2 /
   ros2_control profiles; others reliable depth 10), the raw CDR bytes as they are.
 - Timing: log times are scaled so that consecutive images are 1 / RATE_HZ apart (the other
   messages keep their place between them); RATE_HZ 0 publishes as fast as possible.
-- ``--wait-for TOPIC``: wait until TOPIC has a subscriber (then 0.5 s for discovery to settle:
-  see realsense_node.py) before publishing.
+- ``--wait-for TOPIC``: wait until TOPIC (``all``: every topic of the bag) has a subscriber,
+  then ``--settle`` seconds (default 0.5) before publishing: a publisher sees a subscription
+  before the subscriber has matched it, and what is sent in between is only repaired at Fast
+  DDS's next heartbeat, up to 3 s later (see realsense_node.py).
 - ``--times FILE``: write one line ``image_stamp_ns publish_monotonic_ns`` per image (the
   monotonic clock is system-wide on Linux: another process can compare with it).
 - ``--linger S``: keep the node alive S seconds after the last message (reliable delivery).
@@ -53,6 +56,7 @@ def main(argv=None) -> int:
     parser.add_argument('rate', type=float)
     parser.add_argument('--image-topic', default=interfaces.IMAGE_TOPIC)
     parser.add_argument('--wait-for', default=None)
+    parser.add_argument('--settle', type=float, default=0.5)
     parser.add_argument('--times', default=None)
     parser.add_argument('--linger', type=float, default=1.0)
     args = parser.parse_args(argv)
@@ -67,24 +71,27 @@ def main(argv=None) -> int:
     times = []
     try:
         if args.wait_for:
-            while pubs[args.wait_for].get_subscription_count() < 1:
+            waited = list(pubs) if args.wait_for == 'all' else [args.wait_for]
+            while any(pubs[t].get_subscription_count() < 1 for t in waited):
                 rclpy.spin_once(node, timeout_sec=0.02)
-            end = time.monotonic() + 0.5
+            end = time.monotonic() + args.settle
             while time.monotonic() < end:
                 rclpy.spin_once(node, timeout_sec=0.02)
+        image_type = ros_type(topics[args.image_topic][0]) if args.image_topic in topics else None
+        stamps = []  # image stamps, read before the clock starts
+        for _, topic, raw in messages:
+            header = deserialize_message(raw, image_type).header \
+                if topic == args.image_topic else None
+            stamps.append(None if header is None
+                          else header.stamp.sec * 1_000_000_000 + header.stamp.nanosec)
         image_logs = [t for t, topic, _ in messages if topic == args.image_topic]
         period = (image_logs[1] - image_logs[0]) if len(image_logs) > 1 else 1
         scale = 0.0 if args.rate <= 0 else (1e9 / args.rate) / period
         start, log0 = time.monotonic_ns(), messages[0][0]
-        image_type = ros_type(topics[args.image_topic][0]) if args.image_topic in topics else None
-        for log_ns, topic, raw in messages:
-            stamp = None
-            if topic == args.image_topic:
-                header = deserialize_message(raw, image_type).header
-                stamp = header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
+        for (log_ns, topic, raw), stamp in zip(messages, stamps):
             due = start + int((log_ns - log0) * scale)
-            while time.monotonic_ns() < due:
-                time.sleep(min(0.002, (due - time.monotonic_ns()) / 1e9))
+            while (remaining := due - time.monotonic_ns()) > 0:
+                time.sleep(min(0.002, remaining / 1e9))
             if stamp is not None:
                 times.append((stamp, time.monotonic_ns()))  # just before publication
             pubs[topic].publish(raw)
