@@ -82,7 +82,7 @@ def test_node_over_dds_tracks_good_frames_and_survives_bad_ones(bad_bag):
     tracker = subprocess.Popen(
         [sys.executable, '-m', 'handypriors_ros.ros.tracker_node', '--ros-args',
          '-p', f'object_mesh:={sequence / "object.ply"}', '-p', 'mode:=replay',
-         '-p', 'diagnostics_period_s:=0.2', '-p', 'replay_idle_s:=0.3'],
+         '-p', 'diagnostics_period_s:=0.2', '-p', 'replay_idle_s:=1.0'],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     publisher = None
     try:
