@@ -113,9 +113,10 @@ class RefineConfig:
         'longest side of the region of interest the object is rendered in [px]'))
     roi_margin: float = field(default=0.25, metadata=_doc(
         'ROI margin around the initial projection, as a fraction of its size'))
-    render_faces: int = field(default=600, metadata=_doc(
-        'the object is rendered with at most this many faces (vertex clustering of its '
-        'proxy); dense meshes widen the soft silhouette and cost time'))
+    render_faces: int = field(default=1500, metadata=_doc(
+        'the object is rendered with at most this many faces (its proxy, reduced by vertex '
+        'clustering when larger; clustering rounds the corners of boxes and biases the '
+        'silhouette by millimetres, so keep it at the proxy size unless time is short)'))
     sigma_px: float = field(default=0.3, metadata=_doc(
         'softness of the rendered silhouette edges [ROI px]'))
     depth_softness_m: float = field(default=0.003, metadata=_doc(
@@ -131,7 +132,7 @@ class RefineConfig:
     near_hand_m: float = field(default=0.03, metadata=_doc(
         'initialisation without a contact fit: an object this close to the hand moves with the '
         'hand root, farther it keeps its pose [m]'))
-    hand_points: int = field(default=1000, metadata=_doc(
+    hand_points: int = field(default=0, metadata=_doc(
         'hand surface samples used by the physics losses (0: all of the model)'))
     object_points: int = field(default=200, metadata=_doc(
         'object surface samples of the smoothness and acceleration losses'))
@@ -349,8 +350,9 @@ def parameters_yaml() -> str:
            '#   python -c "from handypriors_ros.core.refine.config import parameters_yaml; '
            'print(parameters_yaml(), end=\'\')" > config/refine.yaml',
            '# Units: metres, radians, pixels of the ROI; loss terms: core/refine/config.py.',
-           '/**:', '  ros__parameters:', '    # --- job (refiner_node; ignored by the command line, '
-           'which takes them as arguments) ---']
+           '/**:', '  ros__parameters:',
+           '    # --- job (refiner_node; ignored by the command line, which takes them as '
+           'arguments) ---']
     for name, (default, doc) in JOB_PARAMETERS.items():
         out += line(name, default, doc)
     out.append('    # --- refinement settings ---')

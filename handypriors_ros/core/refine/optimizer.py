@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import pickle
 import time
@@ -68,6 +69,8 @@ class RefineResult:
         iterations: iterations done.
         seconds: optimisation wall time, summed over resumed runs [s].
         resumed_from: the iteration a resumed run started at, or None.
+        nonfinite_gradients: gradient entries that were NaN/Inf and skipped a step (0 in a
+            healthy run).
     """
 
     T_cam_obj: np.ndarray
@@ -80,6 +83,7 @@ class RefineResult:
     iterations: int
     seconds: float
     resumed_from: int | None = None
+    nonfinite_gradients: int = 0
 
 
 ProgressCallback = Callable[[int, int], None]
@@ -111,6 +115,7 @@ class Refiner:
         self.optimizer = torch.optim.Adam(groups, betas=(c.adam_beta1, c.adam_beta2))
         self.iteration = 0
         self.seconds = 0.0
+        self.nonfinite_gradients = 0
         self.history: dict[str, list[float]] = {k: [] for k in LOSS_TERMS + ('total',)}
 
     # -- variables -------------------------------------------------------------------------
@@ -191,10 +196,14 @@ class Refiner:
             group['lr'] = lr * decay
         self.optimizer.zero_grad(set_to_none=False)
         terms = self.evaluate(backward=True)
+        if not all(math.isfinite(v) for v in terms.values()):
+            raise HandyPriorsError(f'refinement: non-finite loss at iteration {self.iteration} '
+                                   f'(terms {terms}); the last checkpoint is kept')
         for prm in (self.rot6d, self.trans, self.xi):
             if prm.grad is not None and not torch.isfinite(prm.grad).all():
-                raise HandyPriorsError(f'refinement: non-finite gradient at iteration '
-                                       f'{self.iteration} (terms {terms})')
+                # Never let NaN/Inf reach Adam: the affected entries skip this step.
+                self.nonfinite_gradients += int((~torch.isfinite(prm.grad)).sum())
+                prm.grad.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
         self.optimizer.step()
         with torch.no_grad():  # keep the 6D halves well scaled (the rotation is unchanged)
             R = rotation_6d_to_matrix(self.rot6d)
@@ -267,7 +276,8 @@ class Refiner:
             history={k: np.asarray(v, dtype=np.float64) for k, v in self.history.items()},
             frame_mask_loss=mask, frame_penetration_m=depth.astype(np.float64),
             contacts=tuple(p.contact_reports(T, T_base)), iterations=self.iteration,
-            seconds=self.seconds, resumed_from=resumed_from)
+            seconds=self.seconds, resumed_from=resumed_from,
+            nonfinite_gradients=self.nonfinite_gradients)
 
     # -- checkpoints ---------------------------------------------------------------------
 
@@ -295,6 +305,7 @@ class Refiner:
             'fingerprint': self.fingerprint(),
             'iteration': self.iteration,
             'seconds': self.seconds,
+            'nonfinite_gradients': self.nonfinite_gradients,
             'rot6d': self.rot6d.detach().cpu().clone(),
             'trans': self.trans.detach().cpu().clone(),
             'xi': self.xi.detach().cpu().clone(),
@@ -327,9 +338,10 @@ class Refiner:
             state = torch.load(path, map_location='cpu', weights_only=False)
         except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
             raise CheckpointError(f'checkpoint {path} cannot be read: {exc}') from exc
-        if not isinstance(state, dict) or state.get('version') != CHECKPOINT_VERSION:
+        version = state.get('version') if isinstance(state, dict) else type(state).__name__
+        if version != CHECKPOINT_VERSION:
             raise CheckpointError(f'checkpoint {path}: expected version {CHECKPOINT_VERSION}, '
-                                  f'got {state.get("version") if isinstance(state, dict) else state!r}')
+                                  f'got {version!r}')
         if state['fingerprint'] != self.fingerprint():
             raise CheckpointError(f'checkpoint {path} belongs to other inputs or settings (bag, '
                                   'initial poses, object, hand or refinement parameters differ); '
@@ -346,6 +358,7 @@ class Refiner:
         self.optimizer.load_state_dict(state['optimizer'])
         self.iteration = int(state['iteration'])
         self.seconds = float(state['seconds'])
+        self.nonfinite_gradients = int(state.get('nonfinite_gradients', 0))
         self.history = {k: list(state['history'].get(k, [])) for k in self.history}
 
 

@@ -58,6 +58,7 @@ _M2_TO_MM2 = 1e6
 _RAD2_TO_DEG2 = (180.0 / np.pi) ** 2
 _NEAR_M = 0.01
 _CULL_EPS = 1e-3
+_MIN_FACE_AREA_PX2 = 1e-3
 
 
 @dataclass(frozen=True)
@@ -153,6 +154,21 @@ def quasistatic_poses(hand_points_cam: torch.Tensor, T_cam_base: torch.Tensor,
             poses.append(dT @ T_prev)
             modes.append(mode)
         return torch.stack(poses), modes
+
+
+def _visible_faces(verts_cam: torch.Tensor, verts_px: torch.Tensor,
+                   faces: torch.Tensor) -> torch.Tensor:
+    """(B, F) bool: front-facing faces whose projection covers more than a sliver of a pixel.
+
+    A face seen (nearly) edge-on covers nothing, but its screen-space barycentrics divide by
+    its projected area: at ~1e-6 px^2 in float32 the soft rasterizer's depth test against the
+    hand returned non-finite gradients (measured on the soup can). Such faces are culled.
+    """
+    with torch.no_grad():
+        tri = verts_px.detach()[:, faces]  # (B, F, 3, 2)
+        e1, e2 = tri[:, :, 1] - tri[:, :, 0], tri[:, :, 2] - tri[:, :, 0]
+        area = 0.5 * (e1[..., 0] * e2[..., 1] - e1[..., 1] * e2[..., 0]).abs()
+        return front_facing(verts_cam, faces) & (area > _MIN_FACE_AREA_PX2)
 
 
 def _subsample(count: int, wanted: int, seed: int) -> torch.Tensor:
@@ -363,7 +379,7 @@ class RefineProblem:
         verts = transform_points(T, mesh.vertices)  # (1, V, 3)
         px = cam.project(verts)
         z = verts[..., 2]
-        face_mask = front_facing(verts, mesh.faces)
+        face_mask = _visible_faces(verts, px, mesh.faces)
         sil = soft_silhouette(px, z, mesh.faces, H, W, sigma=cfg.sigma_px, cull_eps=_CULL_EPS,
                               face_mask=face_mask, occluder_depth=depth,
                               depth_softness=cfg.depth_softness_m, near=_NEAR_M)  # (1, H, W)

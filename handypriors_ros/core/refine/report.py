@@ -180,7 +180,8 @@ def write_report(folder: str | Path, *, history: Mapping[str, np.ndarray],
             out = csv.writer(fh)
             out.writerow(fields)
             for i, stamp in enumerate(stamps_ns):
-                row = [i, int(stamp), initial.penetration_m[i] * 1e3, refined.penetration_m[i] * 1e3]
+                row = [i, int(stamp), initial.penetration_m[i] * 1e3,
+                       refined.penetration_m[i] * 1e3]
                 if has_gt:
                     row += [initial.add_s_m[i] * 1e3, refined.add_s_m[i] * 1e3,
                             initial.chamfer_3d_m[i] * 1e3, refined.chamfer_3d_m[i] * 1e3,
