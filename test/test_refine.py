@@ -297,12 +297,18 @@ def test_inconsistent_bags_are_clear_errors(data, hand, tmp_path):
     from handypriors_ros import interfaces
     src = data['folder'] / 'bag'
     stamps = data['seq'].stamps_ns
-    no_info = _copy_bag(src, tmp_path / 'no_info', lambda m: not (
+    # One lost camera_info: the previous one stands in (the intrinsics do not change; the
+    # frame assembler reports it as reused_camera_info), nothing is lost.
+    one_lost = _copy_bag(src, tmp_path / 'one_info_lost', lambda m: not (
         m.topic == interfaces.CAMERA_INFO_TOPIC and m.deserialize().header.stamp.nanosec
         == stamps[2] % 1_000_000_000))
-    # the frame assembler stands in the latest camera_info for a lost one, and says so
-    seq = read_sequence(no_info, hand.joint_names)
+    seq = read_sequence(one_lost, hand.joint_names)
     assert len(seq) == len(stamps) and '1 images with reused camera info' in seq.notes
+    # No camera_info at all: a clear error naming the topic.
+    no_info = _copy_bag(src, tmp_path / 'no_info',
+                        lambda m: m.topic != interfaces.CAMERA_INFO_TOPIC)
+    with pytest.raises(BagError, match=f'expected messages on {interfaces.CAMERA_INFO_TOPIC}'):
+        read_sequence(no_info, hand.joint_names)
     no_joints = _copy_bag(src, tmp_path / 'no_joints',
                           lambda m: m.topic != interfaces.JOINT_STATES_TOPIC)
     with pytest.raises(BagError, match=f'expected messages on {interfaces.JOINT_STATES_TOPIC}'):
