@@ -57,11 +57,11 @@ import numpy as np
 import pyrealsense2 as rs
 from rcl_interfaces.msg import (IntegerRange, ParameterDescriptor, ParameterType,
                                 SetParametersResult)
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.task import Future
 from sensor_msgs.msg import CameraInfo, Image
 
+from handypriors_ros.ros.spin import run_node
 from handypriors_ros.core.errors import HandyPriorsError, InputError
 from handypriors_ros.core.render.camera import PinholeCamera
 from handypriors_ros.ros.conversions import camera_to_camera_info, numpy_to_image
@@ -649,26 +649,7 @@ class RealSenseNode(Node):
 
 def main(args: Optional[list[str]] = None) -> int:
     """``realsense_node`` console script: returns the exit status (0 ok, 1 error)."""
-    rclpy.init(args=args)
-    logger = rclpy.logging.get_logger('realsense_node')
-    node: Optional[RealSenseNode] = None
-    code = 0
-    try:
-        node = RealSenseNode()
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        executor.spin_until_future_complete(node.done)
-        code = node.done.result() if node.done.done() else 0
-    except (KeyboardInterrupt, ExternalShutdownException):
-        code = 0
-    except (HandyPriorsError, rclpy.exceptions.ParameterException) as exc:
-        logger.fatal(str(exc))
-        code = 1
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return code
+    return run_node('realsense_node', RealSenseNode, args=args, until_done=True)
 
 
 if __name__ == '__main__':

@@ -23,16 +23,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseWithCovarianceStamped
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.task import Future
 from tf2_msgs.msg import TFMessage
 
+from handypriors_ros.ros.spin import run_node
 from handypriors_ros import interfaces
 from handypriors_ros.cli.refine import RefineJob, run_job
 from handypriors_ros.core.errors import HandyPriorsError, InputError
@@ -186,26 +185,8 @@ class RefinerNode(Node):
 
 def main(args: list[str] | None = None) -> int:
     """``refiner_node`` console script: 0 when the job succeeded, 1 otherwise."""
-    rclpy.init(args=args)
-    logger = rclpy.logging.get_logger('refiner_node')
-    node: RefinerNode | None = None
-    code = 0
-    try:
-        node = RefinerNode()
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        executor.spin_until_future_complete(node.done)
-        code = int(node.done.result()) if node.done.done() else 1
-    except (KeyboardInterrupt, ExternalShutdownException):
-        code = 130
-    except (HandyPriorsError, ParameterException) as exc:
-        logger.fatal(str(exc))
-        code = 1
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return code
+    return run_node('refiner_node', RefinerNode, args=args, until_done=True,
+                    unfinished_code=1, interrupted_code=130)
 
 
 if __name__ == '__main__':

@@ -43,19 +43,18 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import rclpy
 import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_srvs.srv import Trigger
 from tf2_msgs.msg import TFMessage
 from visualization_msgs.msg import MarkerArray
 
+from handypriors_ros.ros.spin import run_node
 from handypriors_ros.core.errors import HandyPriorsError, InputError, ModelError
 from handypriors_ros.core.geometry.transform_buffer import (StampedTransform, TransformBuffer,
                                                             TransformError)
@@ -657,25 +656,7 @@ def _percentile(values: np.ndarray, q: float) -> float:
 
 def main(args: list[str] | None = None) -> int:
     """``tracker_node`` console script: returns the exit status (0 ok, 1 start-up error)."""
-    rclpy.init(args=args)
-    logger = rclpy.logging.get_logger('tracker_node')
-    node: TrackerNode | None = None
-    code = 0
-    try:
-        node = TrackerNode()
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        code = 0
-    except (HandyPriorsError, ParameterException) as exc:
-        logger.fatal(str(exc))
-        code = 1
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return code
+    return run_node('tracker_node', TrackerNode, args=args)
 
 
 if __name__ == '__main__':
