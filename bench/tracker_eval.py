@@ -9,7 +9,7 @@ Pieces, in the order a benchmark uses them:
   redone, never half-used). ``SyntheticSuite.quick()``: 3 sequences of 30 frames;
   ``SyntheticSuite.full()``: 9 sequences of 90 frames (3 objects x 3 occlusion levels).
 - :func:`load_sequence`: reads a generated folder's bag ONCE into per-image
-  :class:`FrameInput` s (image, camera, mask, joints interpolated to the image stamp, hand root
+  :class:`Frame` s (image, camera, mask, joints interpolated to the image stamp, hand root
   pose from TF at the image stamp), plus the initial pose and the ground truth.
 - :func:`evaluate`: runs one tracker over one sequence (``initialise`` then ``step`` for every
   frame, each step timed) and scores every frame against the ground truth.
@@ -41,7 +41,8 @@ from handypriors_ros.core.errors import InputError
 from handypriors_ros.core.geometry.transform_buffer import StampedTransform, TransformBuffer
 from handypriors_ros.core.models.object_model import ObjectModel
 from handypriors_ros.core.render.camera import PinholeCamera, Undistorter
-from handypriors_ros.core.tracking.types import FrameInput, TrackResult, TrackStatus
+from handypriors_ros.core.frames import Frame
+from handypriors_ros.core.tracking.types import TrackResult, TrackStatus
 
 #: Environment variable naming the sequence cache folder.
 CACHE_ENV = 'HANDYPRIORS_BENCH_CACHE'
@@ -201,8 +202,8 @@ class Sequence:
     Attributes:
         name: label.
         folder: the generated folder.
-        frames: one :class:`FrameInput` per image, in stamp order.
-        joint_names: (J,) names of ``FrameInput.q``'s entries (the JointState order).
+        frames: one :class:`Frame` per image, in stamp order.
+        joint_names: (J,) names of ``Frame.q``'s entries (the JointState order).
         T_cam_obj_init: (4, 4) initial pose (``/handypriors/initial_pose``).
         T_cam_obj_gt: (N, 4, 4) true object pose at each image stamp.
         visible_fraction: (N,) fraction of the object's silhouette not hidden by the hand.
@@ -211,7 +212,7 @@ class Sequence:
     """
     name: str
     folder: Path
-    frames: tuple[FrameInput, ...]
+    frames: tuple[Frame, ...]
     joint_names: tuple[str, ...]
     T_cam_obj_init: np.ndarray
     T_cam_obj_gt: np.ndarray
@@ -388,7 +389,7 @@ def load_sequence(folder: str | Path, *, name: str | None = None,
         mask = masks.get(stamp)
         if mask is not None and not und.is_identity:
             mask = und.undistort_mask(mask.astype(np.uint8)) > 0
-        frames.append(FrameInput(
+        frames.append(Frame(
             stamp_ns=stamp, rgb=und.undistort_image(rgb), camera=camera,
             q=interpolate_joints(js_t, js_q, stamp),
             T_cam_base=buffer.lookup_transform(frame_id, hand_root_frame, stamp), mask=mask))
@@ -410,7 +411,7 @@ class Tracker(Protocol):
 
     def initialise(self, T_cam_obj: np.ndarray) -> None: ...
 
-    def step(self, frame: FrameInput) -> TrackResult: ...
+    def step(self, frame: Frame) -> TrackResult: ...
 
 
 @dataclass(frozen=True, eq=False)

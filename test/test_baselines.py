@@ -12,7 +12,8 @@ from handypriors_ros.core.render.camera import PinholeCamera
 from handypriors_ros.core.tracking.baselines import (PLACEHOLDER_COVARIANCE, RAPID_VARIANTS,
                                                      HandRigidBaseline, HoldInitialBaseline,
                                                      RapidBaseline)
-from handypriors_ros.core.tracking.types import FrameInput, TrackStatus
+from handypriors_ros.core.frames import Frame
+from handypriors_ros.core.tracking.types import TrackStatus
 
 CAMERA = PinholeCamera(fx=400.0, fy=400.0, cx=159.5, cy=119.5, width=320, height=240)
 
@@ -25,7 +26,7 @@ def _pose(rotvec, t):
 
 
 def _frame(stamp=0, rgb=None, T_cam_base=None):
-    return FrameInput(stamp_ns=stamp,
+    return Frame(stamp_ns=stamp,
                       rgb=np.zeros((240, 320, 3), np.uint8) if rgb is None else rgb,
                       camera=CAMERA, q=np.zeros(16),
                       T_cam_base=np.eye(4) if T_cam_base is None else T_cam_base)

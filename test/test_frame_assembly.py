@@ -10,9 +10,8 @@ from scipy.spatial.transform import Rotation
 from handypriors_ros.core.errors import InputError
 from handypriors_ros.core.geometry.transform_buffer import StampedTransform, TransformBuffer
 from handypriors_ros.core.models.joint_names import allegro_joint_names, ros1_to_ros2_name_map
-from handypriors_ros.ros.frame_assembly import (AssemblyConfig, FrameAssembler,
-                                                JointStateBuffer, NonFiniteJointsError,
-                                                TimeWentBackwardsError)
+from handypriors_ros.core.frames import (AssemblyConfig, FrameAssembler, JointStateBuffer,
+                                         NonFiniteJointsError, TimeWentBackwardsError)
 
 NAMES = allegro_joint_names()
 MS = 1_000_000
@@ -21,10 +20,12 @@ CAM, WORLD, BASE = 'camera_color_optical_frame', 'world', 'ah_base_link'
 
 
 def test_module_is_ros_free():
-    """frame_assembly imports neither rclpy nor message packages (checked on its source: other
-    tests in the same process may have imported rclpy already)."""
-    import handypriors_ros.ros.frame_assembly as module
-    tree = ast.parse(Path(module.__file__).read_text())
+    """The frame pipeline imports neither rclpy nor message packages (checked on its sources:
+    other tests in the same process may have imported rclpy already)."""
+    import handypriors_ros.core.frames as package
+    tree = ast.Module(body=[], type_ignores=[])
+    for path in Path(package.__file__).parent.glob('*.py'):
+        tree.body.extend(ast.parse(path.read_text()).body)
     imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
                 for alias in node.names}
     imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}

@@ -20,7 +20,8 @@ from handypriors_ros.core.tracking.measurements import (ObservedField, contour_m
                                                         make_roi, render_roi)
 from handypriors_ros.core.tracking.segmenter import ColorHistogramSegmenter
 from handypriors_ros.core.tracking.tracker import NotInitialisedError, ObjectTracker
-from handypriors_ros.core.tracking.types import FrameInput, TrackStatus
+from handypriors_ros.core.frames import Frame
+from handypriors_ros.core.tracking.types import TrackStatus
 from handypriors_ros.synth.generate import GenerateConfig, default_hand_urdf, generate
 from handypriors_ros.synth.scene import SceneConfig
 
@@ -47,7 +48,7 @@ def seq(tmp_path_factory):
     kin = HandKinematics.from_urdf(default_hand_urdf())
     obj = ObjectModel.from_file(out / 'object.ply')
     T_cam_world = np.linalg.inv(gt['T_world_cam'])
-    frames = [FrameInput(int(ns), images[int(ns)], cam, gt['q'][i],
+    frames = [Frame(int(ns), images[int(ns)], cam, gt['q'][i],
                          T_cam_world @ gt['T_world_base'][i], masks.get(int(ns)))
               for i, ns in enumerate(gt['stamps_ns'])]
     return dict(gt=gt, frames=frames, cam=cam, kin=kin, obj=obj)

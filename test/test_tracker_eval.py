@@ -17,8 +17,8 @@ from tracker_eval import (SequenceSpec, SyntheticSuite, evaluate, frame_errors, 
 
 from handypriors_ros.core.errors import InputError  # noqa: E402
 from handypriors_ros.core.tracking.baselines import HoldInitialBaseline  # noqa: E402
-from handypriors_ros.core.tracking.types import (FrameInput, TrackResult,  # noqa: E402
-                                                 TrackStatus)
+from handypriors_ros.core.frames import Frame  # noqa: E402
+from handypriors_ros.core.tracking.types import TrackResult, TrackStatus  # noqa: E402
 from handypriors_ros.synth.generate import GenerateConfig, generate  # noqa: E402
 from handypriors_ros.synth.scene import SceneConfig  # noqa: E402
 
@@ -45,7 +45,7 @@ def test_load_sequence_gives_one_frame_per_image_in_stamp_order(sequence, folder
     np.testing.assert_array_equal(sequence.stamps_ns, gt['stamps_ns'])
     assert np.all(np.diff(sequence.stamps_ns) > 0)
     for frame in sequence.frames:
-        assert isinstance(frame, FrameInput)
+        assert isinstance(frame, Frame)
         assert frame.rgb.shape == (120, 160, 3) and frame.rgb.dtype == np.uint8
         assert (frame.camera.width, frame.camera.height) == (160, 120)
         assert frame.camera.fx == pytest.approx(153.75)

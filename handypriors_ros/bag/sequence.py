@@ -2,10 +2,10 @@
 consume.
 
 :func:`read_sequence` plays a bag in the INTERFACES.md layout once, in log-time order, through
-the same matching the tracker node uses (:class:`~handypriors_ros.ros.frame_assembly.
+the same matching the tracker node uses (:class:`~handypriors_ros.core.frames.
 FrameAssembler` in replay mode with a :class:`JointStateBuffer` and a
 :class:`TransformBuffer`), and returns one
-:class:`~handypriors_ros.core.tracking.types.FrameInput` per image in stamp order: the image
+:class:`~handypriors_ros.core.frames.Frame` per image in stamp order: the image
 (RGB, undistorted with its camera_info's distortion) and the camera of the undistorted image,
 the object mask of the same stamp when the segmenter published one, the joint positions
 interpolated to the image stamp (in the kinematic model's order) and ``T_cam_base`` from TF at
@@ -14,7 +14,7 @@ the image stamp. It also returns the first ``/handypriors/initial_pose`` (in the
 Offline, every image must be usable: a frame the assembler could not complete (no
 camera_info, no joint states, no TF at its stamp), a truncated or unreadable bag, a missing
 topic or an undecodable message raises :class:`~handypriors_ros.bag.io.BagError` naming the
-topic, the stamp and the reason. A missing mask is not an error (``FrameInput.mask`` is None).
+topic, the stamp and the reason. A missing mask is not an error (``Frame.mask`` is None).
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from handypriors_ros import interfaces
 from handypriors_ros.bag.io import BagError, BagReader
 from handypriors_ros.core.errors import InputError
 from handypriors_ros.core.geometry.transform_buffer import TransformBuffer, TransformError
-from handypriors_ros.core.tracking.types import FrameInput
+from handypriors_ros.core.frames import AssemblyConfig, FrameAssembler, Frame, JointStateBuffer
 from handypriors_ros.ros.conversions import (
     camera_info_to_camera,
     image_to_numpy,
@@ -39,7 +39,6 @@ from handypriors_ros.ros.conversions import (
     stamp_to_ns,
     tf_message_to_core,
 )
-from handypriors_ros.ros.frame_assembly import AssemblyConfig, FrameAssembler, JointStateBuffer
 
 _NO_LIMIT = 1 << 40  # s: keep every sample of an offline bag
 
@@ -63,7 +62,7 @@ class RecordedSequence:
 
     Attributes:
         path: the bag.
-        frames: (N,) one :class:`FrameInput` per image, in stamp order (``q`` in
+        frames: (N,) one :class:`Frame` per image, in stamp order (``q`` in
             ``joint_names`` order).
         joint_names: (J,) the model's joint names.
         camera_frame: the images' frame_id (camera optical frame).
@@ -72,7 +71,7 @@ class RecordedSequence:
     """
 
     path: Path
-    frames: tuple[FrameInput, ...]
+    frames: tuple[Frame, ...]
     joint_names: tuple[str, ...]
     camera_frame: str
     T_cam_obj_initial: np.ndarray | None
@@ -101,7 +100,7 @@ def read_sequence(path: str | Path, joint_names: Sequence[str], *,
 
     Args:
         path: bag directory or file (MCAP or sqlite3).
-        joint_names: (J,) the kinematic model's joint names: ``FrameInput.q`` follows them.
+        joint_names: (J,) the kinematic model's joint names: ``Frame.q`` follows them.
         joint_name_map: incoming joint name -> model joint name.
         topics: topic names.
         hand_root_frame: TF frame of the hand root (URDF root link).
@@ -119,7 +118,7 @@ def read_sequence(path: str | Path, joint_names: Sequence[str], *,
     joints = JointStateBuffer(joint_names, name_map=joint_name_map, cache_time_s=_NO_LIMIT)
     tf = TransformBuffer(cache_time_s=_NO_LIMIT)
     assembler = FrameAssembler(config, joints, tf)
-    frames: list[FrameInput] = []
+    frames: list[Frame] = []
     initial_pose = None
     non_fatal: dict[str, int] = {}
     undistorters: dict[tuple, tuple] = {}
@@ -200,7 +199,7 @@ def read_sequence(path: str | Path, joint_names: Sequence[str], *,
                             camera_frame=camera_frame, T_cam_obj_initial=T_init, notes=notes)
 
 
-def _frame_input(frame, undistorters: dict, where: str) -> FrameInput:
+def _frame_input(frame, undistorters: dict, where: str) -> Frame:
     """Decode an assembled frame's payloads (undistorting image and mask)."""
     info = frame.camera_info
     key = (tuple(np.asarray(info.k)), tuple(np.asarray(info.p)), tuple(np.asarray(info.d)),
@@ -220,6 +219,6 @@ def _frame_input(frame, undistorters: dict, where: str) -> FrameInput:
         rgb = np.ascontiguousarray(und.undistort_image(rgb))
     except InputError as exc:
         raise BagError(f'{where}: {exc}') from exc
-    return FrameInput(stamp_ns=frame.stamp_ns, rgb=rgb, camera=camera,
+    return Frame(stamp_ns=frame.stamp_ns, rgb=rgb, camera=camera,
                       q=np.asarray(frame.joints.q, dtype=np.float64),
                       T_cam_base=np.asarray(frame.T_cam_base, dtype=np.float64), mask=mask)

@@ -29,7 +29,7 @@ from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescr
 from handypriors_ros import interfaces
 from handypriors_ros.core.errors import InputError
 from handypriors_ros.core.tracking.config import DYNAMICS, MEASUREMENTS, TrackerConfig
-from handypriors_ros.ros.frame_assembly import MODES
+from handypriors_ros.core.frames import MODES
 from handypriors_ros.ros.qos import RELIABILITY_CHOICES
 
 DEVICES = ('auto', 'cpu', 'cuda')

@@ -22,7 +22,7 @@ Modes (parameter ``mode``):
   (``image_qos_depth`` 0 = 1 in live mode), so the node never tracks a frame that waited in a
   DDS queue.
 - ``replay``: every frame is tracked, in stamp order, inside the callback that completes it
-  (deterministic: what a frame waits for depends on the data only; see :mod:`.frame_assembly`).
+  (deterministic: what a frame waits for depends on the data only; see :mod:`handypriors_ros.core.frames.assembler`).
   ``handypriors track`` drives this same node over a bag by calling the callbacks directly.
 
 A bad message (wrong encoding, size mismatch with camera_info, NaN joints, time going
@@ -63,7 +63,8 @@ from handypriors_ros.core.models.kinematics import HandKinematics
 from handypriors_ros.core.models.object_model import ObjectModel
 from handypriors_ros.core.render.camera import PinholeCamera, Undistorter
 from handypriors_ros.core.tracking.tracker import NotInitialisedError, ObjectTracker
-from handypriors_ros.core.tracking.types import FrameInput, TrackResult, TrackStatus
+from handypriors_ros.core.frames import Frame
+from handypriors_ros.core.tracking.types import TrackResult, TrackStatus
 from handypriors_ros.msg import TrackedObject
 from handypriors_ros.resources import default_hand_urdf
 from handypriors_ros.ros import markers as marker_msgs
@@ -72,7 +73,7 @@ from handypriors_ros.ros.conversions import (camera_info_to_camera, image_to_num
                                              pose_stamped_to_matrix, stamp_to_ns,
                                              track_result_to_pose, track_result_to_tf,
                                              track_result_to_tracked_object, transform_to_core)
-from handypriors_ros.ros.frame_assembly import (AssembledFrame, AssemblyConfig, FrameAssembler,
+from handypriors_ros.core.frames import (AssembledFrame, AssemblyConfig, FrameAssembler,
                                                 JointStateBuffer, NonFiniteJointsError,
                                                 TimeWentBackwardsError)
 from handypriors_ros.ros.parameters import (TrackerNodeConfig, check_initial_pose,
@@ -366,7 +367,7 @@ class TrackerNode(Node):
 
     # -- frames --------------------------------------------------------------------------------
     def process_pending(self, now_ns: int | None = None, *, flush: bool = False) -> int:
-        """Track every frame the assembler releases (see :mod:`.frame_assembly`).
+        """Track every frame the assembler releases (see :mod:`handypriors_ros.core.frames.assembler`).
 
         Args:
             now_ns: monotonic clock [ns] for the wall-clock waits (None: data-driven only).
@@ -431,7 +432,7 @@ class TrackerNode(Node):
         self._last_result = result
         return 1
 
-    def _frame_input(self, frame: AssembledFrame) -> FrameInput | None:
+    def _frame_input(self, frame: AssembledFrame) -> Frame | None:
         """Convert the frame's messages; a bad one is counted and the frame skipped (a bad mask
         only loses the mask)."""
         t = frame.stamp_ns
@@ -460,7 +461,7 @@ class TrackerNode(Node):
             rgb = undistorter.undistort_image(rgb)
             if mask is not None:
                 mask = undistorter.undistort_mask(mask.astype(np.uint8)) > 0
-        return FrameInput(stamp_ns=t, rgb=np.ascontiguousarray(rgb), camera=camera,
+        return Frame(stamp_ns=t, rgb=np.ascontiguousarray(rgb), camera=camera,
                           q=frame.joints.q, T_cam_base=frame.T_cam_base, mask=mask)
 
     def _camera_for(self, info: CameraInfo, size: tuple[int, int]
@@ -506,7 +507,7 @@ class TrackerNode(Node):
             publisher.publish(msg)
 
     def _publish_markers(self, result: TrackResult, frame: AssembledFrame,
-                         fi: FrameInput) -> None:
+                         fi: Frame) -> None:
         now = time.monotonic()
         markers = []
         if now - self._mesh_marker_sent >= MESH_MARKER_PERIOD_S:

@@ -52,7 +52,8 @@ from handypriors_ros.core.render.losses import mask_loss, rgb_loss
 from handypriors_ros.core.render.mesh import RenderMesh, front_facing
 from handypriors_ros.core.render.soft_rasterizer import soft_silhouette
 from handypriors_ros.core.tracking.measurements import RoiView, make_roi
-from handypriors_ros.core.tracking.types import ContactReport, FrameInput
+from handypriors_ros.core.frames import Frame
+from handypriors_ros.core.tracking.types import ContactReport
 
 _M2_TO_MM2 = 1e6
 _RAD2_TO_DEG2 = (180.0 / np.pi) ** 2
@@ -210,7 +211,7 @@ class RefineProblem:
     # -- construction ------------------------------------------------------------------------
 
     @classmethod
-    def build(cls, frames: Sequence[FrameInput], object_model: ObjectModel,
+    def build(cls, frames: Sequence[Frame], object_model: ObjectModel,
               hand: HandKinematics, config: RefineConfig | None = None, *,
               T_cam_obj_init: np.ndarray | None = None,
               T_cam_obj_first: np.ndarray | None = None,

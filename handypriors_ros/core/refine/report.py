@@ -33,7 +33,7 @@ from handypriors_ros.core.geometry.se3 import transform_points
 from handypriors_ros.core.render.camera import PinholeCamera
 from handypriors_ros.core.render.hard_rasterizer import rasterize_hard
 from handypriors_ros.core.render.mesh import RenderMesh, front_facing
-from handypriors_ros.core.tracking.types import FrameInput
+from handypriors_ros.core.frames import Frame
 
 
 @dataclass(frozen=True)
@@ -115,7 +115,7 @@ def _outline_masks(mesh: RenderMesh, camera: PinholeCamera,
     return out
 
 
-def overlay_frames(frames: Sequence[FrameInput], mesh: RenderMesh,
+def overlay_frames(frames: Sequence[Frame], mesh: RenderMesh,
                    T_refined: np.ndarray, T_initial: np.ndarray | None = None, *,
                    width: int = 320) -> list[np.ndarray]:
     """(h, w, 3) uint8 images with the refined (green) and initial (red) object outlines."""

@@ -1,6 +1,6 @@
 """Baseline trackers the EKF tracker is measured against, with the same per-frame interface.
 
-Every baseline has ``initialise(T_cam_obj)`` and ``step(frame: FrameInput) -> TrackResult``,
+Every baseline has ``initialise(T_cam_obj)`` and ``step(frame: Frame) -> TrackResult``,
 like :class:`~handypriors_ros.core.tracking.tracker.ObjectTracker`:
 
 - :class:`HoldInitialBaseline`: always the initial pose (a tracker that does nothing; the
@@ -34,7 +34,8 @@ import numpy as np
 
 from handypriors_ros.core.errors import InputError
 from handypriors_ros.core.models.object_model import ObjectModel
-from handypriors_ros.core.tracking.types import FrameInput, TrackResult, TrackStatus
+from handypriors_ros.core.frames import Frame
+from handypriors_ros.core.tracking.types import TrackResult, TrackStatus
 
 #: (6, 6) covariance over (x y z rx ry rz) that the baselines report: 1 m^2 and 1 rad^2 per
 #: axis. It is a placeholder meaning "no uncertainty estimate", not a measured figure.
@@ -61,9 +62,9 @@ def _pose_matrix(name: str, T: object) -> np.ndarray:
     return M
 
 
-def _check_frame(frame: object) -> FrameInput:
-    if not isinstance(frame, FrameInput):
-        raise InputError(f'frame: expected a FrameInput, got {type(frame).__name__}')
+def _check_frame(frame: object) -> Frame:
+    if not isinstance(frame, Frame):
+        raise InputError(f'frame: expected a Frame, got {type(frame).__name__}')
     return frame
 
 
@@ -85,7 +86,7 @@ class HoldInitialBaseline(_NotInitialised):
         """Start from ``T_cam_obj`` ((4, 4) object pose in the camera optical frame)."""
         self._T_init = _pose_matrix('T_cam_obj', T_cam_obj)
 
-    def step(self, frame: FrameInput) -> TrackResult:
+    def step(self, frame: Frame) -> TrackResult:
         """The initial pose, stamped with the frame's stamp; status TRACKING."""
         frame = _check_frame(frame)
         T = self._require_initialised()
@@ -109,7 +110,7 @@ class HandRigidBaseline(_NotInitialised):
         self._T_init = _pose_matrix('T_cam_obj', T_cam_obj)
         self._T_base_obj = None
 
-    def step(self, frame: FrameInput) -> TrackResult:
+    def step(self, frame: Frame) -> TrackResult:
         """``T_cam_base(t) T_base_obj``; status TRACKING."""
         frame = _check_frame(frame)
         T_init = self._require_initialised()
@@ -223,13 +224,13 @@ class RapidBaseline(_NotInitialised):
         self._T_cam_obj = self._T_init.copy()
         self._tracker.clearState()
 
-    def _result(self, frame: FrameInput, status: TrackStatus, reason: str,
+    def _result(self, frame: Frame, status: TrackStatus, reason: str,
                 start: float) -> TrackResult:
         return TrackResult(stamp_ns=frame.stamp_ns, T_cam_obj=self._T_cam_obj.copy(),
                            covariance=PLACEHOLDER_COVARIANCE.copy(), status=status,
                            status_reason=reason, latency_s={'total': time.perf_counter() - start})
 
-    def step(self, frame: FrameInput) -> TrackResult:
+    def step(self, frame: Frame) -> TrackResult:
         """Refine the previous pose on ``frame.rgb`` (see the class docstring for LOST)."""
         frame = _check_frame(frame)
         self._require_initialised()

@@ -33,7 +33,8 @@ from handypriors_ros.core.tracking.measurements import (ObservedField, center_me
                                                         fingertip_contact_measurement,
                                                         make_roi, mask_centroid, render_roi)
 from handypriors_ros.core.tracking.segmenter import ColorHistogramSegmenter
-from handypriors_ros.core.tracking.types import ContactReport, FrameInput, TrackResult, TrackStatus
+from handypriors_ros.core.frames import Frame
+from handypriors_ros.core.tracking.types import ContactReport, TrackResult, TrackStatus
 
 FINGERTIP_RADIUS_M = 0.012  # the Allegro fingertips are spheres of this radius
 
@@ -42,7 +43,7 @@ class NotInitialisedError(HandyPriorsError):
     """step() before initialise(): no initial pose yet."""
 
 
-def _check_frame(frame: FrameInput, num_joints: int) -> None:
+def _check_frame(frame: Frame, num_joints: int) -> None:
     rgb = frame.rgb
     if not (isinstance(rgb, np.ndarray) and rgb.dtype == np.uint8 and rgb.ndim == 3
             and rgb.shape[2] == 3):
@@ -143,7 +144,7 @@ class ObjectTracker:
 
     # -- per frame ----------------------------------------------------------------------------
 
-    def step(self, frame: FrameInput) -> TrackResult:
+    def step(self, frame: Frame) -> TrackResult:
         """Track one image (module docstring). Raises InputError on bad input (state kept)."""
         if self.ekf is None:
             raise NotInitialisedError('step: no initial pose yet (initialise() first)')
@@ -262,7 +263,7 @@ class ObjectTracker:
 
     # -- pieces -------------------------------------------------------------------------------
 
-    def _observed_mask(self, frame: FrameInput) -> tuple[np.ndarray | None, str]:
+    def _observed_mask(self, frame: Frame) -> tuple[np.ndarray | None, str]:
         cfg = self.config
         if frame.mask is not None and cfg.segmenter != 'builtin':
             return frame.mask, 'topic'
@@ -346,7 +347,7 @@ class ObjectTracker:
             self._reason = ('predict only: ' + (updates[0].reason if updates else
                             'no image measurement'))
 
-    def _reinitialise(self, frame: FrameInput, mask: np.ndarray) -> None:
+    def _reinitialise(self, frame: Frame, mask: np.ndarray) -> None:
         """Local multi-hypothesis render-and-compare around the last pose and the mask."""
         cfg = self.config
         T0 = self.ekf.T.numpy()

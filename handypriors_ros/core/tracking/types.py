@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from handypriors_ros.core.render.camera import PinholeCamera
 from handypriors_ros.core.tracking.ekf import UpdateRecord
 
 
@@ -15,28 +14,6 @@ class TrackStatus(enum.IntEnum):
     INITIALISING = 0
     TRACKING = 1
     LOST = 2
-
-
-@dataclass(frozen=True)
-class FrameInput:
-    """Everything the tracker needs for one camera image, already at the image stamp.
-
-    Attributes:
-        stamp_ns: image stamp (ns).
-        rgb: (H, W, 3) uint8 colour image, RGB order, undistorted.
-        camera: its pinhole camera (size must match ``rgb``).
-        q: (J,) float64 hand joint positions at the stamp, in the kinematic model's order [rad].
-        T_cam_base: (4, 4) float64 pose of the hand root (``ah_base_link``) in the camera
-            optical frame at the stamp.
-        mask: (H, W) bool observed object mask from an external segmenter, or None when the
-            segmenter published nothing for this image (the tracker then uses its built-in one).
-    """
-    stamp_ns: int
-    rgb: np.ndarray
-    camera: PinholeCamera
-    q: np.ndarray
-    T_cam_base: np.ndarray
-    mask: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
