@@ -191,6 +191,34 @@ def test_truncated_mcap_reads_every_complete_message(tmp_path, big_bag, where):
         assert len(expected) == 250 and report.lost_bytes == cut - ends[249]
 
 
+def _first_chunk_end(data: bytes) -> int:
+    """End of the first record after the Header (rosbags: the first Chunk), from the spec."""
+    pos = _header_end(data)
+    op, length = struct.unpack_from('<BQ', data, pos)
+    assert op == 0x06
+    return pos + 9 + length
+
+
+@pytest.mark.parametrize('inside_chunk', [False, True])
+def test_zero_filled_tail_is_damage_not_records(tmp_path, big_bag, inside_chunk):
+    """After a power loss a file can keep its length with zeros where data never landed."""
+    src, data, msgs, ends = big_bag
+    cut = len(data) // 2 if inside_chunk else _first_chunk_end(data)
+    bag = _cut_copy(src, tmp_path / 'cut', data[:cut] + bytes(len(data) - cut), len(data))
+    with BagReader(bag, on_truncated='recover') as reader:
+        got = [(m.topic, m.log_time_ns, m.rawdata) for m in reader.messages()]
+        report = reader.truncation
+    expected = [m for m, end in zip(msgs, ends) if end <= cut]
+    assert 'zero bytes' in report.problems[0]
+    assert report.messages_lost == N_BIG - len(got)
+    if inside_chunk:
+        # rosbags writes no chunk CRC: the message the zeros cut into cannot be told from an
+        # intact one and is read with its zeroed tail; every one before it is intact.
+        assert got[:len(expected)] == expected and len(got) == len(expected) + 1
+    else:
+        assert got == expected
+
+
 def test_strict_mode_refuses_a_truncated_bag_and_says_where(tmp_path, big_bag):
     src, data, msgs, ends = big_bag
     cut = int(0.95 * len(data))
@@ -552,6 +580,24 @@ def test_overwrite_refuses_an_input(tmp_path):
     assert len(_read_all(tmp_path / 'bag')) == 2
 
 
+def test_a_bag_open_for_reading_is_an_input_even_when_not_passed(tmp_path):
+    """The bug: `track BAG --out BAG --overwrite` replaced the input it was reading."""
+    _write(tmp_path / 'bag', 2)
+    with BagReader(tmp_path / 'bag') as reader:
+        with pytest.raises(BagError, match='is the input'):
+            BagWriter(tmp_path / 'bag', overwrite=True)
+        with pytest.raises(BagError, match='contains the input'):
+            BagWriter(tmp_path, overwrite=True)
+        assert len(list(reader.messages())) == 2
+    writer = BagWriter(tmp_path / 'bag', overwrite=True)  # closed: no longer an input
+    with BagReader(tmp_path / 'bag'):  # opened while the job ran: checked again at the end
+        with pytest.raises(BagError, match='is the input .*: refusing to replace it; the new'):
+            writer.close()
+    assert len(_read_all(tmp_path / 'bag')) == 2
+    _write(tmp_path / 'bag', 3, overwrite=True)
+    assert len(_read_all(tmp_path / 'bag')) == 3
+
+
 def test_a_file_added_during_the_job_stops_the_replacement(tmp_path):
     _write(tmp_path / 'bag', 2)
     T = make_typestore().types
@@ -578,6 +624,8 @@ def test_check_output_bag(tmp_path):
         with pytest.raises(InputError, match=why) as err:
             check_output_bag(path, inputs=[tmp_path / 'in'], name='--out')
         assert str(err.value).startswith(f'--out {path}: ') and '\n' not in str(err.value)
+    with pytest.raises(InputError, match=r'exists \(use --overwrite to replace it\)'):
+        check_output_bag(tmp_path / 'file', name='--out', flag='--overwrite')
     assert check_output_bag(tmp_path / 'new' / 'bag') == tmp_path / 'new' / 'bag'
     assert not (tmp_path / 'new').exists()  # checking creates nothing
     _write(tmp_path / 'ours', 1)

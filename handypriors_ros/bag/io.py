@@ -34,7 +34,7 @@ from ruamel.yaml import YAML, YAMLError
 from handypriors_ros.bag.mcap_scan import (McapDamageError, McapScan, describe_bytes,
                                            merge_messages, scan_mcap)
 from handypriors_ros.bag.output import (CUSTOM_DATA_KEY, MARKER_NAME, MARKER_TEXT, bag_files,
-                                        output_bag_problem, replace_problem, writer_name)
+                                        output_bag_problem, writer_name)
 from handypriors_ros.bag.sqlite_scan import SqliteDamageError, SqliteScan, scan_sqlite
 from handypriors_ros.bag.typestore import make_typestore
 from handypriors_ros.core.errors import HandyPriorsError
@@ -291,6 +291,16 @@ class _Recovered:
             yield i, tid, t, data
 
 
+_OPEN_FOR_READING: dict[str, int] = {}
+"""Real paths of the bags a :class:`BagReader` of this process holds open (with counts): a
+:class:`BagWriter` never replaces one of them, even when its caller forgot ``inputs``."""
+
+
+def open_bag_paths() -> tuple[str, ...]:
+    """Real paths of the bags this process is reading now (inputs a writer must not touch)."""
+    return tuple(_OPEN_FOR_READING)
+
+
 def _open_rosbags(path: Path) -> Reader:
     reader = Reader(path)
     reader.open()
@@ -326,10 +336,12 @@ class BagReader:
         """What a truncated or damaged bag lost (None: the bag is intact)."""
         self._reader: Reader | None = None
         self._recovered: _Recovered | None = None
+        self._registered: str | None = None
         if not self.path.exists():
             raise BagError(f'bag not found: {self.path}')
         try:
             self._reader = _open_rosbags(self.path)
+            self._register()
             return
         except PermissionError as exc:
             raise BagError(f'cannot open bag {self.path}: {exc}') from exc
@@ -344,6 +356,7 @@ class BagReader:
             recovered.close()  # intact storage: the bag is broken some other way
             raise BagError(f'cannot open bag {self.path}: {first_error}') from first_error
         self._recovered = recovered
+        self._register()
         self.truncation = recovered.report
         if self.truncation is None:
             return
@@ -361,6 +374,11 @@ class BagReader:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _register(self) -> None:
+        key = os.path.realpath(self.path)
+        _OPEN_FOR_READING[key] = _OPEN_FOR_READING.get(key, 0) + 1
+        self._registered = key
+
     def close(self) -> None:
         if self._reader is not None:
             self._reader.close()
@@ -368,6 +386,11 @@ class BagReader:
         if self._recovered is not None:
             self._recovered.close()
             self._recovered = None
+        key, self._registered = self._registered, None
+        if key is not None:
+            left = _OPEN_FOR_READING.pop(key, 1) - 1
+            if left > 0:
+                _OPEN_FOR_READING[key] = left
 
     @property
     def recovered(self) -> bool:
@@ -485,7 +508,8 @@ class BagWriter:
         path: the bag directory to create (missing parent folders are created).
         overwrite: replace an existing bag at ``path``, but only one this package wrote that
             holds nothing else (anything else: BagError, nothing touched).
-        inputs: the job's input paths: ``path`` may not be, contain or lie inside one.
+        inputs: the job's input paths: ``path`` may not be, contain or lie inside one (nor
+            inside a bag a :class:`BagReader` of this process holds open, passed or not).
         metadata_version: metadata.yaml version, a key of :data:`METADATA_VERSIONS` (default 8:
             Humble, Jazzy and Kilted read it).
     Raises:
@@ -501,7 +525,8 @@ class BagWriter:
         self.path = Path(path)
         self.overwrite = overwrite
         self._inputs = tuple(inputs)
-        problem = output_bag_problem(self.path, overwrite=overwrite, inputs=self._inputs)
+        problem = output_bag_problem(self.path, overwrite=overwrite,
+                                     inputs=(*self._inputs, *open_bag_paths()))
         if problem and problem.startswith('already exists'):
             raise BagError(f'output bag already exists: {self.path} (choose another path or '
                            'allow overwriting, which replaces only a bag written by '
@@ -614,10 +639,13 @@ class BagWriter:
                                f'({exc.strerror or exc}); it is kept at {self._partial}') from exc
             self._staging.rmdir()
             return
-        # Checked again now: the folder may have changed while the job ran.
-        problem = (replace_problem(self.path) if self.overwrite else
-                   'appeared while the bag was written')
+        # Checked again now: the folder may have changed while the job ran, and a bag this
+        # process opened for reading since is an input too.
+        problem = (output_bag_problem(self.path, overwrite=True,
+                                      inputs=(*self._inputs, *open_bag_paths()))
+                   if self.overwrite else 'appeared while the bag was written')
         if problem:
+            problem = problem.removesuffix(': refusing to replace it')
             raise BagError(f'output bag {self.path} {problem}: refusing to replace it; the new '
                            f'bag is kept at {self._partial}')
         old_holder = Path(tempfile.mkdtemp(prefix=f'.{self.path.name}.', suffix='.old',

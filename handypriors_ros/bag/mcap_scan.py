@@ -278,12 +278,17 @@ class _Records:
 def _walk_chunk(data: bytes, records: _Records, block: _Block) -> int:
     """Read the records of decoded chunk ``data`` into ``records``/``block``.
 
-    Returns the number of bytes of complete records (stops at the first incomplete one).
+    Returns the number of bytes of complete records: it stops at the first incomplete one,
+    and at zero bytes where a record should start (opcode 0 is invalid: a crash left zeros
+    where data never landed; without a chunk CRC the message just before them cannot be
+    told from an intact one).
     """
     buf = memoryview(data)
     pos = 0
     while pos + _RECORD_HEAD.size <= len(buf):
         op, length = _RECORD_HEAD.unpack_from(buf, pos)
+        if op == 0:
+            break
         start = pos + _RECORD_HEAD.size
         end = start + length
         if end > len(buf):
@@ -342,6 +347,9 @@ def _chunk(f, pos: int, length: int, file_size: int, records: _Records
         return None, f'its records are corrupt ({exc})'
     block.used_end = (payload_offset + consumed if compression == ''
                       else payload_offset + payload_size)
+    if not partial and consumed < len(data):
+        return block, (f'it holds zero bytes from byte {consumed} of its {len(data)} on (not '
+                       'completely written); the messages before them are kept')
     return block, ''
 
 
@@ -392,6 +400,10 @@ def scan_mcap(path: str | Path) -> McapScan:
                         f'byte {pos}')
                 break
             op, length = _RECORD_HEAD.unpack(head)
+            if op == 0:  # opcode 0 is invalid: zeros a crash left where data was not written
+                problem(pos, f'has zero bytes instead of a record at byte {pos} (the file was '
+                        'not completely written)')
+                break
             start = pos + _RECORD_HEAD.size
             end = start + length
             name = RECORD_NAMES.get(op, f'0x{op:02x}')
@@ -421,11 +433,16 @@ def scan_mcap(path: str | Path) -> McapScan:
             try:
                 if op == OP_CHUNK and not data_ended:
                     block, why = _chunk(f, pos, length, size, records)
-                    if why:
+                    if block is None:
                         problem(pos, f'has a Chunk record at byte {pos} that is skipped: {why}')
                         skipped += _RECORD_HEAD.size + length
-                    elif block.messages:
-                        blocks.append(block)
+                    else:
+                        if why:  # read up to zero bytes inside it
+                            problem(pos, f'has a Chunk record at byte {pos} that is read in '
+                                    f'part: {why}')
+                            skipped += max(0, end - block.used_end)
+                        if block.messages:
+                            blocks.append(block)
                 elif op in (OP_SCHEMA, OP_CHANNEL):
                     body = memoryview(f.read(length))
                     (records.schema if op == OP_SCHEMA else records.channel)(body)

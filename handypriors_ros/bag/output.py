@@ -127,8 +127,15 @@ def _input_problem(path: Path, inputs: Iterable[str | os.PathLike], *, contains:
     return None
 
 
+def _exists_text(flag: str | None) -> str:
+    if flag:
+        return f'exists (use {flag} to replace it)'
+    return 'already exists (overwriting replaces only a bag written by handypriors_ros)'
+
+
 def output_bag_problem(path: str | os.PathLike, *, overwrite: bool = False,
-                       inputs: Iterable[str | os.PathLike] = ()) -> str | None:
+                       inputs: Iterable[str | os.PathLike] = (), flag: str | None = None
+                       ) -> str | None:
     """Why a new bag cannot be written at ``path``, or None. See :func:`check_output_bag`."""
     path = Path(path)
     problem = _input_problem(path, inputs, contains=True)
@@ -136,7 +143,7 @@ def output_bag_problem(path: str | os.PathLike, *, overwrite: bool = False,
         return problem
     if path.exists() or path.is_symlink():
         if not overwrite:
-            return 'already exists (overwriting replaces only a bag written by handypriors_ros)'
+            return _exists_text(flag)
         problem = replace_problem(path)
         if problem:
             return f'{problem}: refusing to replace it'
@@ -144,7 +151,8 @@ def output_bag_problem(path: str | os.PathLike, *, overwrite: bool = False,
 
 
 def check_output_bag(path: str | os.PathLike, *, overwrite: bool = False,
-                     inputs: Iterable[str | os.PathLike] = (), name: str = 'output bag') -> Path:
+                     inputs: Iterable[str | os.PathLike] = (), name: str = 'output bag',
+                     flag: str | None = None) -> Path:
     """Check, before any work starts, that a bag can be written at ``path``.
 
     Refused: ``path`` is one of ``inputs``, inside one, or contains one (compared after
@@ -158,12 +166,16 @@ def check_output_bag(path: str | os.PathLike, *, overwrite: bool = False,
         overwrite: allow replacing a bag this package wrote.
         inputs: the job's input paths (bags, folders, files).
         name: how the message names the path (e.g. ``'--out'``).
+        flag: the option that allows overwriting (e.g. ``'--overwrite'``), named in the
+            message when the path exists.
     Returns:
         ``Path(path)``.
     Raises:
-        InputError: one line naming ``name``, the path and why.
+        InputError: one line naming ``name``, the path and why, e.g.
+            ``--out d: is not a bag written by handypriors_ros (no .handypriors_ros_bag marker
+            in it): refusing to replace it``.
     """
-    problem = output_bag_problem(path, overwrite=overwrite, inputs=inputs)
+    problem = output_bag_problem(path, overwrite=overwrite, inputs=inputs, flag=flag)
     if problem:
         raise InputError(f'{name} {path}: {problem}')
     return Path(path)
@@ -171,7 +183,7 @@ def check_output_bag(path: str | os.PathLike, *, overwrite: bool = False,
 
 def check_output_dir(path: str | os.PathLike, *, overwrite: bool = False,
                      inputs: Iterable[str | os.PathLike] = (), files: Iterable[str] | None = None,
-                     name: str = 'output folder') -> Path:
+                     name: str = 'output folder', flag: str | None = None) -> Path:
     """Check, before any work starts, that a job may write its files into folder ``path``.
 
     Writing into a folder never deletes it or anything in it that the job does not write:
@@ -185,6 +197,7 @@ def check_output_dir(path: str | os.PathLike, *, overwrite: bool = False,
         inputs: the job's input paths.
         files: names the job writes into the folder; None: any existing entry conflicts.
         name: how the message names the path (e.g. ``'--report'``).
+        flag: the option that allows overwriting, named in the message.
     Returns:
         ``Path(path)``.
     Raises:
@@ -204,8 +217,10 @@ def check_output_dir(path: str | os.PathLike, *, overwrite: bool = False,
             if clash:
                 shown = ', '.join(clash[:3]) + (f' and {len(clash) - 3} more'
                                                 if len(clash) > 3 else '')
-                problem = (f'already holds {shown} (allow overwriting to replace '
-                           f'{"them" if files is not None else "files of the same names"})')
+                how = f'use {flag}' if flag else 'allow overwriting'
+                problem = (f'already holds {shown} ({how} to replace '
+                           f'{"them" if files is not None else "files of the same names"}; '
+                           'nothing else in it is touched)')
         if problem is None:
             problem = _probe(path)
     elif problem is None:
