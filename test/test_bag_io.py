@@ -501,6 +501,8 @@ def test_truncated_sqlite_reads_the_rows_sqlite_can_read(tmp_path, fraction):
     assert 0 < len(got) < len(msgs) and got == msgs[:len(got)]
     assert report.messages_recovered == len(got) and report.messages_lost == len(msgs) - len(got)
     assert 'cut off' in report.message and '\n' not in report.message
+    assert report.file_bytes == len(data[:int(len(data) * fraction)])
+    assert 0 <= report.lost_bytes < 4096  # the cut-off last page (rosbags: 4 kB pages)
     with pytest.raises(BagError, match='truncated'):
         BagReader(tmp_path / 'sq', on_truncated='raise')
 

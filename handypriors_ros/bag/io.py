@@ -118,8 +118,9 @@ class TruncationReport:
     @property
     def message(self) -> str:
         """The whole report in one line (for a CLI warning or a log)."""
-        first = self.problems[0] + (f' (and {len(self.problems) - 1} more problems)'
-                                    if len(self.problems) > 1 else '')
+        more = len(self.problems) - 1
+        first = self.problems[0] + (f' (and {more} more problem{"s" if more > 1 else ""})'
+                                    if more else '')
         if self.last_log_time_ns is None:
             got = 'no complete message could be read'
         else:

@@ -37,7 +37,8 @@ class SqliteScan:
         copy: the trimmed copy the rows are read from (deleted with its folder by the caller).
         file_size: size of the original (bytes).
         claimed_size: size its header claims (page count x page size; bytes).
-        lost_bytes: ``claimed_size - readable`` where the file is short, else 0.
+        lost_bytes: bytes present but not read: the cut-off last page (the missing
+            ``claimed_size - file_size`` bytes are named in ``damage``).
         damage: one line per problem met; empty when every row was read.
         topics: ``{topic id: (name, type)}``.
         rows: ``(log_time_ns, rowid, topic id)`` of the readable messages, in log-time order
@@ -135,8 +136,7 @@ def scan_sqlite(path: str | Path, workdir: str | Path) -> SqliteScan:
     finally:
         con.close()
     rows.sort()
-    readable = pages * page_size
-    return SqliteScan(path, copy, size, claimed, max(0, claimed - readable), tuple(damage),
+    return SqliteScan(path, copy, size, claimed, size - pages * page_size, tuple(damage),
                       topics, tuple(rows))
 
 
