@@ -10,7 +10,7 @@ from pathlib import Path
 import lz4.frame
 import numpy as np
 import pytest
-from rosbags.rosbag2 import Reader, StoragePlugin, Writer
+from rosbags.rosbag2 import StoragePlugin, Writer
 from ruamel.yaml import YAML
 
 from handypriors_ros.bag import (MARKER_NAME, BagError, BagReader, BagTruncatedWarning,
@@ -322,8 +322,8 @@ def _ros2_like_mcap(folder: Path, compression: str, chunk_bytes: int, with_metad
             index_at[cid] = len(out)
             out.extend(_rec(0x07, struct.pack('<HI', cid, 16 * len(entries))
                             + b''.join(struct.pack('<QQ', t, o) for t, o in entries)))
-        chunk_index.append((t_range[0], t_range[-1], start, len(out) - start, index_at,
-                            len(data), len(raw)))
+        chunk_index.append((t_range[0], t_range[-1], start, chunk_ranges[-1][1] - start,
+                            index_at, len(out) - chunk_ranges[-1][1], len(data), len(raw)))
         chunk.clear(), indexes.clear(), t_range.clear()
 
     for k in range(300):
@@ -365,11 +365,9 @@ def _ros2_like_mcap(folder: Path, compression: str, chunk_bytes: int, with_metad
         qos = _str('offered_qos_profiles') + _str('')
         out.extend(_rec(0x04, struct.pack('<HH', cid, cid) + _str(topic) + _str('cdr')
                         + struct.pack('<I', len(qos)) + qos))
-    for t0, t1, start, length, index_at, csize, usize in chunk_index:
+    for t0, t1, start, length, index_at, index_len, csize, usize in chunk_index:
         offsets = b''.join(struct.pack('<HQ', c, o) for c, o in index_at.items())
-        index_len = length - (chunk_ranges[chunk_index.index(
-            (t0, t1, start, length, index_at, csize, usize))][1] - start)
-        out.extend(_rec(0x08, struct.pack('<QQQQ', t0, t1, start, length - index_len)
+        out.extend(_rec(0x08, struct.pack('<QQQQ', t0, t1, start, length)
                         + struct.pack('<I', len(offsets)) + offsets
                         + struct.pack('<Q', index_len) + _str(compression)
                         + struct.pack('<QQ', csize, usize)))
