@@ -14,8 +14,9 @@ pytest.importorskip('rclpy', reason='rclpy is not installed (./run.sh test)')
 from handypriors_ros import interfaces  # noqa: E402
 from handypriors_ros.bag import BagReader  # noqa: E402
 from handypriors_ros.cli.main import main  # noqa: E402
-from handypriors_ros.cli.refine import (job_from_args, output_messages, run_job,  # noqa: E402
-                                        write_output_bag)
+from handypriors_ros.jobs.outputs import write_output_bag  # noqa: E402
+from handypriors_ros.jobs.refine import (REFINE_SCHEMA, RefineJob, output_messages,  # noqa: E402
+                                         run_refine)
 from handypriors_ros.core.tracking.types import TrackResult, TrackStatus  # noqa: E402
 from handypriors_ros.ros.conversions import pose_to_matrix, stamp_to_ns  # noqa: E402
 
@@ -135,10 +136,10 @@ def test_interrupted_job_resumes_to_the_uninterrupted_result(sequence, params, t
     parser = argparse.ArgumentParser()
     from handypriors_ros.cli.refine import add_arguments
     add_arguments(parser)
-    job = job_from_args(parser.parse_args(_args(sequence, out, params, '--checkpoint',
-                                                str(ckpt))[1:]))
+    job = RefineJob.from_values(REFINE_SCHEMA.values_from_args(parser.parse_args(
+        _args(sequence, out, params, '--checkpoint', str(ckpt))[1:])))
     with pytest.raises(Killed):
-        run_job(job, progress=killer)
+        run_refine(job, progress=killer)
     assert (ckpt / 'refine_checkpoint.pt').is_file() and not out.exists()
     assert main(_args(sequence, out, params, '--checkpoint', str(ckpt), '--resume')) == 0
     np.testing.assert_array_equal(_poses(_read_outputs(out)[1]),
@@ -167,7 +168,9 @@ def test_bad_input_is_a_one_line_error(sequence, params, tmp_path, capsys):
     bad = tmp_path / 'bad.yaml'
     bad.write_text('weights: {masks: 1.0}\n')
     assert main(_args(sequence, tmp_path / 'o2', bad)) == 1
-    assert "unknown refinement settings ['weights.masks']" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "unknown refine parameters ['weights.masks']; known: [" in err
+    assert len(err.strip().splitlines()) == 1
 
     assert main(['refine', str(sequence / 'bag'), '--object', str(tmp_path / 'none.ply'),
                  '--out', str(tmp_path / 'o3')]) == 1
