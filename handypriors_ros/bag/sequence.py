@@ -102,12 +102,15 @@ class FrameReader:
         self.topics = topics
         self.problems = problems if problems is not None else ProblemCounter()
         self._reader = BagReader(self.path)
-        counts = self.topic_counts
-        base = assembly or AssemblyConfig()
-        self.assembly = dataclasses.replace(
-            base, mode='replay', hand_root_frame=naming.hand_root_frame,
-            use_mask=bool(topics.mask) and counts.get(topics.mask, 0) > 0,
-            max_pending=_NO_LIMIT)
+        try:
+            has_masks = bool(topics.mask) and self.topic_counts.get(topics.mask, 0) > 0
+            self.assembly = dataclasses.replace(
+                assembly or AssemblyConfig(), mode='replay',
+                hand_root_frame=naming.hand_root_frame, use_mask=has_masks,
+                max_pending=_NO_LIMIT)
+        except BaseException:
+            self._reader.close()
+            raise
         self.tf = TransformBuffer(cache_time_s=_NO_LIMIT)
         self.assembler = FrameAssembler(self.assembly,
                                         naming.joint_buffer(cache_time_s=_NO_LIMIT), self.tf)
