@@ -17,9 +17,11 @@ Nothing short of an unreadable bag fails the whole bag: an image that cannot be 
 joint states or TF at its stamp, beyond the tolerances of
 :class:`~handypriors_ros.core.frames.AssemblyConfig`), a message that cannot be decoded or used
 (wrong encoding, NaN joints, time going backwards, ...) is skipped and counted by kind in a
-:class:`~handypriors_ros.core.frames.ProblemCounter`, as the tracker node counts it. A missing
-file, a truncated bag, or a bag without images, camera_info or joint states at all raise
-:class:`~handypriors_ros.bag.io.BagError` naming the bag and the reason.
+:class:`~handypriors_ros.core.frames.ProblemCounter`, as the tracker node counts it; a
+truncated or damaged bag is read up to the damage (:class:`~handypriors_ros.bag.io.BagReader`)
+and reported as a ``truncated_bag`` problem. A missing or unreadable file, or a bag without
+images, camera_info or joint states at all, raise :class:`~handypriors_ros.bag.io.BagError`
+naming the bag and the reason.
 
 :func:`read_sequence` keeps every frame in memory (refine, demo, benchmarks); ``track`` iterates
 :meth:`FrameReader.events` and tracks each frame as it comes.
@@ -101,7 +103,7 @@ class FrameReader:
         self.naming = naming
         self.topics = topics
         self.problems = problems if problems is not None else ProblemCounter()
-        self._reader = BagReader(self.path)
+        self._reader = BagReader(self.path, on_truncated='recover')  # reported by events()
         try:
             has_masks = bool(topics.mask) and self.topic_counts.get(topics.mask, 0) > 0
             self.assembly = dataclasses.replace(
@@ -146,10 +148,14 @@ class FrameReader:
                 frames never wait for one.
             initial_poses: read the initial pose topic.
         Raises:
-            BagError: the bag is truncated, or lacks images, camera_info or joint states.
+            BagError: the bag lacks images, camera_info or joint states (a truncated bag's
+                readable messages included).
         """
         t = self.topics
         counts = self.topic_counts
+        if self._reader.truncation is not None:
+            self.problems.report('truncated_bag', self._reader.truncation.message
+                                 + '; its readable messages are used')
         for topic in (t.image, t.camera_info, t.joint_states):
             if counts.get(topic, 0) == 0:
                 raise BagError(f'bag {self.path}: expected messages on {topic}; the bag has '
@@ -166,7 +172,7 @@ class FrameReader:
             handlers[t.mask] = inputs.mask
         if initial_poses and t.initial_pose:
             handlers[t.initial_pose] = inputs.initial_pose
-        for m in self._reader.messages(list(handlers), on_truncated='raise'):
+        for m in self._reader.messages(list(handlers)):
             try:
                 msg = m.deserialize()
             except Exception as exc:  # rosbags raises several types for corrupt CDR

@@ -41,9 +41,10 @@ def write_messages(writer: Any, messages: Iterable[tuple[str, Any, int]]) -> Non
 
 
 def write_output_bag(path: str | Path, messages: Iterable[tuple[str, Any, int]], *,
-                     overwrite: bool) -> None:
-    """Write ``[(topic, rclpy message, log_time_ns)]`` to an MCAP bag atomically."""
+                     overwrite: bool, inputs: Iterable[str | Path] = ()) -> None:
+    """Write ``[(topic, rclpy message, log_time_ns)]`` to an MCAP bag atomically (``inputs``:
+    the job's inputs, never replaced: :class:`~handypriors_ros.bag.BagWriter`)."""
     from handypriors_ros.bag import BagWriter
 
-    with BagWriter(path, overwrite=overwrite) as writer:
+    with BagWriter(path, overwrite=overwrite, inputs=inputs) as writer:
         write_messages(writer, messages)

@@ -310,6 +310,7 @@ def run_refine(job: RefineJob, *, progress: ProgressCallback | None = None,
     """
     import torch
 
+    from handypriors_ros.bag import check_output_bag
     from handypriors_ros.bag.sequence import read_sequence
     from handypriors_ros.core.frames import ProblemCounter
     from handypriors_ros.core.refine import CHECKPOINT_NAME, RefineProblem, Refiner
@@ -321,8 +322,8 @@ def run_refine(job: RefineJob, *, progress: ProgressCallback | None = None,
         raise InputError(f'BAG: not found: {bag}')
     if not mesh.is_file():
         raise InputError(f'--object: mesh file not found: {mesh}')
-    if out.exists() and not job.overwrite:
-        raise InputError(f'--out: {out} exists (use --overwrite to replace it)')
+    check_output_bag(out, overwrite=job.overwrite, inputs=(bag, mesh), name='--out',
+                     flag='--overwrite')
     if job.init_bag is not None and not Path(job.init_bag).exists():
         raise InputError(f'--init: not found: {job.init_bag}')
     device = resolve_device(job.device)
@@ -360,7 +361,7 @@ def run_refine(job: RefineJob, *, progress: ProgressCallback | None = None,
     per_frame_s = result.seconds / N
     messages = output_messages(track_results(result, stamps, cfg, per_frame_s),
                                seq.camera_frame, job.object_frame)
-    write_output_bag(out, messages, overwrite=job.overwrite)
+    write_output_bag(out, messages, overwrite=job.overwrite, inputs=(bag, mesh))
     if own_checkpoint:
         ckpt_file.unlink(missing_ok=True)
         with contextlib.suppress(OSError):

@@ -407,7 +407,7 @@ def run_track(job: TrackJob, *, progress: Callable[[int, int], None] | None = No
         InputError, BagError, ModelError: bad input, with a one-line message; nothing is left
             under the output name.
     """
-    from handypriors_ros.bag import BagReader, BagWriter
+    from handypriors_ros.bag import BagReader, BagWriter, check_output_bag
     from handypriors_ros.bag.sequence import FrameReader
     from handypriors_ros.core.frames import InitialPose, ProblemCounter
     from handypriors_ros.core.tracking.session import TrackingSession
@@ -422,8 +422,8 @@ def run_track(job: TrackJob, *, progress: Callable[[int, int], None] | None = No
         raise InputError(f'BAG: not found: {bag}')
     if not mesh.is_file():
         raise InputError(f'--object: mesh file not found: {mesh}')
-    if out.exists() and not job.overwrite:
-        raise InputError(f'--out: {out} exists (use --overwrite to replace it)')
+    check_output_bag(out, overwrite=job.overwrite, inputs=(bag, mesh), name='--out',
+                     flag='--overwrite')
     topics = opts.input.topics()
     with BagReader(bag) as reader:
         counts = {t: n for t, (_, n) in reader.topics.items()}
@@ -442,7 +442,7 @@ def run_track(job: TrackJob, *, progress: Callable[[int, int], None] | None = No
     with FrameReader(bag, loaded.naming, topics=topics,
                      assembly=opts.assembly(loaded.naming.hand_root_frame), problems=problems,
                      ignore_child_frames=(opts.object_frame,)) as reader, \
-            BagWriter(out, overwrite=job.overwrite) as writer:
+            BagWriter(out, overwrite=job.overwrite, inputs=(bag, mesh)) as writer:
         session = TrackingSession(loaded.tracker, reader.tf, problems,
                                   stamp_tolerance_ns=reader.assembly.stamp_tolerance_ns,
                                   log=info)
