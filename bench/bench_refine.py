@@ -49,6 +49,7 @@ from handypriors_ros.core.physics.sdf import WarpMeshSDF  # noqa: E402
 from handypriors_ros.core.refine import (LossWeights, RefineConfig, RefineProblem,  # noqa: E402
                                          Refiner)
 from handypriors_ros.core.refine.report import score_poses  # noqa: E402
+from handypriors_ros.jobs.refine import load_refine_config  # noqa: E402
 from handypriors_ros.resources import default_hand_urdf  # noqa: E402
 
 METHODS = ('init', 'render', 'render_physics', 'ekf', 'ekf_refine')
@@ -181,8 +182,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f'unknown methods {sorted(unknown)}; choose from {METHODS}', file=sys.stderr)
         return 2
     torch.set_num_threads(args.threads)
-    config = RefineConfig.from_yaml(args.params) if args.params else RefineConfig.from_yaml(
-        Path(__file__).resolve().parents[1] / 'config' / 'refine.yaml')
+    config = load_refine_config(args.params or Path(__file__).resolve().parents[1] / 'config'
+                                / 'refine.yaml')  # the job's file: its settings
     if args.iterations is not None:
         config = dataclasses.replace(config, iterations=args.iterations)
     no_physics = dataclasses.replace(config, weights=LossWeights(

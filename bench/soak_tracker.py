@@ -68,7 +68,7 @@ def main() -> None:
     from geometry_msgs.msg import PoseStamped
     from sensor_msgs.msg import CameraInfo, Image, JointState
     from tf2_msgs.msg import TFMessage
-    cfg = node.config
+    cfg = node.config.input  # the input topics
     route = {cfg.image_topic: (Image, node.on_image),
              cfg.camera_info_topic: (CameraInfo, node.on_camera_info),
              cfg.mask_topic: (Image, node.on_mask),

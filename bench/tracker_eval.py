@@ -9,8 +9,10 @@ Pieces, in the order a benchmark uses them:
   redone, never half-used). ``SyntheticSuite.quick()``: 3 sequences of 30 frames;
   ``SyntheticSuite.full()``: 9 sequences of 90 frames (3 objects x 3 occlusion levels).
 - :func:`load_sequence`: reads a generated folder's bag ONCE into per-image
-  :class:`Frame` s (image, camera, mask, joints interpolated to the image stamp, hand root
-  pose from TF at the image stamp), plus the initial pose and the ground truth.
+  :class:`Frame` s through the one offline reader (:func:`handypriors_ros.bag.sequence.
+  read_sequence`, as ``track`` and ``refine`` read bags: image, camera, mask, joints
+  interpolated to the image stamp, hand root pose from TF at the image stamp), plus the
+  initial pose and the ground truth.
 - :func:`evaluate`: runs one tracker over one sequence (``initialise`` then ``step`` for every
   frame, each step timed) and scores every frame against the ground truth.
 - :func:`summarise` / :func:`write_report`: the figures per (method, sequence) and per method
@@ -35,12 +37,9 @@ from typing import Callable, Iterable, Iterator, Protocol
 import numpy as np
 
 from handypriors_ros import interfaces
-from handypriors_ros.bag import BagReader
 from handypriors_ros.core import metrics
 from handypriors_ros.core.errors import InputError
-from handypriors_ros.core.geometry.transform_buffer import StampedTransform, TransformBuffer
 from handypriors_ros.core.models.object_model import ObjectModel
-from handypriors_ros.core.render.camera import PinholeCamera, Undistorter
 from handypriors_ros.core.frames import Frame
 from handypriors_ros.core.tracking.types import TrackResult, TrackStatus
 
@@ -203,7 +202,7 @@ class Sequence:
         name: label.
         folder: the generated folder.
         frames: one :class:`Frame` per image, in stamp order.
-        joint_names: (J,) names of ``Frame.q``'s entries (the JointState order).
+        joint_names: (J,) names of ``Frame.q``'s entries (the hand model's order).
         T_cam_obj_init: (4, 4) initial pose (``/handypriors/initial_pose``).
         T_cam_obj_gt: (N, 4, 4) true object pose at each image stamp.
         visible_fraction: (N,) fraction of the object's silhouette not hidden by the hand.
@@ -229,173 +228,47 @@ class Sequence:
         return np.array([f.stamp_ns for f in self.frames], dtype=np.int64)
 
 
-def _stamp_ns(header) -> int:
-    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
-
-
-def _image_array(msg, topic: str) -> np.ndarray:
-    """sensor_msgs/Image -> (H, W, 3) uint8 RGB for rgb8/bgr8, (H, W) uint8 for mono8."""
-    h, w, step = int(msg.height), int(msg.width), int(msg.step)
-    data = np.asarray(msg.data, dtype=np.uint8)
-    channels = {'rgb8': 3, 'bgr8': 3, 'mono8': 1}.get(msg.encoding)
-    if channels is None:
-        raise InputError(f'{topic}: expected encoding rgb8, bgr8 or mono8, got '
-                         f'{msg.encoding!r}')
-    if step < w * channels or data.size < h * step:
-        raise InputError(f'{topic}: image data of {data.size} bytes does not hold {h} rows '
-                         f'of step {step} for {w}x{h} {msg.encoding}')
-    rows = data[:h * step].reshape(h, step)[:, :w * channels]
-    if channels == 1:
-        return rows.reshape(h, w).copy()
-    img = rows.reshape(h, w, 3)
-    return np.ascontiguousarray(img[..., ::-1] if msg.encoding == 'bgr8' else img)
-
-
-def _pose_to_matrix(pose) -> np.ndarray:
-    from scipy.spatial.transform import Rotation
-    o = pose.orientation
-    T = np.eye(4)
-    T[:3, :3] = Rotation.from_quat([o.x, o.y, o.z, o.w]).as_matrix()
-    T[:3, 3] = [pose.position.x, pose.position.y, pose.position.z]
-    return T
-
-
-def _feed_tf(buffer: TransformBuffer, msg, *, is_static: bool, authority: str) -> None:
-    for tf in msg.transforms:
-        t, r = tf.transform.translation, tf.transform.rotation
-        buffer.set_transform(StampedTransform(
-            tf.header.frame_id, tf.child_frame_id, _stamp_ns(tf.header), [t.x, t.y, t.z],
-            [r.x, r.y, r.z, r.w]), is_static=is_static, authority=authority)
-
-
-def interpolate_joints(stamps_ns: np.ndarray, positions: np.ndarray, at_ns: int) -> np.ndarray:
-    """Joint positions at ``at_ns``, linear between the two neighbouring samples.
-
-    Args:
-        stamps_ns: (M,) increasing sample stamps. positions: (M, J).
-        at_ns: query stamp; must lie within ``[stamps_ns[0], stamps_ns[-1]]``.
-    Returns:
-        (J,) float64.
-    """
-    if not stamps_ns[0] <= at_ns <= stamps_ns[-1]:
-        raise InputError(f'at_ns: image stamp {at_ns} ns is outside the joint states '
-                         f'[{stamps_ns[0]}, {stamps_ns[-1]}] ns')
-    i = int(np.searchsorted(stamps_ns, at_ns, side='right'))
-    if i >= len(stamps_ns):
-        return positions[-1].astype(np.float64).copy()
-    i = max(i, 1)
-    t0, t1 = stamps_ns[i - 1], stamps_ns[i]
-    alpha = 0.0 if t1 == t0 else (at_ns - t0) / (t1 - t0)
-    return (1.0 - alpha) * positions[i - 1] + alpha * positions[i]
-
-
 def load_sequence(folder: str | Path, *, name: str | None = None,
-                  image_topic: str = interfaces.IMAGE_TOPIC,
-                  camera_info_topic: str = interfaces.CAMERA_INFO_TOPIC,
-                  joint_states_topic: str = interfaces.JOINT_STATES_TOPIC,
-                  mask_topic: str = interfaces.MASK_TOPIC,
-                  initial_pose_topic: str = interfaces.INITIAL_POSE_TOPIC,
-                  hand_root_frame: str = interfaces.HAND_ROOT_FRAME,
                   n_sample_points: int = 1000) -> Sequence:
     """Read a generated sequence folder (``bag/``, ``ground_truth.npz``, ``object.ply``).
 
-    The bag is read once. For every image: the camera from the camera_info of the same stamp
-    (images are undistorted when it has distortion), the mask of the same stamp if the
-    segmenter published one (``> 127`` is object), the joint positions linearly interpolated
-    to the image stamp from the joint states' header stamps (JointState name order), and
-    ``T_cam_base`` (camera optical frame, the image's frame_id <- ``hand_root_frame``) looked
-    up at the image stamp in a :class:`TransformBuffer` holding all of /tf and /tf_static.
+    The bag is read once, by the one offline reader (:func:`handypriors_ros.bag.sequence.
+    read_sequence`: the frame assembler in replay mode, the package's right Allegro hand and
+    its naming, the INTERFACES.md topics): one frame per image (undistorted with its
+    camera_info, the mask of the same stamp when the segmenter published one, the joints
+    interpolated to the image stamp in the hand model's order, ``T_cam_base`` from TF at the
+    image stamp).
 
     Raises:
-        InputError: a missing file or topic, an image without camera_info or outside the
-            joint states, a ground truth whose stamps differ from the images'.
-        TransformError: the hand root pose cannot be looked up at an image stamp.
+        InputError: a missing file, no initial pose, a frame that could not be read (the
+            scores need every image), a ground truth whose stamps differ from the images'.
+        BagError: the bag cannot be read.
     """
+    from handypriors_ros.bag.sequence import read_sequence
+    from handypriors_ros.core.frames import HandNaming
+    from handypriors_ros.core.models.kinematics import HandKinematics
+    from handypriors_ros.resources import default_hand_urdf
+
     folder = Path(folder)
     for required in ('bag', 'ground_truth.npz', 'object.ply'):
         if not (folder / required).exists():
             raise InputError(f'folder: expected {folder / required} (a generated sequence), '
                              'it does not exist')
-    images: list[tuple[int, str, np.ndarray]] = []
-    infos: dict[int, object] = {}
-    masks: dict[int, np.ndarray] = {}
-    js_stamps: list[int] = []
-    js_positions: list[np.ndarray] = []
-    joint_names: tuple[str, ...] | None = None
-    T_init: np.ndarray | None = None
-    buffer = TransformBuffer(cache_time_s=1e6)
-    with BagReader(folder / 'bag') as reader:
-        topics = reader.topics
-        for topic in (image_topic, camera_info_topic, joint_states_topic):
-            if topic not in topics:
-                raise InputError(f'{folder / "bag"}: expected topic {topic}, the bag has '
-                                 f'{sorted(topics)}')
-        wanted = [image_topic, camera_info_topic, joint_states_topic, mask_topic,
-                  initial_pose_topic, interfaces.TF_TOPIC, interfaces.TF_STATIC_TOPIC]
-        for m in reader.messages(wanted):
-            msg = m.deserialize()
-            if m.topic == image_topic:
-                images.append((_stamp_ns(msg.header), msg.header.frame_id,
-                               _image_array(msg, image_topic)))
-            elif m.topic == camera_info_topic:
-                infos[_stamp_ns(msg.header)] = msg
-            elif m.topic == mask_topic:
-                masks[_stamp_ns(msg.header)] = _image_array(msg, mask_topic) > 127
-            elif m.topic == joint_states_topic:
-                names = tuple(msg.name)
-                if joint_names is None:
-                    joint_names = names
-                elif names != joint_names:
-                    raise InputError(f'{joint_states_topic}: joint names changed within the '
-                                     f'bag: {joint_names} then {names}')
-                js_stamps.append(_stamp_ns(msg.header))
-                js_positions.append(np.asarray(msg.position, dtype=np.float64))
-            elif m.topic == initial_pose_topic:
-                if T_init is None:
-                    T_init = _pose_to_matrix(msg.pose)
-            elif m.topic in (interfaces.TF_TOPIC, interfaces.TF_STATIC_TOPIC):
-                _feed_tf(buffer, msg, is_static=m.topic == interfaces.TF_STATIC_TOPIC,
-                         authority=m.topic)
-    if not images:
-        raise InputError(f'{image_topic}: no images in {folder / "bag"}')
-    if T_init is None:
-        raise InputError(f'{initial_pose_topic}: no initial pose in {folder / "bag"}')
-    images.sort(key=lambda item: item[0])
-    order = np.argsort(js_stamps, kind='stable')
-    js_t = np.asarray(js_stamps, dtype=np.int64)[order]
-    js_q = np.stack(js_positions)[order]                                  # (M, J)
-
+    hand = HandKinematics.from_urdf(default_hand_urdf())
+    seq = read_sequence(folder / 'bag', HandNaming.resolve(hand.joint_names, hand.root_link))
+    if seq.skipped:
+        raise InputError(f'{folder / "bag"}: {seq.skipped} of {seq.images} images could not '
+                         f'be read ({", ".join(seq.notes)})')
+    if seq.T_cam_obj_initial is None:
+        raise InputError(f'{interfaces.INITIAL_POSE_TOPIC}: no initial pose in {folder / "bag"}')
     gt = np.load(folder / 'ground_truth.npz')
-    stamps = np.array([s for s, _, _ in images], dtype=np.int64)
+    stamps = seq.stamps_ns
     if len(gt['stamps_ns']) != len(stamps) or not np.array_equal(gt['stamps_ns'], stamps):
         raise InputError(f'{folder / "ground_truth.npz"}: expected the {len(stamps)} image '
                          f'stamps of the bag, got {len(gt["stamps_ns"])} different stamps')
-
-    undistorters: dict[tuple, Undistorter] = {}
-    frames = []
-    for stamp, frame_id, rgb in images:
-        info = infos.get(stamp)
-        if info is None:
-            raise InputError(f'{camera_info_topic}: no camera_info with the stamp {stamp} ns '
-                             f'of an image')
-        key = (tuple(info.k), tuple(info.p), tuple(info.d), info.distortion_model,
-               int(info.width), int(info.height))
-        if key not in undistorters:
-            undistorters[key] = Undistorter.from_camera_info(
-                info.k, info.p, int(info.width), int(info.height), info.distortion_model,
-                info.d, info.r)
-        und = undistorters[key]
-        camera: PinholeCamera = und.camera
-        mask = masks.get(stamp)
-        if mask is not None and not und.is_identity:
-            mask = und.undistort_mask(mask.astype(np.uint8)) > 0
-        frames.append(Frame(
-            stamp_ns=stamp, rgb=und.undistort_image(rgb), camera=camera,
-            q=interpolate_joints(js_t, js_q, stamp),
-            T_cam_base=buffer.lookup_transform(frame_id, hand_root_frame, stamp), mask=mask))
     model = ObjectModel.from_file(folder / 'object.ply', n_sample_points=n_sample_points)
-    return Sequence(name=name or folder.name, folder=folder, frames=tuple(frames),
-                    joint_names=joint_names or (), T_cam_obj_init=T_init,
+    return Sequence(name=name or folder.name, folder=folder, frames=seq.frames,
+                    joint_names=seq.joint_names, T_cam_obj_init=seq.T_cam_obj_initial,
                     T_cam_obj_gt=np.asarray(gt['T_cam_obj'], dtype=np.float64),
                     visible_fraction=np.asarray(gt['visible_fraction'], dtype=np.float64),
                     object_model=model, mesh_path=folder / 'object.ply')
@@ -682,7 +555,7 @@ def write_report(results: Iterable[EvalResult], out_dir: str | Path, *,
     return report
 
 
-__all__ = ['SequenceSpec', 'SyntheticSuite', 'Sequence', 'load_sequence', 'interpolate_joints',
+__all__ = ['SequenceSpec', 'SyntheticSuite', 'Sequence', 'load_sequence',
            'Tracker', 'EvalResult', 'frame_errors', 'evaluate', 'Summary', 'summarise',
            'overall_summaries', 'format_table', 'plot_sequence', 'write_report',
            'default_cache_dir', 'CACHE_ENV']

@@ -143,7 +143,10 @@ def test_initial_pose_option_and_params_file(sequence, tmp_path, capsys):
     ('no_images', f'BAG: no images on {interfaces.IMAGE_TOPIC}'),
     ('bad_initial_pose', '--initial-pose: expected 7 finite numbers'),
     ('zero_quaternion', '--initial-pose: expected a non-zero quaternion'),
-    ('bad_params', '--params .*: failed to initialize rcl'),
+    ('bad_params', '--params .*: not valid YAML'),
+    ('unknown_param', r"--params .*: unknown track parameters \['contour_point'\]; known: "
+                      r"\[.*'contour_points'"),
+    ('bad_scale', '--object-scale: expected a value in'),
     ('out_exists', r'exists \(use --overwrite to replace it\)'),
 ])
 def test_bad_input_exits_nonzero_with_one_line(sequence, tmp_path, capsys, case, match):
@@ -166,6 +169,12 @@ def test_bad_input_exits_nonzero_with_one_line(sequence, tmp_path, capsys, case,
         params = tmp_path / 'bad.yaml'
         params.write_text('garbage: [\n')
         extra = ['--params', str(params)]
+    elif case == 'unknown_param':
+        params = tmp_path / 'typo.yaml'
+        params.write_text('/**:\n  ros__parameters:\n    contour_point: 100\n')
+        extra = ['--params', str(params)]
+    elif case == 'bad_scale':
+        extra = ['--object-scale', '-1']
     elif case == 'out_exists':
         out.mkdir()
     code = main(['track', str(bag), '--object', str(mesh), '--out', str(out), '--quiet', *extra])

@@ -274,6 +274,41 @@ def test_unknown_hand_root_is_missing_tf():
     assert 'other_hand_base_link' in frame.problems[0].message
 
 
+def test_image_shortly_before_the_first_joint_state_and_tf_holds_them():
+    """A recording's first image a few ms before the first joint state and TF (INTERFACES.md
+    bags from real robots): the first samples are held, reported as non-fatal problems."""
+    asm = _world()  # TF from -50 ms, joints from -45 ms
+    _add_frame(asm, -55.0)
+    (frame,) = asm.pop_ready(flush=True)
+    assert frame.usable
+    assert sorted(p.kind for p in frame.problems) == ['early_joint_states', 'early_tf']
+    assert not any(p.fatal for p in frame.problems)
+    messages = {p.kind: p.message for p in frame.problems}
+    assert '10.0 ms before the first joint state' in messages['early_joint_states']
+    assert '5.0 ms before the first transform' in messages['early_tf']
+    np.testing.assert_allclose(frame.joints.q, asm.joints.lookup(T0 - 45 * MS).q)
+    # The first TF sample itself (the bisection finds its stamp exactly).
+    np.testing.assert_allclose(frame.T_cam_base,
+                               np.linalg.inv(T_WORLD_CAM) @ _T_world_base(T0 - 50 * MS),
+                               atol=1e-12)
+
+
+@pytest.mark.parametrize('image_ms, tolerance_ms, fatal', [
+    (-80.0, 20, ['missing_tf', 'no_joint_states']),  # 35 / 30 ms early: beyond 20 ms
+    (-55.0, 0, ['missing_tf', 'no_joint_states']),  # no tolerance: as before
+    (-60.0, 12, ['no_joint_states']),  # TF 10 ms early (held), joints 15 ms (not)
+])
+def test_image_earlier_than_the_past_tolerance_is_skipped(image_ms, tolerance_ms, fatal):
+    asm = _world(past_tolerance_ns=tolerance_ms * MS)
+    _add_frame(asm, image_ms)
+    (frame,) = asm.pop_ready(flush=True)
+    assert not frame.usable
+    assert sorted(p.kind for p in frame.problems if p.fatal) == fatal
+    if 'missing_tf' in fatal:
+        (tf_problem,) = [p for p in frame.problems if p.kind == 'missing_tf']
+        assert 'extrapolation into the past' in tf_problem.message
+
+
 def test_joint_stream_that_stops_holds_the_hand_with_a_warning():
     asm = _world(tf_until_ms=1000.0, joints_until_ms=60.0, max_joint_age_ns=100 * MS)
     _add_frame(asm, 100.0)  # newest joints 45 ms before: normal hold
@@ -404,6 +439,8 @@ def test_config_validation():
         AssemblyConfig(data_wait_ns=-1)
     with pytest.raises(InputError, match='max_pending'):
         AssemblyConfig(max_pending=0)
+    with pytest.raises(InputError, match=r'past_tolerance_ns: expected an integer >= 0 \[ns\]'):
+        AssemblyConfig(past_tolerance_ns=-1)
 
 
 def test_live_newer_frames_cannot_starve_the_tracker():

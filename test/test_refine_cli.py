@@ -14,8 +14,9 @@ pytest.importorskip('rclpy', reason='rclpy is not installed (./run.sh test)')
 from handypriors_ros import interfaces  # noqa: E402
 from handypriors_ros.bag import BagReader  # noqa: E402
 from handypriors_ros.cli.main import main  # noqa: E402
-from handypriors_ros.cli.refine import (job_from_args, output_messages, run_job,  # noqa: E402
-                                        write_output_bag)
+from handypriors_ros.jobs.outputs import write_output_bag  # noqa: E402
+from handypriors_ros.jobs.refine import (REFINE_SCHEMA, RefineJob, output_messages,  # noqa: E402
+                                         run_refine)
 from handypriors_ros.core.tracking.types import TrackResult, TrackStatus  # noqa: E402
 from handypriors_ros.ros.conversions import pose_to_matrix, stamp_to_ns  # noqa: E402
 
@@ -135,10 +136,10 @@ def test_interrupted_job_resumes_to_the_uninterrupted_result(sequence, params, t
     parser = argparse.ArgumentParser()
     from handypriors_ros.cli.refine import add_arguments
     add_arguments(parser)
-    job = job_from_args(parser.parse_args(_args(sequence, out, params, '--checkpoint',
-                                                str(ckpt))[1:]))
+    job = RefineJob.from_values(REFINE_SCHEMA.values_from_args(parser.parse_args(
+        _args(sequence, out, params, '--checkpoint', str(ckpt))[1:])))
     with pytest.raises(Killed):
-        run_job(job, progress=killer)
+        run_refine(job, progress=killer)
     assert (ckpt / 'refine_checkpoint.pt').is_file() and not out.exists()
     assert main(_args(sequence, out, params, '--checkpoint', str(ckpt), '--resume')) == 0
     np.testing.assert_array_equal(_poses(_read_outputs(out)[1]),
@@ -151,13 +152,14 @@ def test_bad_input_is_a_one_line_error(sequence, params, tmp_path, capsys):
     bag = tmp_path / 'bag'
     shutil.copytree(sequence / 'bag', bag)
     mcap = next(bag.glob('*.mcap'))
-    mcap.write_bytes(mcap.read_bytes()[:mcap.stat().st_size // 2])
+    mcap.write_bytes(mcap.read_bytes()[:mcap.stat().st_size // 8])  # before the first image
     args = _args(sequence, tmp_path / 'out', params)
     args[1] = str(bag)
     assert main(args) == 1
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.startswith('handypriors refine: error: ')
-    assert 'truncated' in err or 'cannot open' in err
+    lines = [line for line in err.splitlines() if line.startswith('handypriors refine: error')]
+    assert len(lines) == 1 and 'expected messages on /camera/camera/color/image_raw' in lines[0]
+    assert '[truncated_bag]' in err  # read up to the damage, reported
 
     existing = tmp_path / 'exists'
     existing.mkdir()
@@ -167,7 +169,9 @@ def test_bad_input_is_a_one_line_error(sequence, params, tmp_path, capsys):
     bad = tmp_path / 'bad.yaml'
     bad.write_text('weights: {masks: 1.0}\n')
     assert main(_args(sequence, tmp_path / 'o2', bad)) == 1
-    assert "unknown refinement settings ['weights.masks']" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "unknown refine parameters ['weights.masks']; known: [" in err
+    assert len(err.strip().splitlines()) == 1
 
     assert main(['refine', str(sequence / 'bag'), '--object', str(tmp_path / 'none.ply'),
                  '--out', str(tmp_path / 'o3')]) == 1

@@ -14,7 +14,7 @@ from rclpy.parameter import Parameter  # noqa: E402
 
 from handypriors_ros import interfaces  # noqa: E402
 from handypriors_ros.core.errors import InputError  # noqa: E402
-from handypriors_ros.core.refine.config import JOB_PARAMETERS, RefineConfig  # noqa: E402
+from handypriors_ros.jobs.refine import REFINE_SCHEMA  # noqa: E402
 from handypriors_ros.ros.qos import OUTPUT_QOS  # noqa: E402
 from handypriors_ros.ros.refiner_node import RefinerNode, main  # noqa: E402
 
@@ -44,7 +44,8 @@ def test_every_setting_is_a_described_read_only_parameter(ros_context, sequence,
     node = RefinerNode(context=ros_context, start=False,
                        parameter_overrides=_overrides(sequence, tmp_path / 'out'))
     try:
-        names = set(JOB_PARAMETERS) | set(RefineConfig().to_flat_dict())
+        names = [o.name for o in REFINE_SCHEMA.node_options]
+        assert {'bag', 'out_bag', 'device', 'joint_prefix', 'weights.mask'} <= set(names)
         for name in names:
             (descriptor,) = node.describe_parameters([name])
             assert descriptor.description and descriptor.read_only, name
@@ -55,7 +56,7 @@ def test_every_setting_is_a_described_read_only_parameter(ros_context, sequence,
 
 
 @pytest.mark.parametrize('extra, match', [
-    ({'bag': ''}, r"parameters bag: expected a path, got ''"),
+    ({'bag': ''}, r"bag: expected a path, got ''"),
     ({'weights.mask': -1.0}, r'weights.mask: expected a finite number >= 0'),
     ({'render_faces': 2}, r'render_faces: expected >= 4'),
 ])
@@ -127,6 +128,7 @@ def test_launch_file_sets_only_declared_parameters():
     (assign,) = [n for n in tree.body if isinstance(n, ast.Assign)
                  and any(getattr(t, 'id', '') == 'PARAMETERS' for t in n.targets)]
     names = {elt.elts[0].value for elt in assign.value.elts}
-    assert names <= set(JOB_PARAMETERS), names - set(JOB_PARAMETERS)
+    declared = {o.name for o in REFINE_SCHEMA.node_options}
+    assert names <= declared, names - declared
     assert {'bag', 'object_mesh', 'out_bag'} <= names
     assert "executable='refiner_node'" in path.read_text()

@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'bench'))
 
 import tracker_eval  # noqa: E402
 from tracker_eval import (SequenceSpec, SyntheticSuite, evaluate, frame_errors,  # noqa: E402
-                          interpolate_joints, load_sequence, summarise, write_report)
+                          load_sequence, summarise, write_report)
 
 from handypriors_ros.core.errors import InputError  # noqa: E402
 from handypriors_ros.core.tracking.baselines import HoldInitialBaseline  # noqa: E402
@@ -54,7 +54,7 @@ def test_load_sequence_gives_one_frame_per_image_in_stamp_order(sequence, folder
     assert sum(f.mask is not None for f in sequence.frames) >= N - 2
 
 
-def test_joints_are_interpolated_to_the_image_stamp_in_jointstate_order(sequence, folder):
+def test_joints_are_interpolated_to_the_image_stamp_in_model_order(sequence, folder):
     gt = np.load(folder / 'ground_truth.npz')
     assert sequence.joint_names == tuple(gt['joint_names'])
     for i, frame in enumerate(sequence.frames):
@@ -76,16 +76,6 @@ def test_initial_pose_and_ground_truth(sequence, folder):
     np.testing.assert_allclose(sequence.T_cam_obj_init, gt['T_cam_obj_initial'], atol=1e-9)
     np.testing.assert_allclose(sequence.T_cam_obj_gt, gt['T_cam_obj'])
     assert sequence.object_model.sample_points.shape == (300, 3)
-
-
-def test_interpolate_joints_is_linear_and_refuses_stamps_outside():
-    t = np.array([0, 10, 20], dtype=np.int64)
-    q = np.array([[0.0, 1.0], [1.0, 3.0], [3.0, 3.0]])
-    np.testing.assert_allclose(interpolate_joints(t, q, 5), [0.5, 2.0])
-    np.testing.assert_allclose(interpolate_joints(t, q, 20), [3.0, 3.0])
-    np.testing.assert_allclose(interpolate_joints(t, q, 0), [0.0, 1.0])
-    with pytest.raises(InputError, match='outside the joint states'):
-        interpolate_joints(t, q, 21)
 
 
 class _Oracle:

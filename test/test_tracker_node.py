@@ -23,7 +23,7 @@ from handypriors_ros.core import metrics  # noqa: E402
 from handypriors_ros.core.errors import InputError, ModelError  # noqa: E402
 from handypriors_ros.core.models.object_model import ObjectModel  # noqa: E402
 from handypriors_ros.core.tracking.config import TrackerConfig  # noqa: E402
-from handypriors_ros.ros import parameters  # noqa: E402
+from handypriors_ros.jobs import track as track_job  # noqa: E402
 from handypriors_ros.ros.conversions import (pose_to_matrix, pose_stamped_to_matrix,  # noqa: E402
                                              stamp_to_ns)
 from handypriors_ros.ros.tracker_node import TrackerNode, main  # noqa: E402
@@ -105,25 +105,28 @@ def _initial_pose_param(messages):
 # ---------------------------------------------------------------------------------------------
 def test_config_yaml_holds_every_default():
     text = (REPO / 'config' / 'tracker.yaml').read_text()
-    assert text == parameters.defaults_yaml(), (
-        'config/tracker.yaml is out of date: python -m handypriors_ros.ros.parameters > '
+    assert text == track_job.tracker_yaml(), (
+        'config/tracker.yaml is out of date: python -m handypriors_ros.jobs tracker > '
         'config/tracker.yaml')
     values = yaml.safe_load(text)['/**']['ros__parameters']
-    specs = parameters.all_parameter_specs()
-    assert list(values) == [s.name for s in specs]
-    for spec in specs:
-        assert values[spec.name] == ([] if spec.default is None else spec.default), spec.name
+    options = track_job.TRACKER_NODE_SCHEMA.node_options
+    assert list(values) == [o.name for o in options]
+    for option in options:
+        default = list(option.default) if isinstance(option.default, tuple) else option.default
+        assert values[option.name] == default, option.name
+    # The node's file is a valid parameters file of the track job too.
+    assert track_job.TRACK_SCHEMA.read_params_file(REPO / 'config' / 'tracker.yaml')
 
 
 def test_every_tracker_config_field_is_a_parameter_with_units_where_dimensional():
-    specs = {s.name: s for s in parameters.tracker_parameter_specs()}
-    assert set(specs) == set(TrackerConfig.__dataclass_fields__)
-    for name, spec in specs.items():
+    options = {o.name: o for o in track_job.tracker_config_options()}
+    assert set(options) == set(TrackerConfig.__dataclass_fields__)
+    for name, option in options.items():
         if name.endswith(('_m', '_px', '_std')) or name.startswith('q_'):
-            assert re.search(r'\[(m|px|rad)\]', spec.description), name
-    for spec in parameters.NODE_PARAMETERS:
-        if spec.name.endswith('_s'):
-            assert '[s]' in spec.description, spec.name
+            assert re.search(r'\[(m|px|rad)\]', option.description), name
+    for option in track_job.TRACKER_NODE_SCHEMA.options:
+        if option.name.endswith('_s'):
+            assert '[s]' in option.description, option.name
 
 
 def test_parameters_declared_with_descriptors(ros_context, sequence):
@@ -197,7 +200,7 @@ def test_main_with_unreadable_mesh_exits_nonzero_with_the_reason(capfd):
 
 def test_main_without_mesh_names_the_parameter(capfd):
     assert main(['tracker_node']) == 1
-    assert 'object_mesh: expected the path' in capfd.readouterr().err
+    assert "object_mesh: expected a path, got ''" in capfd.readouterr().err
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,51 +1,56 @@
-"""Read a recorded input bag into per-image frames: what offline jobs (refine, demo, benchmarks)
-consume.
+"""THE offline reader: a recorded input bag as per-image frames. ``handypriors track``,
+``refine`` and ``demo`` and the benchmarks read bags only through it.
 
-:func:`read_sequence` plays a bag in the INTERFACES.md layout once, in log-time order, through
-the same matching the tracker node uses (:class:`~handypriors_ros.core.frames.
-FrameAssembler` in replay mode with a :class:`JointStateBuffer` and a
-:class:`TransformBuffer`), and returns one
-:class:`~handypriors_ros.core.frames.Frame` per image in stamp order: the image
-(RGB, undistorted with its camera_info's distortion) and the camera of the undistorted image,
-the object mask of the same stamp when the segmenter published one, the joint positions
-interpolated to the image stamp (in the kinematic model's order) and ``T_cam_base`` from TF at
-the image stamp. It also returns the first ``/handypriors/initial_pose`` (in the camera frame).
+:class:`FrameReader` plays a bag in the INTERFACES.md layout once, in log-time order, through
+the frame pipeline the tracker node runs live: each message is read by
+:class:`~handypriors_ros.ros.conversions.FrameInputs` into a
+:class:`~handypriors_ros.core.frames.FrameAssembler` in replay mode (every image, in stamp
+order, released when the data has passed its stamp: deterministic), and each assembled frame
+is decoded by :class:`~handypriors_ros.ros.conversions.FrameDecoder`: the image (RGB,
+undistorted with its camera_info's distortion) and the camera of the undistorted image, the
+object mask of the same stamp when the segmenter published one, the joint positions
+interpolated to the image stamp in the hand model's order (:class:`HandNaming` maps the robot's
+names) and ``T_cam_base`` from TF at the image stamp. ``/handypriors/initial_pose`` messages
+come out as :class:`InitialPose` events, in order with the frames.
 
-Offline, every image must be usable: a frame the assembler could not complete (no
-camera_info, no joint states, no TF at its stamp), a truncated or unreadable bag, a missing
-topic or an undecodable message raises :class:`~handypriors_ros.bag.io.BagError` naming the
-topic, the stamp and the reason. A missing mask is not an error (``Frame.mask`` is None).
+Nothing short of an unreadable bag fails the whole bag: an image that cannot be assembled (no
+joint states or TF at its stamp, beyond the tolerances of
+:class:`~handypriors_ros.core.frames.AssemblyConfig`), a message that cannot be decoded or used
+(wrong encoding, NaN joints, time going backwards, ...) is skipped and counted by kind in a
+:class:`~handypriors_ros.core.frames.ProblemCounter`, as the tracker node counts it; a
+truncated or damaged bag is read up to the damage (:class:`~handypriors_ros.bag.io.BagReader`)
+and reported as a ``truncated_bag`` problem. A missing or unreadable file, or a bag without
+images, camera_info or joint states at all, raise :class:`~handypriors_ros.bag.io.BagError`
+naming the bag and the reason.
+
+:func:`read_sequence` keeps every frame in memory (refine, demo, benchmarks); ``track`` iterates
+:meth:`FrameReader.events` and tracks each frame as it comes.
 """
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 
 import numpy as np
 
 from handypriors_ros import interfaces
 from handypriors_ros.bag.io import BagError, BagReader
-from handypriors_ros.core.errors import InputError
+from handypriors_ros.core.frames import (AssemblyConfig, Frame, FrameAssembler, HandNaming,
+                                         InitialPose, ProblemCounter)
 from handypriors_ros.core.geometry.transform_buffer import TransformBuffer, TransformError
-from handypriors_ros.core.frames import AssemblyConfig, FrameAssembler, Frame, JointStateBuffer
-from handypriors_ros.ros.conversions import (
-    camera_info_to_camera,
-    image_to_numpy,
-    joint_state_to_arrays,
-    mask_to_numpy,
-    pose_stamped_to_matrix,
-    stamp_to_ns,
-    tf_message_to_core,
-)
+from handypriors_ros.ros.conversions import FrameDecoder, FrameInputs
 
 _NO_LIMIT = 1 << 40  # s: keep every sample of an offline bag
 
 
 @dataclass(frozen=True)
 class SequenceTopics:
-    """Topic names of an input bag (defaults: INTERFACES.md)."""
+    """Topic names of an input bag (defaults: INTERFACES.md); an empty mask or initial pose
+    topic is not read."""
 
     image: str = interfaces.IMAGE_TOPIC
     camera_info: str = interfaces.CAMERA_INFO_TOPIC
@@ -57,17 +62,161 @@ class SequenceTopics:
 
 
 @dataclass(frozen=True, eq=False)
+class BagFrame:
+    """A frame read from a bag.
+
+    Attributes:
+        frame: the decoded frame.
+        frame_id: its camera optical frame (the image's frame_id).
+        arrival_ns: when its image was read (monotonic clock) [ns].
+        release_ns: when the assembler released it (monotonic clock) [ns].
+        decode_s: time spent decoding its messages [s].
+    """
+    frame: Frame
+    frame_id: str
+    arrival_ns: int
+    release_ns: int
+    decode_s: float
+
+
+class FrameReader:
+    """Plays an input bag through the frame pipeline (module docstring). A context manager.
+
+    Args:
+        path: bag directory or file (MCAP or sqlite3).
+        naming: the hand's names on the robot (``Frame.q`` follows ``naming.joint_names``).
+        topics: topic names.
+        assembly: matching tolerances; replay mode, the hand root frame of ``naming``, unlimited
+            pending frames and masks only when the bag has the mask topic are forced.
+        problems: where problems are counted (a new counter when None).
+        ignore_child_frames: transforms to these frames are not inputs (a tracker's output).
+    Raises:
+        BagError: the bag cannot be opened.
+    """
+
+    def __init__(self, path: str | Path, naming: HandNaming, *,
+                 topics: SequenceTopics = SequenceTopics(),
+                 assembly: AssemblyConfig | None = None,
+                 problems: ProblemCounter | None = None,
+                 ignore_child_frames: Iterable[str] = ()) -> None:
+        self.path = Path(path)
+        self.naming = naming
+        self.topics = topics
+        self.problems = problems if problems is not None else ProblemCounter()
+        self._reader = BagReader(self.path, on_truncated='recover')  # reported by events()
+        try:
+            has_masks = bool(topics.mask) and self.topic_counts.get(topics.mask, 0) > 0
+            self.assembly = dataclasses.replace(
+                assembly or AssemblyConfig(), mode='replay',
+                hand_root_frame=naming.hand_root_frame, use_mask=has_masks,
+                max_pending=_NO_LIMIT)
+        except BaseException:
+            self._reader.close()
+            raise
+        self.tf = TransformBuffer(cache_time_s=_NO_LIMIT)
+        self.assembler = FrameAssembler(self.assembly,
+                                        naming.joint_buffer(cache_time_s=_NO_LIMIT), self.tf)
+        self.inputs = FrameInputs(self.assembler, self.problems,
+                                  ignore_child_frames=ignore_child_frames)
+        self.decoder = FrameDecoder(self.problems)
+        self.images_read = 0
+        self.frames_skipped = 0
+
+    def __enter__(self) -> FrameReader:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._reader.close()
+
+    @property
+    def topic_counts(self) -> dict[str, int]:
+        """``{topic: message count}`` of the bag."""
+        return {topic: count for topic, (_, count) in self._reader.topics.items()}
+
+    def events(self, initialised: Callable[[int], bool] | None = None, *,
+               initial_poses: bool = True) -> Iterator[BagFrame | InitialPose]:
+        """Frames (:class:`BagFrame`) in stamp order and initial poses (:class:`InitialPose`,
+        as they come in the bag), interleaved as the bag's log times order them.
+
+        Args:
+            initialised: whether a frame at a stamp will have an initial pose (a tracker's);
+                replay holds a frame until then (until the data passes its stamp). None:
+                frames never wait for one.
+            initial_poses: read the initial pose topic.
+        Raises:
+            BagError: the bag lacks images, camera_info or joint states (a truncated bag's
+                readable messages included).
+        """
+        t = self.topics
+        counts = self.topic_counts
+        if self._reader.truncation is not None:
+            self.problems.report('truncated_bag', self._reader.truncation.message
+                                 + '; its readable messages are used')
+        for topic in (t.image, t.camera_info, t.joint_states):
+            if counts.get(topic, 0) == 0:
+                raise BagError(f'bag {self.path}: expected messages on {topic}; the bag has '
+                               f'{", ".join(sorted(counts)) or "no topic"}')
+        inputs = self.inputs
+        handlers: dict[str, Callable] = {
+            t.image: self._on_image,
+            t.camera_info: inputs.camera_info,
+            t.joint_states: inputs.joint_state,
+            t.tf: lambda msg: inputs.tf(msg, is_static=False),
+            t.tf_static: lambda msg: inputs.tf(msg, is_static=True),
+        }
+        if self.assembly.use_mask:
+            handlers[t.mask] = inputs.mask
+        if initial_poses and t.initial_pose:
+            handlers[t.initial_pose] = inputs.initial_pose
+        for m in self._reader.messages(list(handlers)):
+            try:
+                msg = m.deserialize()
+            except Exception as exc:  # rosbags raises several types for corrupt CDR
+                self.problems.report('bad_message', f'{m.topic} message at log time '
+                                                    f'{m.log_time_ns} ns cannot be decoded: {exc}')
+                continue
+            out = handlers[m.topic](msg)
+            if isinstance(out, InitialPose):
+                yield out
+            yield from self._release(self.assembler.pop_ready(initialised=initialised))
+        yield from self._release(self.assembler.pop_ready(flush=True, initialised=initialised))
+
+    def _on_image(self, msg) -> None:
+        self.images_read += 1
+        self.inputs.image(msg, time.monotonic_ns())
+
+    def _release(self, ready: list) -> Iterator[BagFrame]:
+        for assembled in ready:
+            self.problems.report_frame(assembled)
+            if not assembled.usable:
+                self.frames_skipped += 1
+                continue
+            start = time.monotonic_ns()
+            frame = self.decoder.decode(assembled)
+            if frame is None:
+                self.frames_skipped += 1
+                continue
+            yield BagFrame(frame, assembled.frame_id, assembled.arrival_ns, start,
+                           (time.monotonic_ns() - start) / 1e9)
+
+
+@dataclass(frozen=True, eq=False)
 class RecordedSequence:
     """An input bag as per-image frames.
 
     Attributes:
         path: the bag.
-        frames: (N,) one :class:`Frame` per image, in stamp order (``q`` in
+        frames: (N,) one :class:`Frame` per usable image, in stamp order (``q`` in
             ``joint_names`` order).
         joint_names: (J,) the model's joint names.
         camera_frame: the images' frame_id (camera optical frame).
         T_cam_obj_initial: (4, 4) float64 first initial pose in the camera frame, or None.
-        notes: non-fatal problems met (e.g. ``'3 images without a mask'``).
+        images: images in the bag (N plus those skipped).
+        problems: problem kind -> count (skipped images and non-fatal problems alike).
     """
 
     path: Path
@@ -75,10 +224,21 @@ class RecordedSequence:
     joint_names: tuple[str, ...]
     camera_frame: str
     T_cam_obj_initial: np.ndarray | None
-    notes: tuple[str, ...] = ()
+    images: int = 0
+    problems: dict = dataclasses.field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.frames)
+
+    @property
+    def skipped(self) -> int:
+        """Images that could not be used."""
+        return self.images - len(self.frames)
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """One line per problem kind, e.g. ``'2 early_joint_states'``."""
+        return tuple(f'{n} {kind}' for kind, n in sorted(self.problems.items()))
 
     @property
     def stamps_ns(self) -> np.ndarray:
@@ -87,138 +247,64 @@ class RecordedSequence:
 
     @property
     def masks_missing(self) -> int:
-        """Number of images without a mask."""
+        """Number of frames without a mask."""
         return sum(f.mask is None for f in self.frames)
 
 
-def read_sequence(path: str | Path, joint_names: Sequence[str], *,
-                  joint_name_map: Mapping[str, str] | None = None,
+def read_sequence(path: str | Path, naming: HandNaming, *,
                   topics: SequenceTopics = SequenceTopics(),
-                  hand_root_frame: str = interfaces.HAND_ROOT_FRAME,
-                  assembly: AssemblyConfig | None = None) -> RecordedSequence:
-    """Read an input bag into per-image frames (module docstring).
+                  assembly: AssemblyConfig | None = None,
+                  problems: ProblemCounter | None = None) -> RecordedSequence:
+    """Read an input bag into per-image frames, all in memory (module docstring).
+
+    Images whose frame_id is not the first image's are skipped (``other_camera_frame``): one
+    sequence, one camera.
 
     Args:
         path: bag directory or file (MCAP or sqlite3).
-        joint_names: (J,) the kinematic model's joint names: ``Frame.q`` follows them.
-        joint_name_map: incoming joint name -> model joint name.
+        naming: the hand's names on the robot.
         topics: topic names.
-        hand_root_frame: TF frame of the hand root (URDF root link).
-        assembly: matching tolerances (replay mode is forced); defaults when None.
+        assembly: matching tolerances (see :class:`FrameReader`).
+        problems: where problems are counted (a new counter when None).
     Returns:
         :class:`RecordedSequence`.
     Raises:
-        BagError: the bag cannot be read, is truncated, lacks a topic, holds an undecodable
-            message, or an image cannot be completed (the message says which and why).
+        BagError: the bag cannot be read or is truncated, lacks a needed topic, or no image
+            of it could be used (the problems are listed).
     """
-    path = Path(path)
-    base = assembly or AssemblyConfig()
-    config = dataclasses.replace(base, mode='replay', hand_root_frame=hand_root_frame,
-                                 use_mask=True, max_pending=_NO_LIMIT)
-    joints = JointStateBuffer(joint_names, name_map=joint_name_map, cache_time_s=_NO_LIMIT)
-    tf = TransformBuffer(cache_time_s=_NO_LIMIT)
-    assembler = FrameAssembler(config, joints, tf)
     frames: list[Frame] = []
-    initial_pose = None
-    non_fatal: dict[str, int] = {}
-    undistorters: dict[tuple, tuple] = {}
+    first_pose: InitialPose | None = None
     camera_frame: str | None = None
-
-    def take(ready) -> None:
-        nonlocal camera_frame
-        for frame in ready:
-            where = f'bag {path}: image at {frame.stamp_ns} ns'
-            fatal = [p for p in frame.problems if p.fatal]
-            if fatal:
-                raise BagError(f'{where}: ' + '; '.join(f'{p.kind}: {p.message}' for p in fatal))
-            for p in frame.problems:
-                non_fatal[p.kind] = non_fatal.get(p.kind, 0) + 1
+    with FrameReader(path, naming, topics=topics, assembly=assembly,
+                     problems=problems) as reader:
+        counter = reader.problems
+        for event in reader.events():
+            if isinstance(event, InitialPose):
+                first_pose = first_pose or event
+                continue
             if camera_frame is None:
-                camera_frame = frame.frame_id
-            elif frame.frame_id != camera_frame:
-                raise BagError(f'{where}: frame_id {frame.frame_id!r}, earlier images '
-                               f'{camera_frame!r}: expected one camera frame')
-            frames.append(_frame_input(frame, undistorters, where))
-
-    with BagReader(path) as reader:
-        available = reader.topics
-        for topic in (topics.image, topics.camera_info, topics.joint_states):
-            if available.get(topic, ('', 0))[1] == 0:
-                raise BagError(f'bag {path}: expected messages on {topic}; the bag has '
-                               f'{", ".join(sorted(available)) or "no topic"}')
-        wanted = [topics.image, topics.camera_info, topics.joint_states, topics.mask,
-                  topics.initial_pose, topics.tf, topics.tf_static]
-        for m in reader.messages(wanted, on_truncated='raise'):
-            try:
-                msg = m.deserialize()
-            except Exception as exc:  # rosbags raises several types for corrupt CDR
-                raise BagError(f'bag {path}: {m.topic} message at log time {m.log_time_ns} ns '
-                               f'cannot be decoded: {exc}') from exc
-            try:
-                if m.topic == topics.image:
-                    assembler.add_image(stamp_to_ns(msg.header.stamp), msg.header.frame_id, msg,
-                                        m.log_time_ns)
-                elif m.topic == topics.camera_info:
-                    assembler.add_camera_info(stamp_to_ns(msg.header.stamp), msg)
-                elif m.topic == topics.mask:
-                    assembler.add_mask(stamp_to_ns(msg.header.stamp), msg)
-                elif m.topic == topics.joint_states:
-                    stamp, names, positions = joint_state_to_arrays(msg)
-                    joints.add(stamp, names, positions)
-                    assembler.advance_data_time(stamp)
-                elif m.topic == topics.initial_pose:
-                    if initial_pose is None:
-                        initial_pose = pose_stamped_to_matrix(msg)
-                else:
-                    for t in tf_message_to_core(msg):
-                        tf.set_transform(t, is_static=m.topic == topics.tf_static,
-                                         authority=m.topic)
-                        assembler.advance_data_time(t.stamp_ns)
-            except (InputError, TransformError) as exc:
-                raise BagError(f'bag {path}: {m.topic} message at log time {m.log_time_ns} '
-                               f'ns: {exc}') from exc
-            take(assembler.pop_ready())
-        take(assembler.pop_ready(flush=True))
-    if not frames:
-        raise BagError(f'bag {path}: no images on {topics.image}')
-    T_init = None
-    if initial_pose is not None:
-        stamp, frame_id, T = initial_pose
-        frame_id = frame_id.lstrip('/')
-        if frame_id and frame_id != camera_frame:
-            try:
-                T = tf.lookup_transform(camera_frame, frame_id, stamp) @ T
-            except TransformError as exc:
-                raise BagError(f'bag {path}: {topics.initial_pose} is in frame {frame_id!r}, '
-                               f'which cannot be transformed into the camera frame '
-                               f'{camera_frame!r}: {exc}') from exc
-        T_init = T
-    notes = tuple(f'{n} images with {kind.replace("_", " ")}' for kind, n in
-                  sorted(non_fatal.items()))
-    return RecordedSequence(path=path, frames=tuple(frames), joint_names=tuple(joint_names),
-                            camera_frame=camera_frame, T_cam_obj_initial=T_init, notes=notes)
-
-
-def _frame_input(frame, undistorters: dict, where: str) -> Frame:
-    """Decode an assembled frame's payloads (undistorting image and mask)."""
-    info = frame.camera_info
-    key = (tuple(np.asarray(info.k)), tuple(np.asarray(info.p)), tuple(np.asarray(info.d)),
-           str(info.distortion_model), int(info.width), int(info.height))
-    try:
-        if key not in undistorters:
-            undistorters[key] = camera_info_to_camera(info)
-        camera, und = undistorters[key]
-        rgb = image_to_numpy(frame.image)
-        camera.check_image_size(rgb.shape[1], rgb.shape[0], 'image')
-        mask = None
-        if frame.mask is not None:
-            mask = mask_to_numpy(frame.mask)
-            camera.check_image_size(mask.shape[1], mask.shape[0], 'mask')
-            if not und.is_identity:
-                mask = und.undistort_mask(mask.astype(np.uint8)) > 0
-        rgb = np.ascontiguousarray(und.undistort_image(rgb))
-    except InputError as exc:
-        raise BagError(f'{where}: {exc}') from exc
-    return Frame(stamp_ns=frame.stamp_ns, rgb=rgb, camera=camera,
-                      q=np.asarray(frame.joints.q, dtype=np.float64),
-                      T_cam_base=np.asarray(frame.T_cam_base, dtype=np.float64), mask=mask)
+                camera_frame = event.frame_id
+            elif event.frame_id != camera_frame:
+                counter.report('other_camera_frame', f'frame {event.frame.stamp_ns} ns skipped: '
+                               f'frame_id {event.frame_id!r}, earlier images {camera_frame!r}')
+                continue
+            frames.append(event.frame)
+        images = reader.images_read
+        if not frames:
+            raise BagError(f'bag {reader.path}: none of its {images} images could be used '
+                           f'({counter.summary()})')
+        T_init = None
+        if first_pose is not None:
+            T_init = first_pose.T_frame_obj
+            if first_pose.frame_id and first_pose.frame_id != camera_frame:
+                try:
+                    T_init = reader.tf.lookup_transform(camera_frame, first_pose.frame_id,
+                                                        first_pose.stamp_ns or None) @ T_init
+                except TransformError as exc:
+                    raise BagError(f'bag {reader.path}: {topics.initial_pose} is in frame '
+                                   f'{first_pose.frame_id!r}, which cannot be transformed into '
+                                   f'the camera frame {camera_frame!r}: {exc}') from exc
+    return RecordedSequence(path=Path(path), frames=tuple(frames),
+                            joint_names=naming.joint_names, camera_frame=camera_frame,
+                            T_cam_obj_initial=T_init, images=images,
+                            problems=dict(counter.counts))

@@ -2,7 +2,8 @@
 
 1. generates the default synthetic sequence (deterministic: the same bag every run);
 2. checks the bag against the INTERFACES.md layout;
-3. runs ``handypriors track`` over it (the same code as the tracker node);
+3. runs the ``handypriors track`` job over it (the tracker node's pipeline: the one offline
+   reader, the tracking session);
 4. scores the estimates against the ground truth and writes a results folder:
    ``estimates/`` (the output bag), ``metrics.md`` / ``results.json`` (ADD-S, AUC, rotation and
    translation errors, ms/frame), ``errors.png`` (error over time) and ``overlay.gif`` (the
@@ -118,35 +119,32 @@ def write_plot(path: Path, scores: dict, initial: dict) -> None:
 
 def write_overlay(path: Path, seq_dir: Path, stamps: np.ndarray, T_est: np.ndarray,
                   T_gt: np.ndarray, every: int = 2) -> None:
-    """GIF of the camera images with the tracked (green) and true (white) outlines."""
+    """GIF of the camera images (read by the one offline reader: undistorted, with their
+    camera) with the tracked (green) and true (white) outlines."""
     import cv2
     import imageio.v2 as imageio
     import torch
 
+    from handypriors_ros.bag.sequence import read_sequence
+    from handypriors_ros.core.frames import HandNaming
+    from handypriors_ros.core.models.kinematics import HandKinematics
     from handypriors_ros.core.models.object_model import ObjectModel
     from handypriors_ros.core.tracking.measurements import make_roi, render_roi
-    from handypriors_ros.core.render.camera import PinholeCamera
+    from handypriors_ros.resources import default_hand_urdf
 
-    gt = np.load(seq_dir / 'ground_truth.npz')
     model = ObjectModel.from_file(seq_dir / 'object.ply')
     verts = model.proxy.vertices.float()
     faces = model.proxy.faces
-    K = gt['K']
-    images = {}
-    with BagReader(seq_dir / 'bag') as reader:
-        for m in reader.messages([interfaces.IMAGE_TOPIC]):
-            msg = m.deserialize()
-            ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-            images[ns] = np.asarray(msg.data).reshape(msg.height, msg.width, 3)
-    h, w = next(iter(images.values())).shape[:2]
-    cam = PinholeCamera(fx=K[0, 0], fy=K[1, 1], cx=K[0, 2], cy=K[1, 2], width=w, height=h)
+    hand = HandKinematics.from_urdf(default_hand_urdf())
+    seq = read_sequence(seq_dir / 'bag', HandNaming.resolve(hand.joint_names, hand.root_link))
+    frames_by_stamp = {f.stamp_ns: f for f in seq.frames}
 
-    def outline(img, T, colour):
+    def outline(img, cam, T, colour):
         roi = make_roi(cam, T, verts.numpy().astype(np.float64), 10_000, margin=0.05)
         if roi is None:
             return
         r = render_roi(roi, T, verts, faces, None, None)
-        full = np.zeros((h, w), np.uint8)
+        full = np.zeros((cam.height, cam.width), np.uint8)
         full[roi.y0:roi.y1, roi.x0:roi.x1] = r.object_visible
         contours, _ = cv2.findContours(full, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
         cv2.drawContours(img, contours, -1, colour, 2)
@@ -154,9 +152,11 @@ def write_overlay(path: Path, seq_dir: Path, stamps: np.ndarray, T_est: np.ndarr
     frames = []
     with torch.no_grad():
         for i in range(0, len(stamps), every):
-            img = np.ascontiguousarray(images[int(stamps[i])].copy())
-            outline(img, T_gt[i], (255, 255, 255))
-            outline(img, T_est[i], (40, 255, 40))
+            frame = frames_by_stamp[int(stamps[i])]
+            img, cam = frame.rgb.copy(), frame.camera
+            h, w = img.shape[:2]
+            outline(img, cam, T_gt[i], (255, 255, 255))
+            outline(img, cam, T_est[i], (40, 255, 40))
             cv2.putText(img, f'frame {i}', (10, 28), cv2.FONT_HERSHEY_SIMPLEX, 0.8,
                         (255, 255, 255), 2, cv2.LINE_AA)
             frames.append(cv2.resize(img, (w // 2, h // 2), interpolation=cv2.INTER_AREA))
@@ -167,9 +167,9 @@ def run(args: argparse.Namespace) -> int:
     import shutil
 
     from handypriors_ros.cli.generate import config_from_args
-    from handypriors_ros.cli.main import main as cli_main
-    from handypriors_ros.core.metrics import add_s  # noqa: F401  (fail early if missing)
+    from handypriors_ros.core.errors import HandyPriorsError
     from handypriors_ros.core.models.object_model import ObjectModel
+    from handypriors_ros.jobs.track import TRACK_SCHEMA, TrackJob, run_track, summary_lines
     from handypriors_ros.synth.generate import generate
 
     out = Path(args.out)
@@ -188,12 +188,17 @@ def run(args: argparse.Namespace) -> int:
     print('handypriors demo: 2/3 tracking (handypriors track)')
     est_bag = out / 'estimates'
     t1 = time.perf_counter()
-    rc = cli_main(['track', str(seq_dir / 'bag'), '--object', str(seq_dir / 'object.ply'),
-                   '--out', str(est_bag)])
+    job = TrackJob.from_values(TRACK_SCHEMA.validate({
+        'bag': str(seq_dir / 'bag'), 'object_mesh': str(seq_dir / 'object.ply'),
+        'out_bag': str(est_bag)}))
+    try:
+        outcome = run_track(job, progress=ProgressBar('  track'),
+                            warn=lambda m: print(f'  {m}'))
+    except HandyPriorsError as exc:
+        print(f'handypriors demo: tracking failed: {exc}')
+        return 1
     track_seconds = time.perf_counter() - t1
-    if rc != 0:
-        print(f'handypriors demo: tracking failed (exit {rc})')
-        return rc
+    print('\n'.join('  ' + line for line in summary_lines(outcome)))
 
     print('handypriors demo: 3/3 scoring against the ground truth')
     gt = np.load(seq_dir / 'ground_truth.npz')

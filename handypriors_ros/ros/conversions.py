@@ -16,16 +16,25 @@ Poses: ``T_a_b`` matrices are (4, 4) float64; quaternions are (x, y, z, w) as in
 Covariances are (6, 6) over (x y z rx ry rz), row-major in PoseWithCovariance (the tracker's
 error state is exactly that, camera-frame axes: published as it is). Tracker results become
 PoseWithCovarianceStamped, TFMessage (camera -> object at the image stamp) and TrackedObject.
+
+The frame pipeline's two message ends, shared by the tracker node and the bag reader
+(:mod:`handypriors_ros.bag.sequence`) so that a message is read, and a bad one counted, the
+same way everywhere: :class:`FrameInputs` feeds input messages into a
+:class:`~handypriors_ros.core.frames.FrameAssembler` and its buffers; :class:`FrameDecoder` turns
+an assembled frame's messages into a :class:`~handypriors_ros.core.frames.Frame`.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 import cv2
 import numpy as np
 
 from handypriors_ros.core.errors import InputError
-from handypriors_ros.core.geometry.transform_buffer import StampedTransform
+from handypriors_ros.core.frames import (AssembledFrame, Frame, FrameAssembler, InitialPose,
+                                         NonFiniteJointsError, ProblemCounter,
+                                         TimeWentBackwardsError)
+from handypriors_ros.core.geometry.transform_buffer import StampedTransform, TransformError
 from handypriors_ros.core.render.camera import PinholeCamera, Undistorter
 
 if TYPE_CHECKING:  # the tracker's types pull in torch; annotations only
@@ -521,3 +530,176 @@ def track_result_to_tracked_object(result: TrackResult, frame_id: str, object_id
     stages = result.latency_s if latency_s is None else latency_s
     msg.latency = [StageLatency(stage=str(k), seconds=float(v)) for k, v in stages.items()]
     return msg
+
+
+# --------------------------------------------------------------------------------------------
+# The frame pipeline's message ends
+# --------------------------------------------------------------------------------------------
+class FrameInputs:
+    """Input messages (rclpy or rosbags) into a frame assembler, its joint-state buffer and its
+    transform buffer; a message that cannot be used is reported and dropped, never raised.
+
+    Problem kinds: ``time_backwards`` and ``bad_image`` (images), ``nan_joints``,
+    ``time_backwards`` and ``bad_joint_state`` (joint states), ``bad_tf`` (each transform of a
+    TFMessage on its own), ``bad_initial_pose``.
+
+    Args:
+        assembler: the assembler (its ``joints`` and ``tf`` buffers are filled too).
+        problems: where problems are counted.
+        ignore_child_frames: transforms to these child frames are not inputs (the tracker's
+            own output, ``handypriors_object``, recorded or looped back on /tf).
+    """
+
+    def __init__(self, assembler: FrameAssembler, problems: ProblemCounter, *,
+                 ignore_child_frames: Iterable[str] = ()) -> None:
+        self.assembler = assembler
+        self.problems = problems
+        self.ignore_child_frames = frozenset(f.lstrip('/') for f in ignore_child_frames)
+        self.static_transforms: dict[str, StampedTransform] = {}  # child -> latest static
+
+    def image(self, msg: Any, arrival_ns: int) -> None:
+        """A colour image: held by the assembler until its inputs are there."""
+        try:
+            self.assembler.add_image(stamp_to_ns(msg.header.stamp), msg.header.frame_id, msg,
+                                     arrival_ns)
+        except TimeWentBackwardsError as exc:
+            self.problems.report('time_backwards', f'image rejected: {exc}')
+        except InputError as exc:
+            self.problems.report('bad_image', f'image rejected: {exc}')
+
+    def camera_info(self, msg: Any) -> None:
+        """A camera_info, matched with the image of the same stamp (decoded with the frame)."""
+        self.assembler.add_camera_info(stamp_to_ns(msg.header.stamp), msg)
+
+    def mask(self, msg: Any) -> None:
+        """An object mask, matched with the image of the same stamp (decoded with the frame)."""
+        self.assembler.add_mask(stamp_to_ns(msg.header.stamp), msg)
+
+    def joint_state(self, msg: Any) -> bool:
+        """A joint state of the hand. Returns whether it was stored."""
+        try:
+            stamp, names, positions = joint_state_to_arrays(msg)
+            self.assembler.joints.add(stamp, names, positions)
+        except NonFiniteJointsError as exc:
+            self.problems.report('nan_joints', str(exc))
+            return False
+        except TimeWentBackwardsError as exc:
+            self.problems.report('time_backwards', str(exc))
+            return False
+        except InputError as exc:
+            self.problems.report('bad_joint_state', f'joint state rejected: {exc}')
+            return False
+        self.assembler.advance_data_time(stamp)
+        return True
+
+    def tf(self, msg: Any, *, is_static: bool) -> None:
+        """A TFMessage of /tf or (``is_static``) /tf_static; data time advances to the newest
+        dynamic transform."""
+        newest = None
+        buffer = self.assembler.tf
+        for ros_tf in msg.transforms:
+            try:
+                tf = transform_to_core(ros_tf)
+                if tf.child_frame in self.ignore_child_frames:
+                    continue
+                buffer.set_transform(tf, is_static=is_static,
+                                     authority='tf_static' if is_static else 'tf')
+            except (InputError, TransformError) as exc:
+                self.problems.report('bad_tf', f'transform {ros_tf.header.frame_id!r} -> '
+                                               f'{ros_tf.child_frame_id!r} rejected: {exc}')
+                continue
+            if is_static:
+                self.static_transforms[tf.child_frame] = tf
+            else:
+                newest = tf.stamp_ns if newest is None else max(newest, tf.stamp_ns)
+        if newest is not None:
+            self.assembler.advance_data_time(newest)
+
+    def initial_pose(self, msg: Any) -> InitialPose | None:
+        """A ``geometry_msgs/PoseStamped`` initial pose, or None (reported) when unusable."""
+        try:
+            stamp, frame_id, T = pose_stamped_to_matrix(msg)
+            return InitialPose(stamp, frame_id, T)
+        except InputError as exc:
+            self.problems.report('bad_initial_pose', f'initial pose rejected: {exc}')
+            return None
+
+    def restore_static(self) -> None:
+        """Put the static transforms received so far back into the (cleared) transform buffer."""
+        for tf in self.static_transforms.values():
+            self.assembler.tf.set_transform(tf, is_static=True, authority='tf_static')
+
+
+class FrameDecoder:
+    """An assembled frame's messages as a :class:`~handypriors_ros.core.frames.Frame`: the image
+    (RGB) and its mask undistorted with the camera_info's distortion, the camera of the
+    undistorted image (cached while the camera_info stays the same), the joints and hand root
+    pose found by the assembler.
+
+    A frame whose image or camera_info cannot be read is reported (``bad_image``,
+    ``bad_camera_info``) and skipped; a bad mask only loses the mask (``bad_mask``).
+
+    Args:
+        problems: where problems are counted.
+    """
+
+    def __init__(self, problems: ProblemCounter) -> None:
+        self.problems = problems
+        self._camera_key: tuple | None = None
+        self._camera: tuple[PinholeCamera, Undistorter] | None = None
+
+    def decode(self, frame: AssembledFrame) -> Frame | None:
+        """The frame, or None when it was skipped (reported).
+
+        Args:
+            frame: a usable assembled frame (joints and ``T_cam_base`` present).
+        """
+        t = frame.stamp_ns
+        if not frame.usable:
+            raise InputError(f'frame: expected a usable assembled frame, got one with problems '
+                             f'{[p.kind for p in frame.problems if p.fatal]} at {t} ns')
+        try:
+            rgb = image_to_numpy(frame.image)
+        except InputError as exc:
+            self.problems.report('bad_image', f'frame {t} ns skipped: {exc}')
+            return None
+        h, w = rgb.shape[:2]
+        try:
+            camera, undistorter = self.camera_for(frame.camera_info)
+            camera.check_image_size(w, h, 'image')
+        except InputError as exc:
+            self.problems.report('bad_camera_info', f'frame {t} ns skipped: camera_info: {exc}')
+            return None
+        mask = None
+        if frame.mask is not None:
+            try:
+                mask = mask_to_numpy(frame.mask)
+                if mask.shape != (h, w):
+                    raise InputError(f'mask size: expected {w}x{h} like the image, got '
+                                     f'{mask.shape[1]}x{mask.shape[0]}')
+            except InputError as exc:
+                self.problems.report('bad_mask', f'frame {t} ns: mask ignored: {exc}')
+                mask = None
+        if not undistorter.is_identity:
+            rgb = undistorter.undistort_image(rgb)
+            if mask is not None:
+                mask = undistorter.undistort_mask(mask.astype(np.uint8)) > 0
+        return Frame(stamp_ns=t, rgb=np.ascontiguousarray(rgb), camera=camera,
+                     q=np.asarray(frame.joints.q, dtype=np.float64),
+                     T_cam_base=np.asarray(frame.T_cam_base, dtype=np.float64), mask=mask)
+
+    def camera_for(self, info: Any) -> tuple[PinholeCamera, Undistorter]:
+        """The camera and undistorter of a camera_info, cached while it stays the same.
+
+        Raises:
+            InputError: see :func:`camera_info_to_camera`.
+        """
+        key = (int(info.width), int(info.height), str(info.distortion_model),
+               tuple(np.asarray(info.k).tolist()), tuple(np.asarray(info.p).tolist()),
+               tuple(np.asarray(info.d).tolist()), tuple(np.asarray(info.r).tolist()),
+               int(info.binning_x), int(info.binning_y), int(info.roi.x_offset),
+               int(info.roi.y_offset), int(info.roi.width), int(info.roi.height))
+        if key != self._camera_key:
+            self._camera = camera_info_to_camera(info)
+            self._camera_key = key
+        return self._camera

@@ -1,11 +1,12 @@
 """refiner_node: the offline refinement (``handypriors refine``) as a ROS 2 node.
 
-Thin: the constructor reads every parameter (declared once each, read-only, with its
-description and default from ``core.refine.config``: the job's paths and the refinement
-settings; config/refine.yaml lists them) into a :class:`~handypriors_ros.cli.refine.RefineJob`
-and starts the job (:func:`~handypriors_ros.cli.refine.run_job`, the command line's) in a worker
-thread. While it runs, progress (iteration, ETA) goes to ``/diagnostics`` about once a second;
-when it is done the refined estimates (``/handypriors/object_pose``, ``/handypriors/track``,
+Thin: the constructor declares every parameter of the job's one schema
+(:data:`~handypriors_ros.jobs.refine.REFINE_SCHEMA`: the job's paths, the object, hand and
+inputs, the refinement settings; read-only, typed and described; config/refine.yaml lists them),
+reads them into a :class:`~handypriors_ros.jobs.refine.RefineJob` and starts the job
+(:func:`~handypriors_ros.jobs.refine.run_refine`, the command line's) in a worker thread.
+While it runs, progress (iteration, ETA) goes to ``/diagnostics`` about once a second; when it
+is done the refined estimates (``/handypriors/object_pose``, ``/handypriors/track``,
 ``/tf``, one per image, as written to the output bag) are published if ``publish_results``,
 a summary is logged, and :func:`main` returns: 0 on success, 1 on an error (logged in one
 line, also reported on ``/diagnostics``).
@@ -20,66 +21,24 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseWithCovarianceStamped
-from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.exceptions import ParameterException
 from rclpy.node import Node
 from rclpy.task import Future
 from tf2_msgs.msg import TFMessage
 
-from handypriors_ros.ros.spin import run_node
 from handypriors_ros import interfaces
-from handypriors_ros.cli.refine import RefineJob, run_job
-from handypriors_ros.core.errors import HandyPriorsError, InputError
-from handypriors_ros.core.refine.config import JOB_PARAMETERS, RefineConfig
+from handypriors_ros.core.errors import HandyPriorsError
+from handypriors_ros.jobs.refine import REFINE_SCHEMA, RefineJob, run_refine
 from handypriors_ros.msg import TrackedObject
+from handypriors_ros.ros.parameters import declare
 from handypriors_ros.ros.qos import OUTPUT_QOS, TF_QOS
+from handypriors_ros.ros.spin import run_node
 
 _DIAGNOSTIC_PERIOD_S = 1.0
-_REQUIRED = ('bag', 'object_mesh', 'out_bag')
-
-
-def declare_parameters(node: Node) -> dict[str, Any]:
-    """Declare every refiner parameter (read-only, described) and return their values."""
-    specs: dict[str, tuple[Any, str]] = dict(JOB_PARAMETERS)
-    docs = RefineConfig.describe()
-    for name, default in RefineConfig().to_flat_dict().items():
-        specs[name] = (default, docs[name])
-    values = {}
-    for name, (default, doc) in specs.items():
-        descriptor = ParameterDescriptor(description=doc, read_only=True)
-        values[name] = node.declare_parameter(name, default, descriptor).value
-    return values
-
-
-def job_from_parameters(values: dict[str, Any]) -> RefineJob:
-    """The :class:`RefineJob` of the node's parameter values.
-
-    Raises:
-        InputError: a required path is empty, or a setting is invalid (named).
-    """
-    missing = [name for name in _REQUIRED if not values[name]]
-    if missing:
-        raise InputError(f'parameters {", ".join(missing)}: expected a path, got \'\' '
-                         f'(set them, e.g. -p {missing[0]}:=/path)')
-    config = RefineConfig.from_mapping(
-        {k: v for k, v in values.items() if k not in JOB_PARAMETERS}, source='parameters')
-
-    def path(name: str) -> Path | None:
-        return Path(values[name]) if values[name] else None
-
-    return RefineJob(bag=Path(values['bag']), object_mesh=Path(values['object_mesh']),
-                     out_bag=Path(values['out_bag']), config=config,
-                     init_bag=path('init_bag'), report_dir=path('report_dir'),
-                     checkpoint_dir=path('checkpoint_dir'), resume=bool(values['resume']),
-                     ground_truth=path('ground_truth'),
-                     object_scale=float(values['object_scale']),
-                     hand_urdf=path('hand_urdf'), object_frame=str(values['object_frame']),
-                     overwrite=bool(values['overwrite']))
 
 
 class RefinerNode(Node):
@@ -98,12 +57,11 @@ class RefinerNode(Node):
                  **node_kwargs: Any) -> None:
         super().__init__(node_name, **node_kwargs)
         try:
-            values = declare_parameters(self)
-            self.job = job_from_parameters(values)
+            self.job = RefineJob.from_values(declare(self, REFINE_SCHEMA, read_only=True))
         except (HandyPriorsError, ParameterException):
             super().destroy_node()
             raise
-        self.publish_results = bool(values['publish_results'])
+        self.publish_results = self.job.publish_results
         self._outputs = {
             interfaces.OBJECT_POSE_TOPIC: self.create_publisher(
                 PoseWithCovarianceStamped, interfaces.OBJECT_POSE_TOPIC, OUTPUT_QOS),
@@ -133,8 +91,9 @@ class RefinerNode(Node):
         log = self.get_logger()
         log.info(f'refining {self.job.bag} -> {self.job.out_bag}')
         try:
-            outcome = run_job(self.job, progress=self._on_progress,
-                              on_messages=self._publish if self.publish_results else None)
+            outcome = run_refine(self.job, progress=self._on_progress,
+                                 on_messages=self._publish if self.publish_results else None,
+                                 warn=log.warning)
         except HandyPriorsError as exc:
             log.error(f'refinement failed: {exc}')
             self._report(DiagnosticStatus.ERROR, f'failed: {exc}', {})

@@ -36,9 +36,14 @@ When a frame leaves without everything it waited for, the fallbacks are:
 - joint states: the newest sample is held when it is at most ``max_joint_age_ns`` before ``t``;
   an older one is still held (the hand is assumed still) and reported as a non-fatal
   ``stale_joint_states`` problem: the stream stopped, the tracker runs on what it last knew;
-  no sample at all (or ``t`` before the first one) is fatal (``no_joint_states``);
+  ``t`` at most ``past_tolerance_ns`` before the oldest sample kept holds that sample, reported
+  as a non-fatal ``early_joint_states`` problem (a recording's first image often comes a few
+  milliseconds before the first joint state); no sample at all, or ``t`` earlier still, is
+  fatal (``no_joint_states``);
 - TF: the latest transform of the chain is used when ``t`` is at most ``tf_tolerance_ns`` after
-  it (TF from an arm usually lags the camera a little); otherwise fatal (``missing_tf``);
+  it (TF from an arm usually lags the camera a little); the oldest one when ``t`` is at most
+  ``past_tolerance_ns`` before it (the start of a recording), reported as a non-fatal
+  ``early_tf`` problem; otherwise fatal (``missing_tf``);
 - mask: none (the tracker's built-in segmenter takes over), reported as ``missing_mask``;
 - camera_info: the latest one received is used (intrinsics rarely change; DDS keep-last queues
   lose camera_info and images independently under load), reported as ``reused_camera_info``;
@@ -61,7 +66,8 @@ from typing import Any
 import numpy as np
 
 from handypriors_ros.core.errors import InputError
-from handypriors_ros.core.frames.joints import JointStateBuffer, TimeWentBackwardsError
+from handypriors_ros.core.frames.joints import (JointLookup, JointStateBuffer,
+                                                TimeWentBackwardsError)
 from handypriors_ros.core.frames.types import AssembledFrame, FrameProblem
 from handypriors_ros.core.geometry.transform_buffer import (ExtrapolationError, TransformBuffer,
                                                             TransformError)
@@ -84,6 +90,8 @@ class AssemblyConfig:
             wall clock [ns] (live: always; replay: the end-of-stream fallback).
         max_joint_age_ns: a held joint state up to this old is normal; older is stale [ns].
         tf_tolerance_ns: the latest TF is used for a stamp at most this after it [ns].
+        past_tolerance_ns: the oldest joint state and TF are held for a stamp at most this
+            before them (reported as ``early_joint_states`` / ``early_tf``) [ns].
         max_pending: most images held; older ones are evicted (reported) beyond it.
         live_mask_wait_ns: live: a frame waits at most this after its arrival for its mask
             (0: a mask is used only if it is already there) [ns].
@@ -96,6 +104,7 @@ class AssemblyConfig:
     wall_wait_ns: int = 500_000_000
     max_joint_age_ns: int = 100_000_000
     tf_tolerance_ns: int = 50_000_000
+    past_tolerance_ns: int = 20_000_000
     max_pending: int = 30
     live_mask_wait_ns: int = 0
 
@@ -103,7 +112,7 @@ class AssemblyConfig:
         if self.mode not in MODES:
             raise InputError(f'mode: expected one of {list(MODES)}, got {self.mode!r}')
         for name in ('stamp_tolerance_ns', 'data_wait_ns', 'wall_wait_ns', 'max_joint_age_ns',
-                     'tf_tolerance_ns', 'live_mask_wait_ns'):
+                     'tf_tolerance_ns', 'past_tolerance_ns', 'live_mask_wait_ns'):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise InputError(f'{name}: expected an integer >= 0 [ns], got {value!r}')
@@ -346,17 +355,11 @@ class FrameAssembler:
 
         joints = None
         if self.joints.covers(t):
-            try:
-                joints = self.joints.lookup(t)
-            except InputError as exc:
-                problems.append(FrameProblem('no_joint_states', str(exc), True))
+            joints = self._joints_at(t, problems)
         else:
             waiting = True
-            try:
-                joints = self.joints.lookup(t)
-            except InputError as exc:
-                problems.append(FrameProblem('no_joint_states', str(exc), True))
-            else:
+            joints = self._joints_at(t, problems)
+            if joints is not None:
                 if joints.age_s * _NS_PER_S > cfg.max_joint_age_ns:
                     problems.append(FrameProblem(
                         'stale_joint_states',
@@ -370,6 +373,8 @@ class FrameAssembler:
         except TransformError as exc:
             waiting = True
             T_cam_base = self._tf_within_tolerance(entry.frame_id, t, exc)
+            if T_cam_base is None:
+                T_cam_base = self._tf_held_from_start(entry.frame_id, t, exc, problems)
             if T_cam_base is None:
                 problems.append(FrameProblem(
                     'missing_tf', f'no transform {entry.frame_id} <- {cfg.hand_root_frame} at '
@@ -385,6 +390,48 @@ class FrameAssembler:
                                tuple(problems))
         waiting = waiting and not self._expired(entry, now_ns, flush, cfg.wall_wait_ns)
         return frame, waiting or waiting_mask
+
+    def _joints_at(self, t: int, problems: list[FrameProblem]) -> JointLookup | None:
+        """Joint positions at ``t``; the oldest sample held when ``t`` is at most
+        ``past_tolerance_ns`` before it (reported); None with a fatal problem otherwise."""
+        try:
+            return self.joints.lookup(t)
+        except InputError as exc:
+            oldest = self.joints.oldest_stamp_ns
+            if oldest is not None and t < oldest <= t + self.config.past_tolerance_ns:
+                problems.append(FrameProblem(
+                    'early_joint_states', f'the image is {(oldest - t) / 1e6:.1f} ms before the '
+                    f'first joint state (at most {self.config.past_tolerance_ns / 1e6:g} ms '
+                    f'allowed): that one is held', False))
+                return self.joints.lookup(oldest)
+            problems.append(FrameProblem('no_joint_states', str(exc), True))
+            return None
+
+    def _tf_held_from_start(self, frame_id: str, t: int, exc: TransformError,
+                            problems: list[FrameProblem]) -> np.ndarray | None:
+        """The chain's oldest transform when ``t`` is at most ``past_tolerance_ns`` before it
+        (reported), else None.
+
+        The oldest time at which every edge of the chain has data is the smallest stamp in
+        ``(t, t + past_tolerance_ns]`` at which the lookup succeeds: found by bisection (lookups
+        succeed from that stamp on, up to the newest data); this happens at the first frames
+        of a recording only."""
+        tol = self.config.past_tolerance_ns
+        root = self.config.hand_root_frame
+        if (not isinstance(exc, ExtrapolationError) or tol == 0
+                or not self.tf.can_transform(frame_id, root, t + tol)):
+            return None
+        lo, hi = t, t + tol  # the lookup fails at lo and succeeds at hi
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if self.tf.can_transform(frame_id, root, mid):
+                hi = mid
+            else:
+                lo = mid
+        problems.append(FrameProblem(
+            'early_tf', f'the image is {(hi - t) / 1e6:.1f} ms before the first transform '
+            f'{frame_id} <- {root} (at most {tol / 1e6:g} ms allowed): that one is held', False))
+        return self.tf.lookup_transform(frame_id, root, hi)
 
     def _tf_within_tolerance(self, frame_id: str, t: int, exc: TransformError
                              ) -> np.ndarray | None:

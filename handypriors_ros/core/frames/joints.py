@@ -63,6 +63,11 @@ class JointStateBuffer:
         return len(self._stamps)
 
     @property
+    def oldest_stamp_ns(self) -> int | None:
+        """Stamp of the oldest sample kept, or None when empty."""
+        return self._stamps[0] if self._stamps else None
+
+    @property
     def newest_stamp_ns(self) -> int | None:
         """Stamp of the newest sample, or None when empty."""
         return self._stamps[-1] if self._stamps else None

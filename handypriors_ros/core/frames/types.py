@@ -1,6 +1,7 @@
 """The frame pipeline's types: a decoded :class:`Frame` (what the tracker and the refinement
-consume), and what the assembler says about an image (:class:`AssembledFrame`, its
-:class:`FrameProblem` s). Pure Python + numpy; no ROS."""
+consume), what the assembler says about an image (:class:`AssembledFrame`, its
+:class:`FrameProblem` s) and an :class:`InitialPose` of the object. Pure Python + numpy; no
+ROS."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -42,7 +43,9 @@ class FrameProblem:
     Attributes:
         kind: ``dropped`` (live: a newer frame arrived), ``evicted`` (too many pending),
             ``no_camera_info``, ``reused_camera_info``, ``no_joint_states``,
-            ``stale_joint_states``, ``missing_tf``, ``no_initial_pose`` or ``missing_mask``.
+            ``stale_joint_states``, ``early_joint_states``, ``missing_tf``, ``early_tf``,
+            ``no_initial_pose`` or ``missing_mask`` (the assembler's); decoding adds
+            ``bad_image``, ``bad_camera_info`` (fatal) and ``bad_mask``.
         message: human-readable detail.
         fatal: the frame cannot be tracked.
     """
@@ -77,3 +80,25 @@ class AssembledFrame:
     def usable(self) -> bool:
         """True when the frame can be tracked (no fatal problem)."""
         return not any(p.fatal for p in self.problems)
+
+
+@dataclass(frozen=True, eq=False)
+class InitialPose:
+    """An initial (or re-initialisation) pose of the object.
+
+    Attributes:
+        stamp_ns: applies to the first frame at or after this stamp; 0: the next frame [ns].
+        frame_id: the frame the pose is given in; ``''``: the camera optical frame.
+        T_frame_obj: (4, 4) float64 object pose in ``frame_id``.
+    """
+    stamp_ns: int
+    frame_id: str
+    T_frame_obj: np.ndarray
+
+    def __post_init__(self) -> None:
+        T = np.asarray(self.T_frame_obj, dtype=np.float64)
+        if T.shape != (4, 4) or not np.isfinite(T).all():
+            raise InputError(f'T_frame_obj: expected a finite (4, 4) pose, got shape {T.shape}')
+        object.__setattr__(self, 'T_frame_obj', T)
+        object.__setattr__(self, 'frame_id', str(self.frame_id).lstrip('/'))
+        object.__setattr__(self, 'stamp_ns', int(self.stamp_ns))

@@ -8,7 +8,7 @@
 
 Pure core: torch, numpy, Warp; no ROS.
 """
-from handypriors_ros.core.refine.config import JOB_PARAMETERS, LossWeights, RefineConfig
+from handypriors_ros.core.refine.config import LossWeights, RefineConfig
 from handypriors_ros.core.refine.optimizer import (
     CHECKPOINT_NAME,
     LOSS_TERMS,
@@ -25,7 +25,6 @@ from handypriors_ros.core.refine.problem import (
 
 __all__ = [
     'CHECKPOINT_NAME',
-    'JOB_PARAMETERS',
     'LOSS_TERMS',
     'CheckpointError',
     'ImageLosses',

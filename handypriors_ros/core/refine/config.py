@@ -2,8 +2,9 @@
 
 Every setting is declared once, as a field with its default, unit and description (the field's
 ``metadata['doc']``), and is validated in ``__post_init__`` with a message naming it. The same
-declarations give the refiner node's ROS parameters (flattened names such as
-``weights.mask``) and the keys of the YAML file (a ROS 2 parameters file, ``refiner_node:
+declarations give the refinement job's options (:mod:`handypriors_ros.jobs.refine`: the refiner
+node's ROS parameters, flattened names such as ``weights.mask``, and config/refine.yaml) and
+the keys :meth:`RefineConfig.from_mapping` reads (a ROS 2 parameters file, ``refiner_node:
 ros__parameters: {...}``, or a plain mapping; nested mappings and dotted names both work).
 
 Loss terms (paper III-D; every one is per frame, averaged over the frames that have it, so the
@@ -31,29 +32,7 @@ from typing import Any
 
 from handypriors_ros.core.errors import InputError
 
-#: Parameters of a refinement *job* (the refiner node's, and the keys a parameters file may
-#: hold besides the settings): name -> (default, description). :meth:`RefineConfig.from_mapping`
-#: skips them.
-JOB_PARAMETERS: dict[str, tuple[object, str]] = {
-    'bag': ('', 'input bag (rosbag2 folder or file, MCAP or sqlite3); required'),
-    'object_mesh': ('', 'mesh file of the object (metres after object_scale); required'),
-    'object_scale': (1.0, "factor from the mesh file's units to metres"),
-    'out_bag': ('', 'output bag (MCAP): object_pose, track and /tf per image; required'),
-    'init_bag': ('', "'handypriors track' output with the initial poses; '' = the bag's "
-                     'initial pose carried by the quasistatic dynamics'),
-    'report_dir': ('', "report folder; '' = no report"),
-    'checkpoint_dir': ('', "checkpoint folder; '' = <out_bag>.checkpoint, removed after "
-                           'success'),
-    'resume': (False, 'continue from the checkpoint of an interrupted run'),
-    'ground_truth': ('', "ground truth npz for the report; '' = ground_truth.npz next to the "
-                         'bag folder when present'),
-    'hand_urdf': ('', "URDF of the hand; '' = the package's right Allegro hand"),
-    'object_frame': ('handypriors_object', 'child frame of the output /tf (its parent is the '
-                                           "images' frame)"),
-    'overwrite': (False, 'replace an existing output bag'),
-    'publish_results': (True, 'publish the refined estimates on the output topics when done'),
-}
-#: Other keys a parameters file may hold (ROS's own), skipped too.
+#: Keys a parameters file may hold that are ROS's own, skipped.
 _SKIPPED = ('use_sim_time',)
 
 
@@ -211,8 +190,10 @@ class RefineConfig:
                      source: str = 'parameters') -> RefineConfig:
         """Settings from a (nested or dotted) mapping, on top of ``base`` (default: defaults).
 
-        A ROS 2 parameters file's structure (``node: ros__parameters: {...}``) is unwrapped.
-        Job parameters (:data:`JOB_PARAMETERS`) are skipped.
+        A ROS 2 parameters file's structure (``node: ros__parameters: {...}``) is unwrapped;
+        ROS's own parameters (``use_sim_time``) are skipped. A job's parameters file (paths,
+        inputs: config/refine.yaml) is read by the job's schema
+        (:func:`handypriors_ros.jobs.refine.load_refine_config`).
 
         Raises:
             InputError: an unknown key (named, with the known ones) or a bad value.
@@ -220,7 +201,7 @@ class RefineConfig:
         flat = _flatten(_unwrap_ros_parameters(values, source), source)
         base = base or cls()
         current = base.to_flat_dict()
-        skipped = set(JOB_PARAMETERS) | set(_SKIPPED)
+        skipped = set(_SKIPPED)
         unknown = sorted(k for k in flat if k not in current and k not in skipped)
         if unknown:
             raise InputError(f'{source}: unknown refinement settings {unknown}; known: '
@@ -329,35 +310,3 @@ def _coerce(name: str, value: Any, expected: Any) -> Any:
             raise InputError(f'{name}: expected a list of {len(expected)} numbers, got {value!r}')
         return [float(x) for x in value]
     return value
-
-
-def parameters_yaml() -> str:
-    """The defaults of every refiner parameter as a ROS 2 parameters file (config/refine.yaml).
-    """
-    import textwrap
-
-    import yaml
-
-    def line(name: str, value: object, doc: str) -> list[str]:
-        text = yaml.safe_dump({name: value}, default_flow_style=True, width=1000).strip()
-        if text.startswith('{') and text.endswith('}'):
-            text = text[1:-1]
-        return textwrap.wrap(doc, 96, initial_indent='    # ', subsequent_indent='    # ') + [
-            f'    {text}']
-
-    out = ['# Defaults of every refiner parameter: the refiner_node parameters and the settings of',
-           "# 'handypriors refine --params'. Generated from handypriors_ros/core/refine/config.py:",
-           '#   python -c "from handypriors_ros.core.refine.config import parameters_yaml; '
-           'print(parameters_yaml(), end=\'\')" > config/refine.yaml',
-           '# Units: metres, radians, pixels of the ROI; loss terms: core/refine/config.py.',
-           '/**:', '  ros__parameters:',
-           '    # --- job (refiner_node; ignored by the command line, which takes them as '
-           'arguments) ---']
-    for name, (default, doc) in JOB_PARAMETERS.items():
-        out += line(name, default, doc)
-    out.append('    # --- refinement settings ---')
-    docs = RefineConfig.describe()
-    for name, value in RefineConfig().to_flat_dict().items():
-        out += line(name, value, docs[name])
-    return '\n'.join(out) + '\n'
-

@@ -1,0 +1,504 @@
+"""Tracking: the tracker's options (one schema for the tracker node and ``handypriors track``),
+the tracker built from them (:func:`load_tracker`, the node's and the job's), and the offline job.
+
+``handypriors track BAG --object MESH --out OUT_BAG`` (:func:`run_track`): the bag is read by
+the one offline reader (:class:`~handypriors_ros.bag.sequence.FrameReader`: the frame
+assembler in replay mode, every image in stamp order, deterministic), each frame is tracked by
+a :class:`~handypriors_ros.core.tracking.session.TrackingSession` (the tracker node's too: the
+same initial-pose handling, the same problem counting), and the estimates are written to
+OUT_BAG (MCAP, atomically): ``/tf``, the pose (``object_pose_topic``) and the TrackedObject
+(``track_topic``) per tracked image, logged at the image stamp, as the node publishes them.
+Without ``initial_pose`` the bag's ``/handypriors/initial_pose`` messages initialise the
+tracker at the first frame at or after their stamp.
+
+Options that only mean something live (``mode``, QoS, live waits, markers, ...) are accepted in
+a parameters file, so that the node's config/tracker.yaml works here too; set to another value
+than the default they are reported as having no effect (:attr:`TrackJob.live_only`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+import numpy as np
+
+from handypriors_ros import interfaces
+from handypriors_ros.core.errors import InputError
+from handypriors_ros.core.frames import MODES, AssemblyConfig, HandNaming
+from handypriors_ros.core.tracking.config import DYNAMICS, MEASUREMENTS, TrackerConfig
+from handypriors_ros.jobs.options import (DEVICE, OBJECT_FRAME, OBJECT_MESH, OBJECT_SCALE,
+                                          InputOptions, check_initial_pose, initial_pose_option,
+                                          input_options, load_object, pose_vector_to_matrix,
+                                          resolve_device)
+from handypriors_ros.jobs.schema import Option, Schema
+
+if TYPE_CHECKING:
+    from handypriors_ros.core.models.kinematics import HandKinematics
+    from handypriors_ros.core.models.object_model import ObjectModel
+    from handypriors_ros.core.tracking.tracker import ObjectTracker
+
+Log = Callable[[str], None]
+RENDERERS = ('auto', 'nvdiffrast', 'soft')
+MARKER_MESHES = ('triangle_list', 'mesh_resource')
+#: Accepted image QoS reliabilities (as handypriors_ros.ros.qos.RELIABILITY_CHOICES).
+RELIABILITIES = ('reliable', 'best_effort')
+#: measurements value that means "no measurement" (an empty string array cannot be set).
+NO_MEASUREMENT = 'none'
+NODE = 'the node: mode, renderer, outputs, live inputs, threads'
+TRACKER = 'tracker (TrackerConfig, handypriors_ros/core/tracking/config.py)'
+JOB = 'the track job'
+
+# --------------------------------------------------------------------------------------------
+# declarations
+# --------------------------------------------------------------------------------------------
+_RENDERER = Option(
+    'renderer', 'str', 'auto', 'rasterizer of the tracker; this version renders with the '
+    'pure-torch hard rasterizer on the CPU (the choice is validated and reported)',
+    choices=RENDERERS, group=NODE)
+_MODE = Option(
+    'mode', 'str', 'live', 'live: newest frame only, dropped frames counted; replay: every frame '
+    'in stamp order (handypriors track always replays)', choices=MODES, offline=False,
+    group=NODE)
+_NODE_OPTIONS = (
+    Option('object_pose_topic', 'str', interfaces.OBJECT_POSE_TOPIC,
+           'output: pose with covariance (geometry_msgs/PoseWithCovarianceStamped)', group=NODE),
+    Option('track_topic', 'str', interfaces.TRACK_TOPIC, 'output: handypriors_ros/TrackedObject',
+           group=NODE),
+    Option('markers_topic', 'str', interfaces.MARKERS_TOPIC, 'output: RViz MarkerArray',
+           offline=False, group=NODE),
+    Option('image_qos_reliability', 'str', 'reliable', 'reliability of the image, camera_info '
+           'and mask subscriptions (reliable: every frame arrives; a best-effort camera needs '
+           'best_effort)', choices=RELIABILITIES, offline=False, group=NODE),
+    Option('image_qos_depth', 'int', 0, 'keep-last depth of the image, camera_info and mask '
+           'subscriptions [messages]; 0 = auto: 1 in live mode (the newest frame, never a stale '
+           'one queued while the previous was tracked), 10 in replay', range=(0, 100),
+           offline=False, group=NODE),
+    Option('replay_idle_s', 'float', 0.5, 'replay: a frame whose inputs never come leaves this '
+           'long after it arrived (end of a stream) [s]', read_only=False, range=(0.0, 60.0),
+           offline=False, group=NODE),
+    Option('live_wait_s', 'float', 0.05, 'live: a frame waits at most this after its arrival '
+           'for a joint state after its stamp and for its TF (also while the node drains the '
+           'messages that queued up during the previous frame) [s]', read_only=False,
+           range=(0.0, 1.0), offline=False, group=NODE),
+    Option('live_mask_wait_s', 'float', 0.0, 'live: a frame waits at most this after its '
+           "arrival for its mask; 0 = a mask is used only if already there (a segmenter's mask "
+           'comes after its image: set its latency to use its masks live) [s]', read_only=False,
+           range=(0.0, 1.0), offline=False, group=NODE),
+    Option('tf_cache_s', 'float', 10.0, 'how long TF history is kept [s] (offline: all of it)',
+           range=(0.1, 600.0), offline=False, group=NODE),
+    Option('max_pending_frames', 'int', 30, 'most images held waiting for their inputs; older '
+           'ones are dropped and counted (offline: no limit)', range=(1, 1000), offline=False,
+           group=NODE),
+    Option('torch_threads', 'int', 1, "torch intra-op threads; 0 = torch's default (on 2 cores "
+           "torch's 2 threads stall under load: measured, PLATFORM.md)", range=(0, 256),
+           group=NODE),
+    Option('publish_markers', 'bool', True, 'publish RViz markers (object mesh, contacts, '
+           'fingertips)', read_only=False, offline=False, group=NODE),
+    Option('marker_mesh', 'str', 'triangle_list', 'object mesh marker: triangle_list (the render '
+           'proxy, works everywhere) or mesh_resource (file:// URI of object_mesh)',
+           choices=MARKER_MESHES, offline=False, group=NODE),
+    Option('diagnostics_period_s', 'float', 1.0, 'period of /diagnostics [s]', range=(0.05, 60.0),
+           offline=False, group=NODE),
+)
+
+# TrackerConfig fields: description with units, range.
+_TRACKER_DOCS: dict[str, tuple[str, tuple[float, float] | None]] = {
+    'dynamics': ("motion model of the predict step: contact (quasistatic fit of the contact "
+                 "points' motion, paper eq. 9, with fallbacks), hand_rigid (moves with the hand "
+                 "root) or constant (observation only)", None),
+    'contact_threshold_m': ('hand points closer than this to the object are contacts [m]',
+                            (0.0, 0.1)),
+    'near_hand_m': ('without a full contact fit, an object closer than this to the hand moves '
+                    'with the hand root [m]', (0.0, 1.0)),
+    'q_contact': ('process noise std per frame with a full contact fit: x y z [m], rx ry rz '
+                  '[rad]', None),
+    'q_hand_rigid': ('process noise std per frame when the object moves with the hand root: '
+                     'x y z [m], rx ry rz [rad]', None),
+    'q_constant': ('process noise std per frame of the constant-pose model: x y z [m], '
+                   'rx ry rz [rad]', None),
+    'measurements': (f'measurement types used, any of {", ".join(MEASUREMENTS)}; '
+                     f'[{NO_MEASUREMENT}] = none (predict only)', None),
+    'contour_points': ('most silhouette points of the contour measurement per frame',
+                       (8, 100000)),
+    'contour_sigma_px': ('independent noise std of a contour point [px]', (1e-3, 1e3)),
+    'contour_common_px': ('noise std common to the whole contour [px]', (0.0, 1e3)),
+    'contour_outlier_px': ('contour points with a larger residual at the prior are dropped '
+                           '(segmenter errors) [px]', (1e-3, 1e4)),
+    'center_sigma_px': ('noise std of the object-centre measurement [px]', (1e-3, 1e3)),
+    'fingertip_sigma_m': ('noise std of the fingertip contact distance [m]', (1e-6, 1.0)),
+    'iterations': ('Gauss-Newton iterations of the contour update per frame while tracking '
+                   '(each re-renders the object)', (1, 100)),
+    'init_iterations': ('Gauss-Newton iterations of the contour update per frame while '
+                        'initialising or lost', (1, 100)),
+    'roi_size_px': ('the region of interest around the object is rendered at most this size '
+                    '[px]', (32, 4096)),
+    'gate_probability': ('Mahalanobis gate: chi-square probability of accepting a consistent '
+                         'measurement (read at start-up)', (0.5, 1.0)),
+    'initial_std': ('std of the initial pose: x y z [m], rx ry rz [rad]', None),
+    'lost_after_frames': ('consecutive frames without an accepted image measurement (or with '
+                          'silhouettes that disagree) before the status is LOST [frames]',
+                          (1, 100000)),
+    'min_iou': ('the predicted silhouette must overlap the observed mask at least this much '
+                '(intersection over union)', (0.0, 1.0)),
+    'max_position_std_m': ('position std beyond which the track is LOST [m]', (1e-6, 100.0)),
+    'reinit_min_iou': ('a re-initialisation hypothesis must overlap the mask at least this much '
+                       '(intersection over union)', (0.0, 1.0)),
+    'segmenter': ('object mask source: auto (the mask topic when a mask comes, else the built-in '
+                  'colour segmenter), topic (never the built-in one) or builtin', None),
+}
+_TRACKER_READ_ONLY = ('gate_probability',)  # read when the filter is created
+_TRACKER_CHOICES = {'dynamics': DYNAMICS, 'segmenter': ('auto', 'topic', 'builtin')}
+
+
+def tracker_config_options() -> tuple[Option, ...]:
+    """One option per :class:`TrackerConfig` field, named after it, defaults from it (a field
+    added to the core appears here by itself)."""
+    options = []
+    defaults = TrackerConfig()
+    for f in dataclasses.fields(TrackerConfig):
+        value = getattr(defaults, f.name)
+        if isinstance(value, bool):
+            kind = 'bool'
+        elif isinstance(value, int):
+            kind = 'int'
+        elif isinstance(value, float):
+            kind = 'float'
+        elif isinstance(value, str):
+            kind = 'str'
+        elif isinstance(value, tuple) and all(isinstance(v, str) for v in value):
+            kind, value = 'str_list', tuple(value) or (NO_MEASUREMENT,)
+        elif isinstance(value, tuple):
+            kind, value = 'float_list', tuple(float(v) for v in value)
+        else:
+            raise TypeError(f'TrackerConfig.{f.name}: no option type for {type(value)}')
+        description, rng = _TRACKER_DOCS.get(
+            f.name, (f'TrackerConfig.{f.name} (handypriors_ros/core/tracking/config.py)', None))
+        options.append(Option(f.name, kind, value, description,
+                              read_only=f.name in _TRACKER_READ_ONLY,
+                              choices=_TRACKER_CHOICES.get(f.name), range=rng, group=TRACKER))
+    return tuple(options)
+
+
+#: The tracker node's parameters (config/tracker.yaml); the stable names of INTERFACES.md first.
+_INPUTS = input_options(run_time=True)  # hand_urdf, the naming, the topics, the matching
+TRACKER_NODE_SCHEMA = Schema('tracker_node', (
+    OBJECT_MESH, OBJECT_SCALE, _INPUTS[0], OBJECT_FRAME, DEVICE,
+    initial_pose_option(run_time=True), *_INPUTS[1:], _MODE, _RENDERER, *_NODE_OPTIONS,
+    *tracker_config_options()))
+
+#: ``handypriors track``: the tracker node's options and the job's own.
+TRACK_SCHEMA = Schema('track', (
+    Option('bag', 'str', '', 'input rosbag2 (MCAP or sqlite3) with the INTERFACES.md topics',
+           cli='BAG', required=True, node=False, group=JOB),
+    Option('out_bag', 'str', '', 'output bag (MCAP): /tf, object_pose and track per image',
+           cli='--out', metavar='OUT_BAG', required=True, node=False, group=JOB),
+    Option('overwrite', 'bool', False, 'replace OUT_BAG if it exists', cli='--overwrite',
+           node=False, group=JOB),
+    *TRACKER_NODE_SCHEMA.options))
+
+
+def tracker_yaml() -> str:
+    """config/tracker.yaml (``python -m handypriors_ros.jobs tracker > config/tracker.yaml``)."""
+    return TRACKER_NODE_SCHEMA.defaults_yaml([
+        'Defaults of every tracker_node parameter (declared with type, range and description',
+        'in handypriors_ros/jobs/track.py; `ros2 param describe /tracker_node <name>`).',
+        'Generated: python -m handypriors_ros.jobs tracker > config/tracker.yaml',
+        'Use: tracker_node --ros-args --params-file config/tracker.yaml '
+        '-p object_mesh:=/path/mesh.ply',
+        '     handypriors track BAG --object MESH --out OUT --params config/tracker.yaml',
+        '[start-up]: read once at start-up (read-only); the others may be set at run time.'])
+
+
+# --------------------------------------------------------------------------------------------
+# values
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TrackerOptions:
+    """What the tracker node and ``track`` read from their options (descriptions:
+    :data:`TRACKER_NODE_SCHEMA`). Durations in seconds; ``initial_pose`` is () or 7 values;
+    ``input`` holds the hand and input options, ``tracker`` the TrackerConfig fields."""
+    object_mesh: str
+    object_scale: float
+    object_frame: str
+    device: str
+    renderer: str
+    mode: str
+    initial_pose: tuple[float, ...]
+    input: InputOptions
+    object_pose_topic: str
+    track_topic: str
+    markers_topic: str
+    image_qos_reliability: str
+    image_qos_depth: int
+    replay_idle_s: float
+    live_wait_s: float
+    live_mask_wait_s: float
+    tf_cache_s: float
+    max_pending_frames: int
+    torch_threads: int
+    publish_markers: bool
+    marker_mesh: str
+    diagnostics_period_s: float
+    tracker: TrackerConfig
+    values: Mapping[str, Any] = field(repr=False, compare=False, default_factory=dict)
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any]) -> TrackerOptions:
+        """Validate option values (name -> value; missing ones take their defaults).
+
+        Raises:
+            InputError: naming the option, what was expected and what came.
+        """
+        v = TRACKER_NODE_SCHEMA.validate({k: values[k] for k in values
+                                          if k in TRACKER_NODE_SCHEMA})
+        check_initial_pose(v['initial_pose'])
+        for name in ('object_frame', 'object_pose_topic', 'track_topic', 'markers_topic'):
+            if not v[name]:
+                raise InputError(f'{name}: expected a non-empty string, got {v[name]!r}')
+        tracker_values = {}
+        for f in dataclasses.fields(TrackerConfig):
+            value = v[f.name]
+            if f.name == 'measurements' and value == (NO_MEASUREMENT,):
+                value = ()
+            tracker_values[f.name] = value
+        tracker = TrackerConfig(**tracker_values)  # InputError names the field = the option
+        own = {f.name for f in dataclasses.fields(cls)} - {'input', 'tracker', 'values'}
+        return cls(input=InputOptions.from_values(v), tracker=tracker, values=v,
+                   **{name: v[name] for name in own})
+
+    def updated(self, changes: Mapping[str, Any]) -> TrackerOptions:
+        """These options with run-time changes, validated as at start-up.
+
+        Raises:
+            InputError: an unknown or read-only option, or an invalid value (named).
+        """
+        for name in changes:
+            TRACKER_NODE_SCHEMA.check_change(name)
+        return TrackerOptions.from_values({**self.values, **changes})
+
+    def assembly(self, hand_root_frame: str) -> AssemblyConfig:
+        """The frame assembler's settings in this mode."""
+        live = self.mode == 'live'
+        return self.input.assembly(
+            hand_root_frame, mode=self.mode,
+            wall_wait_s=self.live_wait_s if live else self.replay_idle_s,
+            max_pending=self.max_pending_frames, live_mask_wait_s=self.live_mask_wait_s)
+
+
+@dataclass(frozen=True, eq=False)
+class LoadedTracker:
+    """A tracker built from :class:`TrackerOptions` (:func:`load_tracker`).
+
+    Attributes:
+        object_model, hand: the models; urdf_path: the hand's URDF.
+        naming: the hand's names on the robot.
+        tracker: the tracker. device: where it was asked to compute (``cpu``/``cuda``).
+    """
+    object_model: ObjectModel
+    hand: HandKinematics
+    urdf_path: str
+    naming: HandNaming
+    tracker: ObjectTracker
+    device: str
+
+
+def load_tracker(options: TrackerOptions, *, info: Log | None = None,
+                 warn: Log | None = None) -> LoadedTracker:
+    """Build the tracker of the options: torch threads, device, object model, hand, naming.
+
+    Raises:
+        InputError: cuda or nvdiffrast requested without a GPU, a bad joint_name_map.
+        ModelError: the mesh or URDF cannot be read (naming the option and path).
+    """
+    import torch
+
+    from handypriors_ros.core.tracking.tracker import ObjectTracker
+
+    if options.torch_threads > 0:
+        torch.set_num_threads(options.torch_threads)
+    device = resolve_device(options.device)
+    if options.renderer == 'nvdiffrast' and not torch.cuda.is_available():
+        raise InputError("renderer: 'nvdiffrast' needs a CUDA device, and "
+                         'torch.cuda.is_available() is False (use auto or soft)')
+    model = load_object(options.object_mesh, options.object_scale)
+    hand = options.input.load_hand()
+    naming = options.input.naming(hand.joint_names, hand.root_link)
+    # MERGE(w1-tracker): ObjectTracker(model, hand, options.tracker, device=device) once the
+    # tracker takes a device; until then it computes on the CPU, and a cuda device is reported.
+    tracker = ObjectTracker(model, hand, options.tracker)
+    if device != 'cpu' and warn is not None:
+        warn(f"device {device!r}: this version's EKF tracker runs on the CPU; the GPU is not "
+             'used')
+    if info is not None:
+        info(f'device cpu (requested {options.device}); renderer: pure-torch hard rasterizer '
+             f'on the CPU (requested {options.renderer}'
+             + ('; the tracker does not use nvdiffrast in this version)'
+                if options.renderer == 'nvdiffrast' else ')')
+             + f'; torch threads {torch.get_num_threads()}')
+    return LoadedTracker(model, hand, options.input.urdf_path, naming, tracker, device)
+
+
+# --------------------------------------------------------------------------------------------
+# the offline job
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TrackJob:
+    """One ``handypriors track`` run.
+
+    Attributes:
+        bag: input bag. out_bag: output bag. overwrite: replace an existing output bag.
+        options: the tracker's options (``mode`` is replay whatever they say).
+        live_only: ``'name=value'`` of live-only options set to a non-default value (no effect
+            offline; reported).
+    """
+    bag: Path
+    out_bag: Path
+    options: TrackerOptions
+    overwrite: bool = False
+    live_only: tuple[str, ...] = ()
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any]) -> TrackJob:
+        """From :data:`TRACK_SCHEMA` values (e.g. :meth:`Schema.values_from_args`).
+
+        Raises:
+            InputError: a bad value (named).
+        """
+        v = TRACK_SCHEMA.validate(values)
+        options = TrackerOptions.from_values(
+            {**{k: v[k] for k in v if k in TRACKER_NODE_SCHEMA}, 'mode': 'replay',
+             'publish_markers': False})
+        return cls(bag=Path(v['bag']), out_bag=Path(v['out_bag']), options=options,
+                   overwrite=v['overwrite'], live_only=tuple(TRACK_SCHEMA.live_only_set(v)))
+
+
+@dataclass(frozen=True, eq=False)
+class TrackOutcome:
+    """What :func:`run_track` did.
+
+    Attributes:
+        out_bag: the output bag. images: images in the bag. frames_tracked: estimates written.
+        processing_s: per tracked frame: decoding + tracking + writing [s].
+        status_counts: results by status (``tracking``, ``initialising``, ``lost``).
+        problems: problem kind -> count. seconds: the whole loop [s].
+    """
+    out_bag: Path
+    images: int
+    frames_tracked: int
+    processing_s: tuple[float, ...]
+    status_counts: dict[str, int]
+    problems: dict[str, int]
+    seconds: float
+
+
+def run_track(job: TrackJob, *, progress: Callable[[int, int], None] | None = None,
+              info: Log | None = None, warn: Log | None = None) -> TrackOutcome:
+    """Track every image of a bag into an output bag (module docstring).
+
+    Args:
+        job: what to do.
+        progress: called with (images read, images in the bag).
+        info, warn: one-line messages (initialisation; problems, throttled per kind).
+    Raises:
+        InputError, BagError, ModelError: bad input, with a one-line message; nothing is left
+            under the output name.
+    """
+    from handypriors_ros.bag import BagReader, BagWriter, check_output_bag
+    from handypriors_ros.bag.sequence import FrameReader
+    from handypriors_ros.core.frames import InitialPose, ProblemCounter
+    from handypriors_ros.core.tracking.session import TrackingSession
+    from handypriors_ros.jobs.outputs import write_messages
+    from handypriors_ros.ros.conversions import (track_result_to_pose, track_result_to_tf,
+                                                 track_result_to_tracked_object)
+
+    opts = job.options
+    bag, out, mesh = job.bag, job.out_bag, Path(opts.object_mesh)
+    # Cheap checks first: a wrong path should not wait for the tracker to be built.
+    if not bag.exists():
+        raise InputError(f'BAG: not found: {bag}')
+    if not mesh.is_file():
+        raise InputError(f'--object: mesh file not found: {mesh}')
+    check_output_bag(out, overwrite=job.overwrite, inputs=(bag, mesh), name='--out',
+                     flag='--overwrite')
+    topics = opts.input.topics()
+    with BagReader(bag) as reader:
+        counts = {t: n for t, (_, n) in reader.topics.items()}
+    n_images = counts.get(topics.image, 0)
+    if n_images == 0:
+        raise InputError(f'BAG: no images on {topics.image} in {bag} (its topics: '
+                         f'{", ".join(sorted(counts)) or "none"})')
+    from_bag = not opts.initial_pose
+    if from_bag and counts.get(topics.initial_pose, 0) == 0:
+        raise InputError(f'no initial pose: {bag} has no {topics.initial_pose} message and '
+                         '--initial-pose was not given')
+    loaded = load_tracker(opts, info=info, warn=warn)
+    problems = ProblemCounter(warn)
+    processing: list[float] = []
+    start = time.perf_counter()
+    with FrameReader(bag, loaded.naming, topics=topics,
+                     assembly=opts.assembly(loaded.naming.hand_root_frame), problems=problems,
+                     ignore_child_frames=(opts.object_frame,)) as reader, \
+            BagWriter(out, overwrite=job.overwrite, inputs=(bag, mesh)) as writer:
+        session = TrackingSession(loaded.tracker, reader.tf, problems,
+                                  stamp_tolerance_ns=reader.assembly.stamp_tolerance_ns,
+                                  log=info)
+        if opts.initial_pose:
+            session.add_initial_pose(InitialPose(0, '', pose_vector_to_matrix(opts.initial_pose)))
+        for event in reader.events(session.initialised_for, initial_poses=from_bag):
+            if isinstance(event, InitialPose):
+                session.add_initial_pose(event)
+                continue
+            result = session.step(event.frame, event.frame_id)
+            if progress is not None:
+                progress(reader.images_read, n_images)
+            if result is None:
+                continue
+            t_track = time.monotonic_ns()
+            latency = {'wait': (event.release_ns - event.arrival_ns) / 1e9,
+                       'input': event.decode_s}
+            latency.update({('track' if k == 'total' else k): v
+                            for k, v in result.latency_s.items()})
+            t = result.stamp_ns
+            write_messages(writer, [
+                (interfaces.TF_TOPIC, track_result_to_tf(result, event.frame_id,
+                                                         opts.object_frame), t),
+                (opts.object_pose_topic, track_result_to_pose(result, event.frame_id), t)])
+            t_written = time.monotonic_ns()
+            latency['publish'] = (t_written - t_track) / 1e9
+            latency['total'] = (t_written - event.arrival_ns) / 1e9
+            write_messages(writer, [(opts.track_topic, track_result_to_tracked_object(
+                result, event.frame_id, opts.object_frame, latency_s=latency), t)])
+            processing.append((time.monotonic_ns() - event.release_ns) / 1e9)
+        if progress is not None:
+            progress(reader.images_read, n_images)
+        if session.frames_tracked == 0:
+            raise InputError(f'no frame of {bag} could be tracked: {problems.summary()}')
+        images = reader.images_read
+    return TrackOutcome(out_bag=out, images=images, frames_tracked=session.frames_tracked,
+                        processing_s=tuple(processing), status_counts=dict(session.status_counts),
+                        problems=dict(problems.counts), seconds=time.perf_counter() - start)
+
+
+def summary_lines(outcome: TrackOutcome) -> list[str]:
+    """The command line's summary: frames, ms/frame p50/p99, status, problems."""
+    ms = np.asarray(outcome.processing_s) * 1000.0
+    status = outcome.status_counts
+    skipped = outcome.images - outcome.frames_tracked
+    shown = ', '.join(f'{n} {k}' for k, n in sorted(outcome.problems.items()) if n)
+    lines = [
+        f'handypriors track: {outcome.images} images -> {outcome.frames_tracked} estimates in '
+        f'{outcome.out_bag} ({outcome.seconds:.1f} s)',
+        f'  ms/frame: p50 {np.percentile(ms, 50):.1f}, p99 {np.percentile(ms, 99):.1f} '
+        f'(input conversion + tracker + output)',
+        f'  status: tracking {status.get("tracking", 0)}, initialising '
+        f'{status.get("initialising", 0)}, lost {status.get("lost", 0)} frames',
+    ]
+    if skipped:
+        lines.append(f'  skipped: {skipped} images (problems: {shown or "none reported"})')
+    elif shown:
+        lines.append(f'  problems: {shown}')
+    return lines
