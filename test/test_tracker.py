@@ -108,7 +108,7 @@ def test_contour_residual_is_small_at_the_truth_and_an_update_reduces_the_error(
     def measure(T):
         roi = make_roi(cam, T, verts, 128)
         render = render_roi(roi, T, obj.proxy.vertices.float(), obj.proxy.faces, hv, hf)
-        return contour_measurement(cam, roi, render, tracker.geometry.mesh, torch.as_tensor(T),
+        return contour_measurement(cam, roi, render, tracker.scene.mesh, torch.as_tensor(T),
                                    ObservedField.from_mask(mask, roi),
                                    max_points=120, sigma_px=1.0, common_px=0.5,
                                    outlier_px=20.0)
@@ -308,6 +308,7 @@ class _ProtocolOnlyHand:
     link_names = property(lambda self: self._kin.link_names)
     point_link_ids = property(lambda self: self._kin.point_link_ids)
     fingertip_radius_m = property(lambda self: self._kin.fingertip_radius_m)
+    mesh_faces = property(lambda self: self._kin.mesh_faces)
 
     def to(self, device=None, dtype=None):
         return _ProtocolOnlyHand(self._kin.to(device, dtype))
@@ -336,7 +337,7 @@ class _RigidHand:
         self.joint_names = tuple(f'j{i}' for i in range(num_joints))
         self.point_link_ids = point_links
         self._p, self._n, self._tips = points_base, normals_base, tips_base
-        self._mesh_v, self._mesh_f = mesh
+        self._mesh_v, self.mesh_faces = mesh
 
     def to(self, device=None, dtype=None):
         return self
@@ -356,7 +357,7 @@ class _RigidHand:
                          'world' if T_world_base is not None else 'wrist')
 
     def posed_mesh(self, q, T_world_base=None):
-        return self._pose(self._mesh_v, T_world_base, 1), self._mesh_f
+        return self._pose(self._mesh_v, T_world_base, 1), self.mesh_faces
 
     def joint_vector(self, names, positions):
         return torch.as_tensor(positions, dtype=self.dtype)
@@ -428,7 +429,7 @@ def test_the_tracker_on_cuda_matches_the_cpu(seq):
         tracker = ObjectTracker(obj, kin, device=device)
         if device == 'cuda':
             assert tracker.hand.device.type == 'cuda' and tracker.sdf.device.type == 'cuda'
-            assert tracker.geometry.proxy_vertices.device.type == 'cuda'
+            assert tracker.scene.proxy_vertices.device.type == 'cuda'
         tracker.initialise(gt['T_cam_obj_initial'])
         results[device] = [tracker.step(f) for f in seq['frames']]
     for i, (a, b) in enumerate(zip(results['cpu'], results['cuda'])):
@@ -438,14 +439,17 @@ def test_the_tracker_on_cuda_matches_the_cpu(seq):
 
 
 @requires_cuda
-def test_render_roi_on_cuda_matches_the_cpu(seq):
+def test_the_roi_render_on_cuda_matches_the_cpu(seq):
     obj, cam, gt, kin = seq['obj'], seq['cam'], seq['gt'], seq['kin']
     f, T = seq['frames'][3], gt['T_cam_obj'][3]
-    hv, hf = kin.posed_mesh(torch.as_tensor(f.q[None], dtype=kin.dtype),
-                            torch.as_tensor(f.T_cam_base[None], dtype=kin.dtype))
+    hv, _ = kin.posed_mesh(torch.as_tensor(f.q[None], dtype=kin.dtype),
+                           torch.as_tensor(f.T_cam_base[None], dtype=kin.dtype))
     roi = make_roi(cam, T, obj.proxy.vertices.numpy().astype(np.float64), 128)
-    renders = {d: render_roi(roi, T, obj.proxy.vertices.float().to(d), obj.proxy.faces.to(d),
-                             hv[0].float().to(d), hf.to(d)) for d in ('cpu', 'cuda')}
+    renders = {}
+    for device in ('cpu', 'cuda'):
+        scene = ObjectTracker(obj, kin, device=device).scene
+        assert scene.hand_faces.device.type == device
+        renders[device] = scene.render(roi, T, hv[0].float().to(device))
     for field in ('object_visible', 'hand'):
         a, b = getattr(renders['cpu'], field), getattr(renders['cuda'], field)
         assert isinstance(b, np.ndarray) and a.any()

@@ -64,7 +64,8 @@ class HandModel(Protocol):
     - ``forward(q (B, J), T_world_base (B, 4, 4) | None) -> HandState``.
     - ``posed_mesh(q (B, J), T_world_base (B, 4, 4) | None) -> (vertices (B, V, 3),
       faces (M, 3) int32)``: one triangle mesh of the posed hand (for rendering it as an
-      occluder).
+      occluder); ``mesh_faces``: those faces (M, 3), the same for every pose (a renderer is
+      built with them once).
     - ``joint_vector(names, positions) -> (J,)``: a JointState-like input in model order.
     """
 
@@ -91,6 +92,9 @@ class HandModel(Protocol):
 
     @property
     def fingertip_radius_m(self) -> float: ...
+
+    @property
+    def mesh_faces(self) -> torch.Tensor: ...
 
     def to(self, device: torch.device | str | None = None,
            dtype: torch.dtype | None = None) -> HandModel: ...

@@ -35,9 +35,9 @@ from handypriors_ros.core.tracking.config import TrackerConfig
 from handypriors_ros.core.tracking.dynamics import (HandFrame, MotionPrediction, pose_hand,
                                                     predict_motion)
 from handypriors_ros.core.tracking.ekf import PoseEKF, UpdateRecord
-from handypriors_ros.core.tracking.measurements import (Measurement, ObjectGeometry,
-                                                        StepContext, build_measurements,
-                                                        make_roi, mask_centroid, render_roi)
+from handypriors_ros.core.tracking.measurements import (Measurement, StepContext,
+                                                        TrackingScene, build_measurements,
+                                                        make_roi, mask_centroid)
 from handypriors_ros.core.tracking.segmenter import ColorHistogramSegmenter
 from handypriors_ros.core.tracking.types import ContactReport, TrackResult, TrackStatus
 
@@ -105,10 +105,11 @@ class ObjectTracker:
         # The proxy with vertices merged by position (colour seams split them), so that its
         # edges know both their faces: silhouette edges for the contour measurement.
         merged = trimesh.Trimesh(proxy_v_np, proxy_f.cpu().numpy(), process=True)
-        self.geometry = ObjectGeometry(
+        self.scene = TrackingScene(
             proxy_vertices=proxy_v, proxy_faces=proxy_f, proxy_vertices_np=proxy_v_np,
             mesh=RenderMesh.from_arrays(merged.vertices, merged.faces, dtype=torch.float64),
-            center=self.object.center.detach().to('cpu', torch.float64), sdf=self.sdf)
+            center=self.object.center.detach().to('cpu', torch.float64), sdf=self.sdf,
+            hand_faces=self.hand.mesh_faces)
         self.measurements: tuple[Measurement, ...] = tuple(
             build_measurements(self.config.measurements, self.config))
         self.segmenter = ColorHistogramSegmenter()
@@ -192,14 +193,13 @@ class ObjectTracker:
 
         mask, source = self._observed_mask(frame)
         T_prior = self.ekf.T.numpy().copy()
-        ctx = StepContext(frame=frame, hand=hand, hand_model=self.hand, object=self.geometry,
+        ctx = StepContext(frame=frame, hand=hand, hand_model=self.hand, scene=self.scene,
                           status=self._status, T_prior=T_prior, roi_size_px=cfg.roi_size_px,
                           mask=mask)
-        ctx.roi = make_roi(frame.camera, T_prior, self.geometry.proxy_vertices_np,
+        ctx.roi = make_roi(frame.camera, T_prior, self.scene.proxy_vertices_np,
                            cfg.roi_size_px)
         if ctx.roi is not None and mask is not None:
-            ctx.render = render_roi(ctx.roi, T_prior, self.geometry.proxy_vertices,
-                                    self.geometry.proxy_faces, *ctx.hand_mesh())
+            ctx.render = self.scene.render(ctx.roi, T_prior, ctx.hand_vertices())
             ctx.mask_roi = ctx.roi.crop(mask.astype(np.float32)) > 0.5
         t2 = time.perf_counter()
         lat['render'] = t2 - t1
@@ -269,11 +269,10 @@ class ObjectTracker:
         if cfg.segmenter == 'topic' or not self.segmenter.ready:
             return None, 'none'
         T = self.ekf.T.numpy()
-        roi = make_roi(frame.camera, T, self.geometry.proxy_vertices_np, cfg.roi_size_px)
+        roi = make_roi(frame.camera, T, self.scene.proxy_vertices_np, cfg.roi_size_px)
         if roi is None:
             return None, 'none'
-        prior = render_roi(roi, T, self.geometry.proxy_vertices, self.geometry.proxy_faces,
-                           None, None).object_visible
+        prior = self.scene.render(roi, T).object_visible
         seg = self.segmenter.segment(roi.crop(frame.rgb), prior, prior_margin_px=6)
         if seg is None:
             return None, 'none'
@@ -331,7 +330,7 @@ class ObjectTracker:
         cam = frame.camera
         hyps = [T0]
         # Move the object along its viewing ray so its centre projects onto the mask centroid.
-        center = self.geometry.center.numpy()
+        center = self.scene.center.numpy()
         c = T0[:3, :3] @ center + T0[:3, 3]
         ray = np.array([(centroid[0] - cam.cx) / cam.fx, (centroid[1] - cam.cy) / cam.fy, 1.0])
         shifted = T0.copy()
@@ -346,15 +345,14 @@ class ObjectTracker:
                     T[:3, :3] = R @ base[:3, :3]
                     T[:3, 3] = R @ (base[:3, 3] - cb) + cb
                     hyps.append(T)
-        roi = make_roi(cam, shifted, self.geometry.proxy_vertices_np, 64, margin=0.8)
+        roi = make_roi(cam, shifted, self.scene.proxy_vertices_np, 64, margin=0.8)
         if roi is None:
             return
-        hand_v, hand_f = ctx.hand_mesh()
+        hand_v = ctx.hand_vertices()
         obs = roi.crop(mask.astype(np.float32)) > 0.5
         best, best_iou = None, -1.0
         for T in hyps:
-            r = render_roi(roi, T, self.geometry.proxy_vertices, self.geometry.proxy_faces,
-                           hand_v, hand_f)
+            r = self.scene.render(roi, T, hand_v)
             inter = (r.object_visible & obs).sum()
             union = (r.object_visible | obs).sum()
             iou = inter / union if union else 0.0

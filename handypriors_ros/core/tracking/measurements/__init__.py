@@ -1,14 +1,15 @@
 """The EKF's measurements (paper III-E, observation h), behind one protocol and a registry.
 
-- ``base``: the protocol (:class:`Measurement`, :class:`Linearisation`, :class:`StepContext`);
+- ``base``: the protocol (:class:`Measurement`, :class:`Linearisation`, :class:`StepContext`,
+  :class:`TrackingScene`);
 - ``registry``: name -> measurement (``TrackerConfig.measurements`` selects them, in order);
 - one module per measurement: ``center`` (``'object_center'``), ``contour`` (``'contour'``),
   ``fingertip`` (``'fingertip_contact'``);
 - ``roi``: the region of interest they work in and its hard render.
 """
 from handypriors_ros.core.tracking.measurements.base import (Linearisation, Linearise,
-                                                             Measurement, ObjectGeometry,
-                                                             Residual, StepContext)
+                                                             Measurement, Residual,
+                                                             StepContext, TrackingScene)
 from handypriors_ros.core.tracking.measurements.center import (ObjectCenter,
                                                                center_measurement,
                                                                mask_centroid)
@@ -27,8 +28,8 @@ from handypriors_ros.core.tracking.measurements.roi import RoiRender, RoiView, m
 
 __all__ = [
     'BUILTIN_MEASUREMENTS', 'Contour', 'ContourMeasurement', 'FingertipContact', 'Linearisation',
-    'Linearise', 'Measurement', 'ObjectCenter', 'ObjectGeometry', 'ObservedField', 'Residual',
-    'RoiRender', 'RoiView', 'SampledImage', 'StepContext', 'build_measurements',
+    'Linearise', 'Measurement', 'ObjectCenter', 'ObservedField', 'Residual',
+    'RoiRender', 'RoiView', 'SampledImage', 'StepContext', 'TrackingScene', 'build_measurements',
     'center_measurement', 'contour_measurement', 'fingertip_contact_measurement',
     'make_roi', 'mask_centroid', 'measurement_names', 'query_fingertips',
     'register_measurement', 'render_roi', 'signed_distance_transform',

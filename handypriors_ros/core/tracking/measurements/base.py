@@ -55,8 +55,9 @@ Linearise = Callable[[torch.Tensor, int], Linearisation | None]
 
 
 @dataclass(frozen=True)
-class ObjectGeometry:
-    """The tracked object as the measurements see it (built once per tracker).
+class TrackingScene:
+    """What the tracker knows of the scene, built once: the object's geometry and SDF, and the
+    ROI render of the object with the hand as a known occluder.
 
     Attributes:
         proxy_vertices: (V, 3) float32 render-proxy vertices, object frame, on the device.
@@ -66,6 +67,7 @@ class ObjectGeometry:
             the CPU, so that its edges know both their faces: silhouette edges.
         center: (3,) float64 object centre, object frame (CPU).
         sdf: the object's signed distance field (on the device).
+        hand_faces: (Fh, 3) the hand's triangles (``HandModel.mesh_faces``), on the device.
     """
     proxy_vertices: torch.Tensor
     proxy_faces: torch.Tensor
@@ -73,6 +75,15 @@ class ObjectGeometry:
     mesh: RenderMesh
     center: torch.Tensor
     sdf: WarpMeshSDF
+    hand_faces: torch.Tensor
+
+    def render(self, roi: RoiView, T_cam_obj: np.ndarray,
+               hand_vertices_cam: torch.Tensor | None = None) -> RoiRender:
+        """Hard-render the object at a pose (and the posed hand (Vh, 3), camera frame, when
+        given) into a ROI; every ROI render of the tracker goes through here."""
+        return render_roi(roi, T_cam_obj, self.proxy_vertices, self.proxy_faces,
+                          hand_vertices_cam,
+                          None if hand_vertices_cam is None else self.hand_faces)
 
 
 @dataclass
@@ -82,7 +93,7 @@ class StepContext:
     Attributes:
         frame: the frame; hand: the hand posed at its stamp (``dynamics.HandFrame``).
         hand_model: the hand (its protocol: fingertip radius, posed mesh).
-        object: the object's geometry.
+        scene: the object's geometry, SDF and ROI render.
         status: the track status before this step.
         T_prior: (4, 4) float64 the predicted pose (before any update).
         roi_size_px: the largest ROI side.
@@ -94,7 +105,7 @@ class StepContext:
     frame: Frame
     hand: HandFrame
     hand_model: HandModel
-    object: ObjectGeometry
+    scene: TrackingScene
     status: TrackStatus
     T_prior: np.ndarray
     roi_size_px: int
@@ -102,28 +113,25 @@ class StepContext:
     mask: np.ndarray | None = None
     mask_roi: np.ndarray | None = None
     render: RoiRender | None = None
-    _hand_mesh: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
+    _hand_vertices: torch.Tensor | None = field(default=None, repr=False)
 
-    def hand_mesh(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The posed hand: vertices (Vh, 3) float32, camera frame; faces (Fh, 3). Posed once."""
-        if self._hand_mesh is None:
+    def hand_vertices(self) -> torch.Tensor:
+        """(Vh, 3) float32 the posed hand mesh's vertices, camera frame (posed once)."""
+        if self._hand_vertices is None:
             h = self.hand_model
-            v, f = h.posed_mesh(
+            v, _ = h.posed_mesh(
                 torch.as_tensor(self.frame.q[None], dtype=h.dtype, device=h.device),
                 torch.as_tensor(self.frame.T_cam_base[None], dtype=h.dtype, device=h.device))
-            self._hand_mesh = (v[0].detach().float(), f)
-        return self._hand_mesh
+            self._hand_vertices = v[0].detach().float()
+        return self._hand_vertices
 
-    def render_at(self, T_cam_obj: np.ndarray, *, with_hand: bool = True
-                  ) -> tuple[RoiView, RoiRender] | None:
-        """The ROI and its render at a pose (None when the object is out of view there)."""
-        roi = make_roi(self.frame.camera, T_cam_obj, self.object.proxy_vertices_np,
+    def render_at(self, T_cam_obj: np.ndarray) -> tuple[RoiView, RoiRender] | None:
+        """The ROI and its render (hand included) at a pose; None when out of view there."""
+        roi = make_roi(self.frame.camera, T_cam_obj, self.scene.proxy_vertices_np,
                        self.roi_size_px)
         if roi is None:
             return None
-        hand_v, hand_f = self.hand_mesh() if with_hand else (None, None)
-        return roi, render_roi(roi, T_cam_obj, self.object.proxy_vertices,
-                               self.object.proxy_faces, hand_v, hand_f)
+        return roi, self.scene.render(roi, T_cam_obj, self.hand_vertices())
 
 
 class Measurement(abc.ABC):

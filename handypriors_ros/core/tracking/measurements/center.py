@@ -65,7 +65,7 @@ class ObjectCenter(Measurement):
 
         def linearise(T_cam_obj: torch.Tensor, iteration: int) -> Linearisation | None:
             residual = center_measurement(ctx.frame.camera, ctx.roi, ctx.render, T_cam_obj,
-                                          ctx.object.center, ctx.mask_roi)
+                                          ctx.scene.center, ctx.mask_roi)
             return None if residual is None else Linearisation(residual, 1, R)
 
         return linearise

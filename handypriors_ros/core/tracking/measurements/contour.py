@@ -257,7 +257,7 @@ class Contour(Measurement):
                 if at is None:
                     return None
                 roi, render = at
-            cm = contour_measurement(ctx.frame.camera, roi, render, ctx.object.mesh, T_cam_obj,
+            cm = contour_measurement(ctx.frame.camera, roi, render, ctx.scene.mesh, T_cam_obj,
                                      observed, max_points=cfg.contour_points,
                                      sigma_px=cfg.contour_sigma_px,
                                      common_px=cfg.contour_common_px,

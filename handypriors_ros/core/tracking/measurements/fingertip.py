@@ -78,7 +78,7 @@ class FingertipContact(Measurement):
 
         def linearise(T_cam_obj: torch.Tensor, iteration: int) -> Linearisation | None:
             tips = ctx.hand.fingertips_cam
-            res = query_fingertips(ctx.object.sdf, tips, T_cam_obj.numpy())
+            res = query_fingertips(ctx.scene.sdf, tips, T_cam_obj.numpy())
             valid = res.valid[0].cpu().numpy()
             idx = [i for i in sorted(targets) if valid[i]]
             if not idx:
@@ -95,7 +95,7 @@ class FingertipContact(Measurement):
 
     def finish(self, ctx: StepContext, T_cam_obj: np.ndarray) -> None:
         """The fingertips touching the object at the posterior become next frame's targets."""
-        res = query_fingertips(ctx.object.sdf, ctx.hand.fingertips_cam, T_cam_obj)
+        res = query_fingertips(ctx.scene.sdf, ctx.hand.fingertips_cam, T_cam_obj)
         d = res.distance[0].detach().cpu().numpy()
         touch = d < ctx.hand_model.fingertip_radius_m + self.config.contact_threshold_m
         self._targets = {int(i): float(d[i]) for i in np.nonzero(touch)[0]}
