@@ -1,5 +1,5 @@
 """HandKinematics: FK against yourdfpy and hand-computed figures, geometry, mesh loading, joint
-name maps, input validation and gradients."""
+name maps, input validation and gradients, the hand protocol (fingertip radius), CUDA."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from handypriors_ros.core.models.joint_names import (
     joint_vector_from_state,
     ros1_to_ros2_name_map,
 )
+from handypriors_ros.core.models.hand import HandModel
 from handypriors_ros.core.models.kinematics import HandKinematics, HandState, resolve_mesh_path
 
 URDF_DIR = Path(__file__).resolve().parents[1] / 'urdf'
@@ -394,3 +395,36 @@ def test_core_models_do_not_import_ros():
             'sys.modules)')
     root = Path(__file__).resolve().parents[1]
     subprocess.run([sys.executable, '-c', code], check=True, cwd=root)
+
+
+# -- the hand protocol ----------------------------------------------------------------------------
+
+def test_fingertip_radius_from_the_fingertip_geometry():
+    """The Allegro tips are 12 mm spheres on the link origins (as yourdfpy reads the URDF)."""
+    reference = yourdfpy.URDF.load(str(RIGHT), build_scene_graph=False, load_meshes=False)
+    model = HandKinematics.from_urdf(RIGHT, surface_points=0)
+    assert isinstance(model, HandModel)
+    for name in model.fingertip_links:
+        (visual,) = reference.link_map[name].visuals
+        assert visual.geometry.sphere.radius == 0.012
+        np.testing.assert_array_equal(visual.origin, np.eye(4))
+    assert model.fingertip_radius_m == pytest.approx(0.012, abs=1e-7)
+    given = HandKinematics.from_urdf(RIGHT, surface_points=0, fingertip_radius_m=0.01)
+    assert given.fingertip_radius_m == 0.01 and given.to(dtype=F64).fingertip_radius_m == 0.01
+    with pytest.raises(InputError, match='fingertip_radius_m: expected a finite float >= 0'):
+        HandKinematics.from_urdf(RIGHT, surface_points=0, fingertip_radius_m=-0.01)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(),
+                    reason='no CUDA device (torch.cuda.is_available() False)')
+def test_forward_and_posed_mesh_on_cuda_match_the_cpu(hand):
+    cuda = hand.to('cuda', torch.float32)
+    cpu = hand.to('cpu', torch.float32)
+    q, T = _random_q(cpu, 3, seed=5), _random_T(3, seed=5).float()
+    a, b = cpu.forward(q, T), cuda.forward(q.cuda(), T.cuda())
+    assert b.surface_points.device.type == 'cuda'
+    for field in ('fingertips', 'surface_points', 'surface_normals', 'T_world_link'):
+        torch.testing.assert_close(getattr(b, field).cpu(), getattr(a, field), atol=1e-5,
+                                   rtol=1e-5)
+    torch.testing.assert_close(cuda.posed_mesh(q.cuda(), T.cuda())[0].cpu(),
+                               cpu.posed_mesh(q, T)[0], atol=1e-5, rtol=1e-5)

@@ -1,5 +1,6 @@
 """Quasistatic rigid fit (eq. 9): against scipy's weighted align_vectors, exact recovery, the
-guarded degenerate contact sets and their gradients, pose propagation."""
+guarded degenerate contact sets and their gradients (the dynamics built on it:
+test_physics_quasistatic)."""
 
 import numpy as np
 import pytest
@@ -10,7 +11,6 @@ from handypriors_ros.core.errors import InputError
 from handypriors_ros.core.geometry.se3 import make_transform
 from handypriors_ros.core.physics.rigid_fit import (
     FitStatus,
-    propagate_object_pose,
     weighted_rigid_fit,
 )
 
@@ -160,25 +160,6 @@ def test_gradcheck_generic_fit_and_square():
     assert torch.autograd.gradcheck(lambda a, b: weighted_rigid_fit(a, b, args[2]).T, args[:2])
 
 
-def test_propagate_object_pose():
-    R, t = _motion(6, 2)
-    Rp, tp = _motion(7, 2)
-    T_cam_obj_prev = make_transform(Rp, tp)
-    X_prev = torch.randn(2, 10, 3, dtype=torch.float64,
-                         generator=torch.Generator().manual_seed(3)) * 0.04
-    T_cam_obj = propagate_object_pose(T_cam_obj_prev, X_prev, _apply(R, t, X_prev),
-                                      torch.ones(2, 10, dtype=torch.float64))
-    torch.testing.assert_close(T_cam_obj, make_transform(R, t) @ T_cam_obj_prev)
-    # A bool contact mask works as weights.
-    mask = torch.ones(2, 10, dtype=torch.bool)
-    torch.testing.assert_close(propagate_object_pose(T_cam_obj_prev, X_prev, _apply(R, t, X_prev),
-                                                     mask), T_cam_obj)
-    # No contacts: the object stays where it was.
-    still = propagate_object_pose(T_cam_obj_prev, X_prev, _apply(R, t, X_prev),
-                                  torch.zeros(2, 10, dtype=torch.float64))
-    torch.testing.assert_close(still, T_cam_obj_prev)
-
-
 def test_rigid_fit_rejects_bad_inputs():
     X = torch.zeros(2, 4, 3)
     with pytest.raises(InputError, match='weights: expected non-negative'):
@@ -191,6 +172,3 @@ def test_rigid_fit_rejects_bad_inputs():
         weighted_rigid_fit(X, X, torch.ones(2, 4, 1))
     with pytest.raises(InputError, match='min_points'):
         weighted_rigid_fit(X, X, torch.ones(2, 4), min_points=2)
-    with pytest.raises(InputError, match='X_prev_cam: expected size 2 in dim 0'):
-        propagate_object_pose(torch.eye(4).expand(2, 4, 4), torch.zeros(3, 4, 3),
-                              torch.zeros(3, 4, 3), torch.ones(3, 4))

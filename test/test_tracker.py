@@ -1,4 +1,6 @@
-"""The EKF tracker's pieces and the whole on a small synthetic sequence with ground truth."""
+"""The EKF tracker's pieces and the whole on a small synthetic sequence with ground truth; its
+measurement protocol and registry, its hand protocol (the URDF hand, a protocol-only view of it,
+a hand written from scratch), its device (CUDA paths skip, saying why, without CUDA)."""
 from dataclasses import replace
 
 import numpy as np
@@ -13,11 +15,14 @@ from handypriors_ros.core.models.kinematics import HandKinematics
 from handypriors_ros.core.models.object_model import ObjectModel
 from handypriors_ros.core.physics.sdf import WarpMeshSDF
 from handypriors_ros.core.render.camera import PinholeCamera
-from handypriors_ros.core.tracking.config import TrackerConfig, ablation_configs
+from handypriors_ros.core.models.hand import HandModel
+from handypriors_ros.core.tracking.config import MEASUREMENTS, TrackerConfig, ablation_configs
 from handypriors_ros.core.tracking.dynamics import pose_hand, predict_motion
 from handypriors_ros.core.tracking.ekf import PoseEKF, ominus
-from handypriors_ros.core.tracking.measurements import (ObservedField, contour_measurement,
-                                                        make_roi, render_roi)
+from handypriors_ros.core.tracking.measurements import (Linearisation, Measurement,
+                                                        ObservedField, contour_measurement,
+                                                        make_roi, register_measurement,
+                                                        render_roi, unregister_measurement)
 from handypriors_ros.core.tracking.segmenter import ColorHistogramSegmenter
 from handypriors_ros.core.tracking.tracker import NotInitialisedError, ObjectTracker
 from handypriors_ros.core.frames import Frame
@@ -103,7 +108,7 @@ def test_contour_residual_is_small_at_the_truth_and_an_update_reduces_the_error(
     def measure(T):
         roi = make_roi(cam, T, verts, 128)
         render = render_roi(roi, T, obj.proxy.vertices.float(), obj.proxy.faces, hv, hf)
-        return contour_measurement(cam, roi, render, tracker._mesh, torch.as_tensor(T),
+        return contour_measurement(cam, roi, render, tracker.scene.mesh, torch.as_tensor(T),
                                    ObservedField.from_mask(mask, roi),
                                    max_points=120, sigma_px=1.0, common_px=0.5,
                                    outlier_px=20.0)
@@ -207,3 +212,245 @@ def test_lost_track_is_detected_and_recovered(seq):
     assert any('re-initialised' in r for r in reasons), reasons
     assert errors[0] > 20.0 and errors[-1] < 15.0, errors
     assert res.status == TrackStatus.TRACKING
+
+
+# --------------------------------------------------------------------------------------------
+# measurements behind a protocol, hands behind a protocol, the device
+# --------------------------------------------------------------------------------------------
+class _ObjectPosition(Measurement):
+    """A test-only observation: the object's true position with 1 mm noise (rows 1, d 3)."""
+    name = 'test_object_position'
+    calls: dict  # counted per class: prepare / reset / finish
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.truth = _ObjectPosition.truth
+        _ObjectPosition.calls = {'prepare': 0, 'reset': 0, 'finish': 0}
+
+    def reset(self):
+        _ObjectPosition.calls['reset'] += 1
+
+    def prepare(self, ctx):
+        _ObjectPosition.calls['prepare'] += 1
+        z = torch.as_tensor(self.truth[ctx.frame.stamp_ns][:3, 3])
+
+        def linearise(T, iteration):
+            return Linearisation(lambda d: (z - (T[:3, 3] + d[:, :3]))[None][:, 0], 1,
+                                 torch.full((3,), 1e-3 ** 2, dtype=torch.float64))
+
+        return linearise
+
+    def finish(self, ctx, T_cam_obj):
+        assert T_cam_obj.shape == (4, 4)
+        _ObjectPosition.calls['finish'] += 1
+
+
+@pytest.fixture
+def object_position(seq):
+    _ObjectPosition.truth = {f.stamp_ns: T for f, T in zip(seq['frames'], seq['gt']['T_cam_obj'])}
+    register_measurement(_ObjectPosition)
+    yield _ObjectPosition
+    unregister_measurement(_ObjectPosition.name)
+
+
+def test_a_registered_measurement_is_run_by_the_tracker(seq, object_position):
+    obj, gt = seq['obj'], seq['gt']
+    cfg = replace(TrackerConfig(), measurements=(object_position.name,))
+    tracker = ObjectTracker(obj, seq['kin'], cfg)
+    tracker.initialise(gt['T_cam_obj_initial'])
+    assert object_position.calls['reset'] == 1
+    errors = []
+    for i, frame in enumerate(seq['frames']):
+        res = tracker.step(frame)
+        assert [u.name for u in res.updates] == [object_position.name]
+        assert res.updates[0].dimension == 3 and res.updates[0].accepted
+        errors.append(np.linalg.norm(res.T_cam_obj[:3, 3] - gt['T_cam_obj'][i][:3, 3]))
+    assert object_position.calls['prepare'] == object_position.calls['finish'] == N
+    # an image measurement (from_image) accepted: tracking; the position follows the truth
+    assert res.status == TrackStatus.TRACKING
+    initial = np.linalg.norm(gt['T_cam_obj_initial'][:3, 3] - gt['T_cam_obj'][0][:3, 3])
+    assert initial > 0.003 and max(errors[2:]) < 0.0015, (initial, errors)
+
+
+def test_the_registry_checks_names_and_config_order_is_update_order(seq):
+    assert MEASUREMENTS == ('object_center', 'contour', 'fingertip_contact')
+    assert TrackerConfig().measurements == MEASUREMENTS
+    with pytest.raises(InputError, match=r"measurements: unknown \['sonar'\]"):
+        TrackerConfig(measurements=('contour', 'sonar'))
+    with pytest.raises(InputError, match='measurements: expected each name once'):
+        TrackerConfig(measurements=('contour', 'contour'))
+    with pytest.raises(InputError, match='already registered'):
+        register_measurement(type('Other', (_ObjectPosition,), {'name': 'contour'}))
+    with pytest.raises(InputError, match='expected a Measurement subclass'):
+        register_measurement(dict)
+    with pytest.raises(InputError, match='built-in'):
+        unregister_measurement('contour')
+    obj, gt = seq['obj'], seq['gt']
+    order = {}
+    for names in (('contour', 'object_center'), ('object_center', 'contour')):
+        tracker = ObjectTracker(obj, seq['kin'], replace(TrackerConfig(), measurements=names))
+        tracker.initialise(gt['T_cam_obj'][0])
+        order[names] = [u.name for u in tracker.step(seq['frames'][0]).updates]
+    assert order == {k: list(k) for k in order}
+
+
+class _ProtocolOnlyHand:
+    """The URDF hand seen through the HandModel protocol only (no other attribute)."""
+
+    def __init__(self, kin):
+        self._kin = kin
+
+    device = property(lambda self: self._kin.device)
+    dtype = property(lambda self: self._kin.dtype)
+    joint_names = property(lambda self: self._kin.joint_names)
+    num_joints = property(lambda self: self._kin.num_joints)
+    root_link = property(lambda self: self._kin.root_link)
+    link_names = property(lambda self: self._kin.link_names)
+    point_link_ids = property(lambda self: self._kin.point_link_ids)
+    fingertip_radius_m = property(lambda self: self._kin.fingertip_radius_m)
+    mesh_faces = property(lambda self: self._kin.mesh_faces)
+
+    def to(self, device=None, dtype=None):
+        return _ProtocolOnlyHand(self._kin.to(device, dtype))
+
+    def forward(self, q, T_world_base=None):
+        return self._kin.forward(q, T_world_base)
+
+    def posed_mesh(self, q, T_world_base=None):
+        return self._kin.posed_mesh(q, T_world_base)
+
+    def joint_vector(self, names, positions):
+        return self._kin.joint_vector(names, positions)
+
+
+class _RigidHand:
+    """A minimal hand written from scratch: surface samples, fingertips and a triangle mesh
+    rigidly fixed to the root (joints are accepted and ignored)."""
+    dtype = torch.float32
+    device = torch.device('cpu')
+    root_link = 'wrist'
+    link_names = ('wrist', 'tip_a', 'tip_b', 'tip_c', 'tip_d')
+    fingertip_radius_m = 0.012
+
+    def __init__(self, points_base, normals_base, point_links, tips_base, mesh, num_joints):
+        self.num_joints = num_joints
+        self.joint_names = tuple(f'j{i}' for i in range(num_joints))
+        self.point_link_ids = point_links
+        self._p, self._n, self._tips = points_base, normals_base, tips_base
+        self._mesh_v, self.mesh_faces = mesh
+
+    def to(self, device=None, dtype=None):
+        return self
+
+    def _pose(self, x, T, w):
+        if T is None:
+            return x.expand(1, -1, -1)
+        return x @ T[:, :3, :3].transpose(1, 2) + w * T[:, None, :3, 3]
+
+    def forward(self, q, T_world_base=None):
+        from handypriors_ros.core.models.hand import HandState
+        B = q.shape[0]
+        eye = torch.eye(4).expand(B, len(self.link_names), 4, 4)
+        return HandState(eye, None if T_world_base is None else T_world_base[:, None] @ eye,
+                         self._pose(self._tips, T_world_base, 1), self._pose(self._p, T_world_base, 1),
+                         self._pose(self._n, T_world_base, 0), self.point_link_ids,
+                         'world' if T_world_base is not None else 'wrist')
+
+    def posed_mesh(self, q, T_world_base=None):
+        return self._pose(self._mesh_v, T_world_base, 1), self.mesh_faces
+
+    def joint_vector(self, names, positions):
+        return torch.as_tensor(positions, dtype=self.dtype)
+
+
+def test_the_tracker_uses_only_the_hand_protocol(seq):
+    obj, gt, kin = seq['obj'], seq['gt'], seq['kin']
+    assert isinstance(kin, HandModel)
+    with pytest.raises(InputError, match='hand: expected a HandModel'):
+        ObjectTracker(obj, object())
+    poses = {}
+    for name, hand in (('urdf', kin), ('protocol', _ProtocolOnlyHand(kin))):
+        tracker = ObjectTracker(obj, hand)
+        tracker.initialise(gt['T_cam_obj_initial'])
+        poses[name] = np.stack([tracker.step(f).T_cam_obj for f in seq['frames']])
+    np.testing.assert_array_equal(poses['protocol'], poses['urdf'])
+
+
+def test_a_hand_written_from_scratch_drives_the_tracker(seq):
+    """No URDF: the Allegro hand's samples and mesh at the first frame, frozen to the root."""
+    obj, gt, kin = seq['obj'], seq['gt'], seq['kin']
+    q0 = torch.as_tensor(seq['frames'][0].q[None], dtype=kin.dtype)
+    state = kin.forward(q0)
+    mesh_v, mesh_f = kin.posed_mesh(q0)
+    tip_link = torch.tensor([kin.link_index(n) for n in kin.fingertip_links])
+    links = torch.zeros_like(kin.point_link_ids)
+    for i, link in enumerate(tip_link):
+        links[kin.point_link_ids == link] = i + 1
+    hand = _RigidHand(state.surface_points[0], state.surface_normals[0], links,
+                      state.fingertips[0], (mesh_v[0], mesh_f), kin.num_joints)
+    assert isinstance(hand, HandModel)
+    tracker = ObjectTracker(obj, hand)
+    tracker.initialise(gt['T_cam_obj_initial'])
+    errors, names = [], set()
+    for i, frame in enumerate(seq['frames']):
+        res = tracker.step(frame)
+        names |= set(res.contacts.link_names)
+        errors.append(_add_s_mm(obj, res.T_cam_obj, gt['T_cam_obj'][i]))
+    assert names and names <= set(hand.link_names), names
+    initial = _add_s_mm(obj, gt['T_cam_obj_initial'], gt['T_cam_obj'][0])
+    assert np.mean(errors[4:]) < 0.75 * initial, (initial, errors)
+
+
+def test_device_choice(seq, monkeypatch):
+    from handypriors_ros.core.devices import resolve_device
+    with pytest.raises(InputError, match="device: expected 'auto', 'cpu'"):
+        resolve_device('gpu0')
+    with pytest.raises(InputError, match="device: expected 'cpu' or 'cuda"):
+        resolve_device('meta')
+    tracker = ObjectTracker(seq['obj'], seq['kin'], device='auto')
+    expected = 'cuda' if torch.cuda.is_available() else 'cpu'
+    assert tracker.device.type == expected and tracker.sdf.device.type == expected
+    assert ObjectTracker(seq['obj'], seq['kin']).device.type == 'cpu'  # the default
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    assert resolve_device('auto') == torch.device('cpu')
+    with pytest.raises(InputError, match='torch sees no CUDA device'):
+        ObjectTracker(seq['obj'], seq['kin'], device='cuda')
+
+
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(),
+                                   reason='no CUDA device (torch.cuda.is_available() False)')
+
+
+@requires_cuda
+def test_the_tracker_on_cuda_matches_the_cpu(seq):
+    obj, gt, kin = seq['obj'], seq['gt'], seq['kin']
+    results = {}
+    for device in ('cpu', 'cuda'):
+        tracker = ObjectTracker(obj, kin, device=device)
+        if device == 'cuda':
+            assert tracker.hand.device.type == 'cuda' and tracker.sdf.device.type == 'cuda'
+            assert tracker.scene.proxy_vertices.device.type == 'cuda'
+        tracker.initialise(gt['T_cam_obj_initial'])
+        results[device] = [tracker.step(f) for f in seq['frames']]
+    for i, (a, b) in enumerate(zip(results['cpu'], results['cuda'])):
+        assert a.status == b.status
+        assert _add_s_mm(obj, b.T_cam_obj, a.T_cam_obj) < 1.0, i
+        assert a.contacts.count == pytest.approx(b.contacts.count, abs=3)
+
+
+@requires_cuda
+def test_the_roi_render_on_cuda_matches_the_cpu(seq):
+    obj, cam, gt, kin = seq['obj'], seq['cam'], seq['gt'], seq['kin']
+    f, T = seq['frames'][3], gt['T_cam_obj'][3]
+    hv, _ = kin.posed_mesh(torch.as_tensor(f.q[None], dtype=kin.dtype),
+                           torch.as_tensor(f.T_cam_base[None], dtype=kin.dtype))
+    roi = make_roi(cam, T, obj.proxy.vertices.numpy().astype(np.float64), 128)
+    renders = {}
+    for device in ('cpu', 'cuda'):
+        scene = ObjectTracker(obj, kin, device=device).scene
+        assert scene.hand_faces.device.type == device
+        renders[device] = scene.render(roi, T, hv[0].float().to(device))
+    for field in ('object_visible', 'hand'):
+        a, b = getattr(renders['cpu'], field), getattr(renders['cuda'], field)
+        assert isinstance(b, np.ndarray) and a.any()
+        assert (a != b).mean() < 0.005, field

@@ -6,6 +6,9 @@ and keeps everything as tensors on one device, in one dtype. ``forward`` then ma
 joint vectors (and optionally the root's pose in a world frame) to link poses, fingertip
 positions and posed surface points, differentiably with respect to both.
 
+``HandKinematics`` implements the hand protocol of ``core.models.hand`` (:class:`HandModel`,
+with :class:`HandState` as the posed hand), which is all the tracker and the refinement use.
+
 Frames: the URDF root link is called *root* (``ah_base_link`` for the Allegro hand).
 ``T_root_link[b, l]`` maps points of link ``l``'s frame into the root frame; given
 ``T_world_base`` (the root's pose in a world frame), ``T_world_link = T_world_base @ T_root_link``.
@@ -36,37 +39,14 @@ import yourdfpy
 
 from handypriors_ros.core.errors import InputError, ModelError
 from handypriors_ros.core.geometry.rotations import skew
+from handypriors_ros.core.models.hand import HandState
 from handypriors_ros.core.models.joint_names import joint_vector_from_state
+
+__all__ = ['HandKinematics', 'HandState', 'resolve_mesh_path']
 
 _FIXED, _REVOLUTE, _PRISMATIC = 0, 1, 2
 _SPHERE_SUBDIVISIONS = 2  # icosphere of a URDF sphere: 320 faces
 _CYLINDER_SECTIONS = 24
-
-
-@dataclass(frozen=True)
-class HandState:
-    """Posed hand for a batch of B configurations.
-
-    Attributes:
-        T_root_link: (B, L, 4, 4) link poses in the URDF root frame (``link_names`` order).
-        T_world_link: (B, L, 4, 4) link poses in the world frame, or None when no
-            ``T_world_base`` was given.
-        fingertips: (B, F, 3) origins of the fingertip links (``fingertip_links`` order; for the
-            Allegro hand thumb, index, middle, ring), in ``frame``.
-        surface_points: (B, P, 3) surface samples of the whole hand, in ``frame``.
-        surface_normals: (B, P, 3) unit outward normals at those samples, in ``frame``.
-        point_link_ids: (P,) int64 index into ``link_names`` of each sample's link.
-        frame: ``'world'`` when ``T_world_base`` was given, else the root link's name: the frame
-            of ``fingertips``, ``surface_points`` and ``surface_normals``.
-    """
-
-    T_root_link: torch.Tensor
-    T_world_link: torch.Tensor | None
-    fingertips: torch.Tensor
-    surface_points: torch.Tensor
-    surface_normals: torch.Tensor
-    point_link_ids: torch.Tensor
-    frame: str
 
 
 @dataclass(frozen=True)
@@ -418,8 +398,17 @@ def _pose_packed(T_frame_link: torch.Tensor, X_chunk: torch.Tensor, chunk_link: 
     return posed.transpose(0, 1)[..., :3].contiguous()  # (B, K, 3)
 
 
+def _fingertip_radius(m: _HandModel) -> float:
+    """Mean distance of the fingertip links' mesh vertices from their link origins [m]."""
+    tips = np.isin(m.vertex_link_ids, m.fingertip_index)
+    if not tips.any():
+        return 0.0
+    return float(np.linalg.norm(m.mesh_vertices[tips], axis=1).mean())
+
+
 class HandKinematics:
-    """Forward kinematics, fingertips, surface points and posed mesh of a URDF hand.
+    """Forward kinematics, fingertips, surface points and posed mesh of a URDF hand (a
+    :class:`~handypriors_ros.core.models.hand.HandModel`).
 
     Build with :meth:`from_urdf`. Tensors live on ``device`` in ``dtype`` (float32 or float64);
     :meth:`to` returns a copy elsewhere. Inputs must already be on that device, in that dtype.
@@ -433,9 +422,17 @@ class HandKinematics:
 
     def __init__(self, model: _HandModel, *, device: torch.device | str = 'cpu',
                  dtype: torch.dtype = torch.float32,
-                 joint_name_map: Mapping[str, str] | None = None) -> None:
+                 joint_name_map: Mapping[str, str] | None = None,
+                 fingertip_radius_m: float | None = None) -> None:
         if dtype not in (torch.float32, torch.float64):
             raise InputError(f'dtype: expected torch.float32 or torch.float64, got {dtype}')
+        if fingertip_radius_m is None:
+            fingertip_radius_m = _fingertip_radius(model)
+        elif not (isinstance(fingertip_radius_m, (int, float))
+                  and 0 <= fingertip_radius_m < math.inf):
+            raise InputError(f'fingertip_radius_m: expected a finite float >= 0 [m], got '
+                             f'{fingertip_radius_m!r}')
+        self._fingertip_radius_m = float(fingertip_radius_m)
         self._model = model
         self._device = torch.device(device)
         self._dtype = dtype
@@ -514,7 +511,8 @@ class HandKinematics:
                   joint_name_map: Mapping[str, str] | None = None, surface_points: int = 2000,
                   seed: int = 0, package_paths: Mapping[str, str | os.PathLike] | None = None,
                   geometry: str = 'visual',
-                  fingertip_links: Sequence[str] | None = None) -> HandKinematics:
+                  fingertip_links: Sequence[str] | None = None,
+                  fingertip_radius_m: float | None = None) -> HandKinematics:
         """Load a hand from a URDF file or URDF XML text.
 
         Supported joints: revolute, continuous, prismatic, fixed, and mimic joints of those (not
@@ -535,6 +533,10 @@ class HandKinematics:
             fingertip_links: names of the fingertip links, in the order of
                 ``HandState.fingertips``; default: the leaf links in ``link_names`` order (for the
                 Allegro URDF: ``ah_link_04, 14, 24, 34`` = thumb, index, middle, ring).
+            fingertip_radius_m: radius of the fingertips [m]; default: the mean distance of the
+                fingertip links' mesh vertices from their link origins (exact for spherical
+                tips centred on the link origin, as the Allegro hand's 12 mm spheres; 0 when
+                the fingertip links have no geometry).
         Raises:
             ModelError: the URDF cannot be read or is invalid; a mesh is missing or unreadable
                 (the message names its path); a joint type is unsupported.
@@ -549,14 +551,16 @@ class HandKinematics:
         model = _build_model(robot, base_dir, source=geometry, package_paths=package_paths,
                              fingertip_links=fingertip_links, surface_points=surface_points,
                              seed=seed)
-        return cls(model, device=device, dtype=dtype, joint_name_map=joint_name_map)
+        return cls(model, device=device, dtype=dtype, joint_name_map=joint_name_map,
+                   fingertip_radius_m=fingertip_radius_m)
 
     def to(self, device: torch.device | str | None = None,
            dtype: torch.dtype | None = None) -> HandKinematics:
         """A copy with every tensor on ``device`` in ``dtype`` (None keeps the current one)."""
         return HandKinematics(self._model, device=self._device if device is None else device,
                               dtype=self._dtype if dtype is None else dtype,
-                              joint_name_map=self._joint_name_map)
+                              joint_name_map=self._joint_name_map,
+                              fingertip_radius_m=self._fingertip_radius_m)
 
     # -- description -------------------------------------------------------------------------
 
@@ -595,6 +599,11 @@ class HandKinematics:
     def fingertip_links(self) -> tuple[str, ...]:
         """(F,) links whose origins are ``HandState.fingertips``."""
         return tuple(self._model.link_names[i] for i in self._model.fingertip_index)
+
+    @property
+    def fingertip_radius_m(self) -> float:
+        """Radius of the fingertips [m] (see :meth:`from_urdf`)."""
+        return self._fingertip_radius_m
 
     @property
     def joint_name_map(self) -> dict[str, str]:

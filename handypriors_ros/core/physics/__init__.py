@@ -1,5 +1,6 @@
 """Physics priors (paper III-C, III-E): signed distance to the object with NVIDIA Warp, contact
-sets, the penetration / sliding / smoothness / acceleration losses and the quasistatic rigid fit.
+sets, the penetration / sliding / smoothness / acceleration losses (eqs. 3-5, ``losses``), the
+quasistatic rigid fit and the quasistatic contact dynamics built on it (eq. 9, ``quasistatic``).
 
 All tensors are batch first; distances are NEGATIVE INSIDE the object; ``T_cam_obj`` maps
 object-frame points into the camera optical frame.
@@ -16,10 +17,11 @@ from handypriors_ros.core.physics.losses import (
     sliding_loss,
     smoothness_loss,
 )
+from handypriors_ros.core.physics.quasistatic import MODES as QUASISTATIC_MODES
+from handypriors_ros.core.physics.quasistatic import QuasistaticStep, quasistatic_step
 from handypriors_ros.core.physics.rigid_fit import (
     FitStatus,
     RigidFit,
-    propagate_object_pose,
     weighted_rigid_fit,
 )
 from handypriors_ros.core.physics.sdf import SDFResult, WarpMeshSDF
@@ -28,13 +30,15 @@ __all__ = [
     'DEFAULT_CONTACT_THRESHOLD_M',
     'ContactSet',
     'FitStatus',
+    'QUASISTATIC_MODES',
+    'QuasistaticStep',
     'RigidFit',
     'SDFResult',
     'WarpMeshSDF',
     'acceleration_loss',
     'find_contacts',
     'penetration_loss',
-    'propagate_object_pose',
+    'quasistatic_step',
     'sliding_loss',
     'smoothness_loss',
     'weighted_rigid_fit',

@@ -190,23 +190,3 @@ def weighted_rigid_fit(X_prev: torch.Tensor, X_curr: torch.Tensor, weights: torc
     return RigidFit(T=T, status=status.to(torch.int64), singular_values=sigma,
                     num_points=num_points.to(torch.int64), rms_residual=rms)
 
-
-def propagate_object_pose(T_cam_obj_prev: torch.Tensor, X_prev_cam: torch.Tensor,
-                          X_curr_cam: torch.Tensor, weights: torch.Tensor,
-                          **fit_options) -> torch.Tensor:
-    """Quasistatic object motion: ``T_cam_obj^t = [R | t] T_cam_obj^{t-1}`` (eq. 9).
-
-    Args:
-        T_cam_obj_prev: (B, 4, 4) object pose at t-1.
-        X_prev_cam: (B, N, 3) hand contact points at t-1 in the camera frame (m).
-        X_curr_cam: (B, N, 3) the same hand points at t in the camera frame.
-        weights: (B, N) non-negative contact weights or a bool contact mask.
-        **fit_options: ``min_points``, ``rank_tol``, ``min_spread`` of
-            :func:`weighted_rigid_fit` (call it directly for the fit's status).
-    Returns:
-        T_cam_obj: (B, 4, 4) predicted object pose at t.
-    """
-    check_float_tensor('T_cam_obj_prev', T_cam_obj_prev, ('B', 4, 4))
-    fit = weighted_rigid_fit(X_prev_cam, X_curr_cam, weights, **fit_options)
-    check_same_size(('T_cam_obj_prev', 'X_prev_cam'), (T_cam_obj_prev, X_prev_cam), (0,))
-    return fit.T.to(T_cam_obj_prev.dtype) @ T_cam_obj_prev

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 import warp as wp
 
+from handypriors_ros.core.devices import resolve_device
 from handypriors_ros.core.errors import InputError, ModelError
 from handypriors_ros.core.physics._validation import check_float_tensor
 
@@ -134,18 +135,7 @@ class SDFResult:
 
 
 def _torch_device(device: str | torch.device) -> torch.device:
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise InputError(f"device: expected 'cpu', 'cuda' or 'cuda:N', got {device!r}") from exc
-    if dev.type == 'cuda':
-        if not torch.cuda.is_available():
-            raise InputError(f'device: {device!r} requested but torch sees no CUDA device')
-        if dev.index is None:
-            dev = torch.device('cuda', torch.cuda.current_device())
-    elif dev.type != 'cpu':
-        raise InputError(f"device: expected 'cpu' or 'cuda[:N]', got {device!r}")
-    return dev
+    return resolve_device(device, allow_auto=False)
 
 
 def _is_closed_and_oriented(faces: np.ndarray, num_vertices: int) -> bool:

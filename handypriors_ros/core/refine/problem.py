@@ -43,7 +43,7 @@ from handypriors_ros.core.physics.losses import (
     sliding_loss,
     smoothness_loss,
 )
-from handypriors_ros.core.physics.rigid_fit import FitStatus, weighted_rigid_fit
+from handypriors_ros.core.physics.quasistatic import quasistatic_step
 from handypriors_ros.core.physics.sdf import WarpMeshSDF
 from handypriors_ros.core.refine.config import RefineConfig
 from handypriors_ros.core.render.camera import PinholeCamera
@@ -116,10 +116,11 @@ def quasistatic_poses(hand_points_cam: torch.Tensor, T_cam_base: torch.Tensor,
                       ) -> tuple[torch.Tensor, list[str]]:
     """Carry the first pose through a sequence with the quasistatic dynamics (eq. 9).
 
-    For t = 1..N-1: hand points closer than ``contact_threshold_m`` to the object at the pose
-    of t-1 are contacts; the weighted rigid fit of their motion from t-1 to t moves the object.
-    Without a full fit (fewer than three contacts, collinear ones), an object within
-    ``near_hand_m`` of the hand moves with the hand root, else it keeps its pose.
+    For t = 1..N-1, one :func:`~handypriors_ros.core.physics.quasistatic.quasistatic_step`:
+    hand points closer than ``contact_threshold_m`` to the object at the pose of t-1 are
+    contacts; the weighted rigid fit of their motion from t-1 to t moves the object. Without a
+    full fit (fewer than three contacts, collinear ones), an object within ``near_hand_m`` of
+    the hand moves with the hand root, else it keeps its pose.
 
     Args:
         hand_points_cam: (N, P, 3) hand surface samples in the camera frame [m].
@@ -127,33 +128,22 @@ def quasistatic_poses(hand_points_cam: torch.Tensor, T_cam_base: torch.Tensor,
         T_cam_obj_first: (4, 4) object pose at frame 0.
         sdf: the object's signed distance field (on the points' device).
     Returns:
-        T_cam_obj: (N, 4, 4) float64 poses; the mode used per frame (``'first'``,
-        ``'contact'``, ``'hand_root'``, ``'constant'``).
+        T_cam_obj: (N, 4, 4) float64 poses; the mode used per frame (``'first'``, then
+        ``core.physics.quasistatic.MODES``: ``'contact'``, ``'hand_root'``, ``'constant'``).
     """
     with torch.no_grad():
         N = hand_points_cam.shape[0]
         pts = hand_points_cam.to(torch.float64)
         T_base = T_cam_base.to(torch.float64)
-        poses = [T_cam_obj_first.to(torch.float64)]
+        poses = [T_cam_obj_first.to(pts.device, torch.float64)]
         modes = ['first']
         for t in range(1, N):
-            T_prev = poses[-1]
-            p_obj = transform_points(invert_transform(T_prev), pts[t - 1])[None]
-            cs = find_contacts(p_obj.to(sdf.device, torch.float32), sdf,
-                               threshold=contact_threshold_m)
-            mask = cs.mask[0].to(pts.device)
-            mode = 'constant'
-            dT = torch.eye(4, dtype=torch.float64, device=pts.device)
-            if int(mask.sum()) >= 3:
-                d = cs.distance[0].detach().to(pts.device, torch.float64).clamp(min=0.0)
-                w = torch.where(mask, 1.0 / (1.0 + d / contact_threshold_m), 0.0)
-                fit = weighted_rigid_fit(pts[t - 1][None], pts[t][None], w[None])
-                if int(fit.status[0]) == FitStatus.FULL:
-                    dT, mode = fit.T[0], 'contact'
-            if mode == 'constant' and float(cs.distance.min()) < near_hand_m:
-                dT, mode = T_base[t] @ torch.linalg.inv(T_base[t - 1]), 'hand_root'
-            poses.append(dT @ T_prev)
-            modes.append(mode)
+            step = quasistatic_step(pts[t - 1], pts[t], poses[-1], sdf,
+                                    contact_threshold_m=contact_threshold_m,
+                                    near_hand_m=near_hand_m, T_cam_base_prev=T_base[t - 1],
+                                    T_cam_base_curr=T_base[t])
+            poses.append(step.dT @ poses[-1])
+            modes.append(step.mode)
         return torch.stack(poses), modes
 
 

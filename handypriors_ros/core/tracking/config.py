@@ -5,8 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from handypriors_ros.core.errors import InputError
+from handypriors_ros.core.tracking.measurements.registry import (BUILTIN_MEASUREMENTS,
+                                                                 measurement_names)
 
-MEASUREMENTS = ('contour', 'object_center', 'fingertip_contact')
+#: The built-in measurement types (``core.tracking.measurements``), in the default order.
+MEASUREMENTS = BUILTIN_MEASUREMENTS
 DYNAMICS = ('contact', 'hand_rigid', 'constant')
 
 
@@ -25,11 +28,13 @@ class TrackerConfig:
         q_contact: process noise std per frame (x y z [m], rx ry rz [rad]) with a full contact
             fit; grows with the fit's residual.
         q_hand_rigid, q_constant: the same for the two fallbacks.
-    Measurements (update), any subset of ``measurements``:
+    Measurements (update), any registered names (``core.tracking.measurements.registry``),
+    applied in the order given:
+        ``'object_center'``: the projected object centre vs the observed mask's centroid
+            (corrected by the rendered visible silhouette for occlusion); nearly linear in the
+            pose, so it goes first: it pulls a poor guess into the contour's basin;
         ``'contour'``: the observed mask's signed distance transform sampled at the rendered
             object's silhouette points (hand-occluded parts excluded);
-        ``'object_center'``: the projected object centre vs the observed mask's centroid
-            (corrected by the rendered visible silhouette for occlusion);
         ``'fingertip_contact'``: fingertips that touched the object in the last frame still
             touch it (signed distance unchanged).
         contour_points: most silhouette points per frame.
@@ -60,7 +65,7 @@ class TrackerConfig:
     q_contact: tuple[float, ...] = (0.0015, 0.0015, 0.0015, 0.02, 0.02, 0.02)
     q_hand_rigid: tuple[float, ...] = (0.003, 0.003, 0.003, 0.04, 0.04, 0.04)
     q_constant: tuple[float, ...] = (0.006, 0.006, 0.006, 0.08, 0.08, 0.08)
-    measurements: tuple[str, ...] = ('contour', 'object_center', 'fingertip_contact')
+    measurements: tuple[str, ...] = MEASUREMENTS
     contour_points: int = 160
     contour_sigma_px: float = 2.0
     contour_common_px: float = 0.5
@@ -81,10 +86,13 @@ class TrackerConfig:
     def __post_init__(self) -> None:
         if self.dynamics not in DYNAMICS:
             raise InputError(f'dynamics: expected one of {DYNAMICS}, got {self.dynamics!r}')
-        unknown = set(self.measurements) - set(MEASUREMENTS)
+        known = measurement_names()
+        unknown = set(self.measurements) - set(known)
         if unknown:
-            raise InputError(f'measurements: unknown {sorted(unknown)}; choose from '
-                             f'{MEASUREMENTS}')
+            raise InputError(f'measurements: unknown {sorted(unknown)}; choose from {known}')
+        if len(set(self.measurements)) != len(self.measurements):
+            raise InputError(f'measurements: expected each name once, got '
+                             f'{self.measurements}')
         for name in ('q_contact', 'q_hand_rigid', 'q_constant', 'initial_std'):
             v = getattr(self, name)
             if len(v) != 6 or min(v) <= 0:

@@ -1,15 +1,20 @@
 """The filtering-based tracker (paper III-E) for an object held by a robot hand.
 
 Per camera image: predict the object's motion from the hand's (contact dynamics, module
-``dynamics``), then correct it with what the image shows (module ``measurements``): the
-observed mask's distance transform along the rendered silhouette, the object centre, and the
-fingertips that touch it. The mask comes from the mask topic or, when a frame has none, from a
+``dynamics``), then correct it with what the image shows: the configured measurements
+(``TrackerConfig.measurements``, package ``measurements``: by default the object centre, the
+observed mask's distance transform along the rendered silhouette, and the fingertips that touch
+it), applied in order. The mask comes from the mask topic or, when a frame has none, from a
 built-in colour segmenter learned on well-tracked frames. Loss of track is detected (no image
 measurement accepted for several frames, covariance growth, object out of view) and the tracker
 re-initialises itself by rendering and comparing hypotheses around the last pose and the mask.
+
+Device: kinematics, the SDF queries, the contact fit and the rendering run on the tracker's
+device; the EKF (6x6 float64) and the measurement residuals' autodiff stay on the CPU.
 """
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import replace
 
@@ -19,8 +24,10 @@ import torch
 import trimesh
 from scipy.spatial.transform import Rotation
 
+from handypriors_ros.core.devices import resolve_device
 from handypriors_ros.core.errors import HandyPriorsError, InputError
-from handypriors_ros.core.models.kinematics import HandKinematics
+from handypriors_ros.core.frames import Frame
+from handypriors_ros.core.models.hand import HandModel
 from handypriors_ros.core.models.object_model import ObjectModel
 from handypriors_ros.core.physics.sdf import WarpMeshSDF
 from handypriors_ros.core.render.mesh import RenderMesh
@@ -28,15 +35,11 @@ from handypriors_ros.core.tracking.config import TrackerConfig
 from handypriors_ros.core.tracking.dynamics import (HandFrame, MotionPrediction, pose_hand,
                                                     predict_motion)
 from handypriors_ros.core.tracking.ekf import PoseEKF, UpdateRecord
-from handypriors_ros.core.tracking.measurements import (ObservedField, center_measurement,
-                                                        contour_measurement,
-                                                        fingertip_contact_measurement,
-                                                        make_roi, mask_centroid, render_roi)
+from handypriors_ros.core.tracking.measurements import (Measurement, StepContext,
+                                                        TrackingScene, build_measurements,
+                                                        make_roi, mask_centroid)
 from handypriors_ros.core.tracking.segmenter import ColorHistogramSegmenter
-from handypriors_ros.core.frames import Frame
 from handypriors_ros.core.tracking.types import ContactReport, TrackResult, TrackStatus
-
-FINGERTIP_RADIUS_M = 0.012  # the Allegro fingertips are spheres of this radius
 
 
 class NotInitialisedError(HandyPriorsError):
@@ -67,33 +70,53 @@ class ObjectTracker:
 
     Args:
         object_model: the tracked object (its mesh frame is the object frame).
-        hand: the hand's kinematics (URDF).
+        hand: the hand (any :class:`~handypriors_ros.core.models.hand.HandModel`; the URDF
+            :class:`~handypriors_ros.core.models.kinematics.HandKinematics` today); moved to
+            ``device`` when it lives elsewhere.
         config: settings (:class:`TrackerConfig`).
-        sdf: the object's signed distance field; built from ``object_model.mesh`` when None.
+        sdf: the object's signed distance field; built from ``object_model.mesh`` when None;
+            moved to ``device`` when it lives elsewhere.
+        device: where kinematics, SDF queries and rendering run: ``'cpu'``, ``'cuda'``,
+            ``'cuda:N'`` or ``'auto'`` (CUDA when torch sees one, else the CPU).
+    Raises:
+        InputError: a config that is not a TrackerConfig, a hand without the HandModel
+            members, an unknown or unavailable device.
     """
 
-    def __init__(self, object_model: ObjectModel, hand: HandKinematics,
-                 config: TrackerConfig | None = None, *, sdf: WarpMeshSDF | None = None) -> None:
+    def __init__(self, object_model: ObjectModel, hand: HandModel,
+                 config: TrackerConfig | None = None, *, sdf: WarpMeshSDF | None = None,
+                 device: str | torch.device = 'cpu') -> None:
         self.config = config or TrackerConfig()
-        self.object = object_model.to('cpu', torch.float32)
-        self.kin = hand
-        self.sdf = sdf or WarpMeshSDF(np.asarray(object_model.mesh.vertices),
-                                      np.asarray(object_model.mesh.faces))
-        self._proxy_v = self.object.proxy.vertices.detach().float()
-        self._proxy_f = self.object.proxy.faces.detach()
-        self._proxy_v_np = self._proxy_v.numpy().astype(np.float64)
+        if not isinstance(self.config, TrackerConfig):
+            raise InputError(f'config: expected a TrackerConfig, got '
+                             f'{type(self.config).__name__}')
+        if not isinstance(hand, HandModel):
+            raise InputError(f'hand: expected a HandModel (core.models.hand: forward, '
+                             f'posed_mesh, ...), got {type(hand).__name__}')
+        self.device = resolve_device(device)
+        self.hand = hand if hand.device == self.device else hand.to(self.device)
+        self.object = object_model.to(self.device, torch.float32)
+        sdf = sdf or WarpMeshSDF(np.asarray(object_model.mesh.vertices),
+                                 np.asarray(object_model.mesh.faces), device=self.device)
+        self.sdf = sdf.to(self.device)
+        proxy_v = self.object.proxy.vertices.detach().float()
+        proxy_f = self.object.proxy.faces.detach()
+        proxy_v_np = proxy_v.cpu().numpy().astype(np.float64)
         # The proxy with vertices merged by position (colour seams split them), so that its
         # edges know both their faces: silhouette edges for the contour measurement.
-        merged = trimesh.Trimesh(self._proxy_v_np, self._proxy_f.numpy(), process=True)
-        self._mesh = RenderMesh.from_arrays(merged.vertices, merged.faces,
-                                            dtype=torch.float64)
-        self._center = self.object.center.detach().to(torch.float64)
+        merged = trimesh.Trimesh(proxy_v_np, proxy_f.cpu().numpy(), process=True)
+        self.scene = TrackingScene(
+            proxy_vertices=proxy_v, proxy_faces=proxy_f, proxy_vertices_np=proxy_v_np,
+            mesh=RenderMesh.from_arrays(merged.vertices, merged.faces, dtype=torch.float64),
+            center=self.object.center.detach().to('cpu', torch.float64), sdf=self.sdf,
+            hand_faces=self.hand.mesh_faces)
+        self.measurements: tuple[Measurement, ...] = tuple(
+            build_measurements(self.config.measurements, self.config))
         self.segmenter = ColorHistogramSegmenter()
         self.ekf: PoseEKF | None = None
         self._initial_T: np.ndarray | None = None
         self._prev_hand: HandFrame | None = None
         self._prev_stamp: int | None = None
-        self._tip_targets: dict[int, float] = {}
         self._status = TrackStatus.INITIALISING
         self._reason = 'waiting for the first frame'
         self._frames_without_update = 0
@@ -105,9 +128,10 @@ class ObjectTracker:
         autograd set-up) so that the first tracked frame is not seconds late."""
         from handypriors_ros.core.physics.rigid_fit import weighted_rigid_fit
         g = torch.Generator().manual_seed(0)
-        X = torch.rand(1, 8, 3, generator=g, dtype=torch.float64)
-        weighted_rigid_fit(X, X + 0.01, torch.ones(1, 8, dtype=torch.float64))
-        self.sdf.signed_distance(torch.zeros(1, 4, 3))
+        X = torch.rand(1, 8, 3, generator=g, dtype=torch.float64).to(self.device)
+        weighted_rigid_fit(X, X + 0.01, torch.ones(1, 8, dtype=torch.float64,
+                                                   device=self.device))
+        self.sdf.signed_distance(torch.zeros(1, 4, 3, device=self.device))
         ekf = PoseEKF(torch.eye(4), torch.eye(6))
         ekf.predict(torch.eye(4), torch.eye(6))
         ekf.update('warm-up', lambda d: d[:, :1], torch.ones(2), rows=2)
@@ -128,7 +152,8 @@ class ObjectTracker:
         else:
             self.ekf.reset(torch.as_tensor(T), torch.as_tensor(P))
         self._initial_T = T.copy()
-        self._tip_targets = {}
+        for m in self.measurements:
+            m.reset()
         self._frames_without_update = 0
         self._frames_inconsistent = 0
         self._status = TrackStatus.INITIALISING
@@ -148,7 +173,7 @@ class ObjectTracker:
         """Track one image (module docstring). Raises InputError on bad input (state kept)."""
         if self.ekf is None:
             raise NotInitialisedError('step: no initial pose yet (initialise() first)')
-        _check_frame(frame, self.kin.num_joints)
+        _check_frame(frame, self.hand.num_joints)
         if self._prev_stamp is not None and frame.stamp_ns <= self._prev_stamp:
             raise InputError(f'stamp {frame.stamp_ns} ns is not after the previous frame\'s '
                              f'{self._prev_stamp} ns (time going backwards)')
@@ -156,101 +181,47 @@ class ObjectTracker:
         lat: dict[str, float] = {}
         t0 = time.perf_counter()
 
-        hand = pose_hand(self.kin, frame.q, frame.T_cam_base)
+        hand = pose_hand(self.hand, frame.q, frame.T_cam_base)
         motion: MotionPrediction | None = None
         if self._prev_hand is not None:
-            motion = predict_motion(self.kin, self.sdf, self._prev_hand, hand,
+            motion = predict_motion(self.hand, self.sdf, self._prev_hand, hand,
                                     self.ekf.T.numpy(), cfg)
             self.ekf.predict(torch.as_tensor(motion.dT),
                              torch.as_tensor(np.diag(motion.q_std ** 2)))
         t1 = time.perf_counter()
         lat['predict'] = t1 - t0
 
-        updates: list[UpdateRecord] = []
         mask, source = self._observed_mask(frame)
         T_prior = self.ekf.T.numpy().copy()
-        roi = make_roi(frame.camera, T_prior, self._proxy_v_np, cfg.roi_size_px)
-        image_accepted = False
-        render = None
-        if roi is not None and (mask is not None or 'fingertip_contact' in cfg.measurements):
-            hand_v, hand_f = self.kin.posed_mesh(
-                torch.as_tensor(frame.q[None], dtype=self.kin.dtype),
-                torch.as_tensor(frame.T_cam_base[None], dtype=self.kin.dtype))
-            render = render_roi(roi, T_prior, self._proxy_v, self._proxy_f,
-                                hand_v[0].detach().float(), hand_f)
-        else:
-            hand_v = hand_f = None
+        ctx = StepContext(frame=frame, hand=hand, hand_model=self.hand, scene=self.scene,
+                          status=self._status, T_prior=T_prior, roi_size_px=cfg.roi_size_px,
+                          mask=mask)
+        ctx.roi = make_roi(frame.camera, T_prior, self.scene.proxy_vertices_np,
+                           cfg.roi_size_px)
+        if ctx.roi is not None and mask is not None:
+            ctx.render = self.scene.render(ctx.roi, T_prior, ctx.hand_vertices())
+            ctx.mask_roi = ctx.roi.crop(mask.astype(np.float32)) > 0.5
         t2 = time.perf_counter()
         lat['render'] = t2 - t1
 
-        # While initialising the pose is only as good as the user's guess: no gating until the
-        # image has been accepted once.
-        gate = self._status != TrackStatus.INITIALISING
         iou = float('nan')
-        if roi is not None and mask is not None and render is not None:
-            obs_roi = roi.crop(mask.astype(np.float32)) > 0.5
-            union = (render.object_visible | obs_roi).sum()
-            iou = float((render.object_visible & obs_roi).sum() / union) if union else 0.0
-            # The object centre first: nearly linear in the pose, it pulls a poor initial guess
-            # into the contour's basin before the contour (precise, but with local minima
-            # trading depth for rotation) is linearised.
-            if 'object_center' in cfg.measurements:
-                res = center_measurement(frame.camera, roi, render, self.ekf.T, self._center,
-                                         obs_roi)
-                if res is not None:
-                    rec = self.ekf.update('object_center', res,
-                                          torch.full((2,), cfg.center_sigma_px ** 2), gate=gate)
-                    updates.append(rec)
-                    image_accepted |= rec.accepted
-            if 'contour' in cfg.measurements:
-                first_render = (T_prior, roi, render)
-                observed = ObservedField.from_mask(mask, roi)
-
-                calls = [0]
-
-                def build(T: torch.Tensor):
-                    T_np = T.numpy()
-                    calls[0] += 1
-                    if calls[0] == 1:
-                        # The first linearisation uses the prior's render (the object-centre
-                        # update before it moves the pose only slightly; the silhouette edges
-                        # are chosen from the current pose, the render only confirms them).
-                        roi_i, render_i = first_render[1], first_render[2]
-                    else:  # re-linearise: render at the new estimate
-                        roi_i = make_roi(frame.camera, T_np, self._proxy_v_np, cfg.roi_size_px)
-                        if roi_i is None:
-                            return None
-                        render_i = render_roi(roi_i, T_np, self._proxy_v, self._proxy_f,
-                                              hand_v[0].detach().float(), hand_f)
-                    cm = contour_measurement(frame.camera, roi_i, render_i, self._mesh, T,
-                                             observed,
-                                             max_points=cfg.contour_points,
-                                             sigma_px=cfg.contour_sigma_px,
-                                             common_px=cfg.contour_common_px,
-                                             outlier_px=cfg.contour_outlier_px)
-                    return None if cm is None else (cm.residual, cm.rows, cm.R)
-
-                iterations = (cfg.init_iterations if self._status != TrackStatus.TRACKING
-                              else cfg.iterations)
-                rec = self.ekf.update_iterated('contour', build, iterations=iterations,
-                                               gate=gate)
-                if rec.dimension:
-                    updates.append(rec)
-                    image_accepted |= rec.accepted
-        if 'fingertip_contact' in cfg.measurements and self._tip_targets:
-            rec = self._fingertip_update(hand)
-            if rec is not None:
-                updates.append(rec)
+        if ctx.render is not None:
+            union = (ctx.render.object_visible | ctx.mask_roi).sum()
+            iou = (float((ctx.render.object_visible & ctx.mask_roi).sum() / union) if union
+                   else 0.0)
+        updates, image_accepted = self._update(ctx)
         t3 = time.perf_counter()
         lat['update'] = t3 - t2
 
-        self._update_status(roi, mask, image_accepted, updates, iou)
+        self._update_status(ctx.roi, mask, image_accepted, updates, iou)
         if self._status == TrackStatus.LOST and mask is not None:
-            self._reinitialise(frame, mask)
-        if (self._status == TrackStatus.TRACKING and image_accepted and render is not None
+            self._reinitialise(ctx)
+        if (self._status == TrackStatus.TRACKING and image_accepted and ctx.render is not None
                 and source == 'topic'):
-            self.segmenter.learn(roi.crop(frame.rgb), render.object_visible)
-        self._remember_fingertips(hand)
+            self.segmenter.learn(ctx.roi.crop(frame.rgb), ctx.render.object_visible)
+        T_posterior = self.ekf.T.numpy()
+        for m in self.measurements:
+            m.finish(ctx, T_posterior)
         contacts = motion.contacts if motion is not None else ContactReport()
         self._prev_hand = hand
         self._prev_stamp = frame.stamp_ns
@@ -263,6 +234,34 @@ class ObjectTracker:
 
     # -- pieces -------------------------------------------------------------------------------
 
+    def _update(self, ctx: StepContext) -> tuple[list[UpdateRecord], bool]:
+        """The configured measurements' EKF updates, in order. Returns the records and whether
+        an image measurement was accepted."""
+        updates: list[UpdateRecord] = []
+        image_accepted = False
+        for m in self.measurements:
+            linearise = m.prepare(ctx)
+            if linearise is None:
+                continue
+            # While initialising the pose is only as good as the user's guess: image
+            # measurements are not gated until the image has been accepted once.
+            gate = not (m.from_image and self._status == TrackStatus.INITIALISING)
+            if m.iterated:
+                iteration = itertools.count()
+                rec = self.ekf.update_iterated(m.name, lambda T: linearise(T, next(iteration)),
+                                               iterations=m.iterations(ctx), gate=gate)
+                if not rec.dimension:
+                    continue
+            else:
+                lin = linearise(self.ekf.T, 0)
+                if lin is None:
+                    continue
+                rec = self.ekf.update(m.name, lin.residual, lin.R, rows=lin.rows, gate=gate)
+            updates.append(rec)
+            if m.from_image:
+                image_accepted |= rec.accepted
+        return updates, image_accepted
+
     def _observed_mask(self, frame: Frame) -> tuple[np.ndarray | None, str]:
         cfg = self.config
         if frame.mask is not None and cfg.segmenter != 'builtin':
@@ -270,10 +269,10 @@ class ObjectTracker:
         if cfg.segmenter == 'topic' or not self.segmenter.ready:
             return None, 'none'
         T = self.ekf.T.numpy()
-        roi = make_roi(frame.camera, T, self._proxy_v_np, cfg.roi_size_px)
+        roi = make_roi(frame.camera, T, self.scene.proxy_vertices_np, cfg.roi_size_px)
         if roi is None:
             return None, 'none'
-        prior = render_roi(roi, T, self._proxy_v, self._proxy_f, None, None).object_visible
+        prior = self.scene.render(roi, T).object_visible
         seg = self.segmenter.segment(roi.crop(frame.rgb), prior, prior_margin_px=6)
         if seg is None:
             return None, 'none'
@@ -282,33 +281,6 @@ class ObjectTracker:
             seg.astype(np.float32), (roi.x1 - roi.x0, roi.y1 - roi.y0),
             interpolation=cv2.INTER_LINEAR)
         return full > 0.5, 'builtin'
-
-    def _tip_query(self, tips_cam: torch.Tensor, T: np.ndarray):
-        T_obj_cam = np.linalg.inv(T)
-        p = tips_cam.detach().double().numpy() @ T_obj_cam[:3, :3].T + T_obj_cam[:3, 3]
-        return self.sdf.signed_distance(torch.as_tensor(p[None], dtype=torch.float32))
-
-    def _remember_fingertips(self, hand: HandFrame) -> None:
-        """Fingertips touching the object at the posterior become next frame's targets."""
-        res = self._tip_query(hand.fingertips_cam, self.ekf.T.numpy())
-        d = res.distance[0].detach().numpy()
-        touch = d < FINGERTIP_RADIUS_M + self.config.contact_threshold_m
-        self._tip_targets = {int(i): float(d[i]) for i in np.nonzero(touch)[0]}
-
-    def _fingertip_update(self, hand: HandFrame) -> UpdateRecord | None:
-        idx = sorted(self._tip_targets)
-        res = self._tip_query(hand.fingertips_cam, self.ekf.T.numpy())
-        valid = res.valid[0].numpy()
-        idx = [i for i in idx if valid[i]]
-        if not idx:
-            return None
-        ii = torch.as_tensor(idx)
-        residual = fingertip_contact_measurement(
-            self.ekf.T, hand.fingertips_cam[ii].detach(), res.normal[0, ii],
-            res.closest_point[0, ii], torch.as_tensor([self._tip_targets[i] for i in idx]))
-        return self.ekf.update('fingertip_contact', residual,
-                               torch.full((len(idx),), self.config.fingertip_sigma_m ** 2),
-                               rows=len(idx))
 
     def _update_status(self, roi, mask, image_accepted: bool,
                        updates: list[UpdateRecord], iou: float) -> None:
@@ -347,9 +319,10 @@ class ObjectTracker:
             self._reason = ('predict only: ' + (updates[0].reason if updates else
                             'no image measurement'))
 
-    def _reinitialise(self, frame: Frame, mask: np.ndarray) -> None:
+    def _reinitialise(self, ctx: StepContext) -> None:
         """Local multi-hypothesis render-and-compare around the last pose and the mask."""
         cfg = self.config
+        frame, mask = ctx.frame, ctx.mask
         T0 = self.ekf.T.numpy()
         centroid = mask_centroid(mask)
         if centroid is None:
@@ -357,7 +330,8 @@ class ObjectTracker:
         cam = frame.camera
         hyps = [T0]
         # Move the object along its viewing ray so its centre projects onto the mask centroid.
-        c = T0[:3, :3] @ self._center.numpy() + T0[:3, 3]
+        center = self.scene.center.numpy()
+        c = T0[:3, :3] @ center + T0[:3, 3]
         ray = np.array([(centroid[0] - cam.cx) / cam.fx, (centroid[1] - cam.cy) / cam.fy, 1.0])
         shifted = T0.copy()
         shifted[:3, 3] += ray * c[2] - c
@@ -367,21 +341,18 @@ class ObjectTracker:
                 for ang in (-0.35, 0.35):
                     T = base.copy()
                     R = Rotation.from_rotvec(axis * ang).as_matrix()
-                    cb = base[:3, :3] @ self._center.numpy() + base[:3, 3]
+                    cb = base[:3, :3] @ center + base[:3, 3]
                     T[:3, :3] = R @ base[:3, :3]
                     T[:3, 3] = R @ (base[:3, 3] - cb) + cb
                     hyps.append(T)
-        roi = make_roi(cam, shifted, self._proxy_v_np, 64, margin=0.8)
+        roi = make_roi(cam, shifted, self.scene.proxy_vertices_np, 64, margin=0.8)
         if roi is None:
             return
-        hand_v, hand_f = self.kin.posed_mesh(
-            torch.as_tensor(frame.q[None], dtype=self.kin.dtype),
-            torch.as_tensor(frame.T_cam_base[None], dtype=self.kin.dtype))
+        hand_v = ctx.hand_vertices()
         obs = roi.crop(mask.astype(np.float32)) > 0.5
         best, best_iou = None, -1.0
         for T in hyps:
-            r = render_roi(roi, T, self._proxy_v, self._proxy_f, hand_v[0].detach().float(),
-                           hand_f)
+            r = self.scene.render(roi, T, hand_v)
             inter = (r.object_visible & obs).sum()
             union = (r.object_visible | obs).sum()
             iou = inter / union if union else 0.0
@@ -394,8 +365,9 @@ class ObjectTracker:
             self._reason = f're-initialised by render-and-compare (IoU {best_iou:.2f})'
 
 
-def make_tracker(object_model: ObjectModel, hand: HandKinematics,
-                 config: TrackerConfig | None = None, **overrides) -> ObjectTracker:
+def make_tracker(object_model: ObjectModel, hand: HandModel,
+                 config: TrackerConfig | None = None, *, device: str | torch.device = 'cpu',
+                 **overrides) -> ObjectTracker:
     """An :class:`ObjectTracker` with ``config`` fields replaced by ``overrides``."""
     cfg = replace(config or TrackerConfig(), **overrides)
-    return ObjectTracker(object_model, hand, cfg)
+    return ObjectTracker(object_model, hand, cfg, device=device)

@@ -1,17 +1,15 @@
-"""The EKF's measurements, rendered around the predicted pose (paper III-E, observation h).
+"""The contour measurement: the observed mask's signed distance at the rendered object's
+occluding contour (paper III-E, observation h).
 
-Everything image-side happens in a region of interest (ROI) around the object's predicted
-projection, rendered at most ``roi_size`` pixels wide with the hard rasterizer (the hand as a
-known occluder: it is rasterised together with the object, so object pixels behind the hand are
-not object pixels). Residual functions map per-row error-state perturbations ``delta`` (rows, 6)
-to ``z - h(T (+) delta)`` (one row per silhouette point, fingertip, ...) and are differentiable,
-so the EKF's Jacobians come from reverse-mode autodiff (``ekf.separable_jacobian``).
-Residuals are in pixels of the full-resolution image.
+Points on the silhouette edges of the object's mesh at the predicted pose, kept where the
+rendered visible silhouette (hand as occluder) has its boundary, are projected and looked up in
+the observed mask's signed distance transform: zero when the rendered and observed boundaries
+agree. Residuals are in pixels of the full-resolution image; the update is iterated
+(re-rendered at each new estimate) while initialising.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
 import cv2
 import numpy as np
@@ -20,103 +18,13 @@ import torch
 from handypriors_ros.core.render.camera import PinholeCamera
 from handypriors_ros.core.render.contour import signed_distance_transform as _sdt
 from handypriors_ros.core.render.contour import silhouette_edges
-from handypriors_ros.core.render.hard_rasterizer import rasterize_hard
 from handypriors_ros.core.render.mesh import RenderMesh, front_facing
 from handypriors_ros.core.tracking.ekf import oplus_linear
-
-Residual = Callable[[torch.Tensor], torch.Tensor]
-
-
-@dataclass(frozen=True)
-class RoiView:
-    """A crop of the full image, rescaled.
-
-    Attributes:
-        x0, y0, x1, y1: the crop in full-resolution pixels (x1, y1 exclusive).
-        scale: ROI pixels per full-resolution pixel.
-        camera: the pinhole camera of the ROI image (principal point shifted and scaled so that
-            a full-resolution pixel centre u maps to ``(u - x0 + 0.5) * scale - 0.5``, as
-            cv2.resize maps pixel centres).
-    """
-    x0: int
-    y0: int
-    x1: int
-    y1: int
-    scale: float
-    camera: PinholeCamera
-
-    def crop(self, image: np.ndarray, interpolation: int = cv2.INTER_AREA) -> np.ndarray:
-        """The ROI of a full-resolution image, resized to the ROI camera's size."""
-        crop = image[self.y0:self.y1, self.x0:self.x1]
-        size = (self.camera.width, self.camera.height)
-        if crop.shape[1] == size[0] and crop.shape[0] == size[1]:
-            return crop
-        return cv2.resize(crop, size, interpolation=interpolation)
-
-    def to_full(self, uv_roi: np.ndarray) -> np.ndarray:
-        """(N, 2) ROI pixel coordinates -> full-resolution pixel coordinates."""
-        return (uv_roi + 0.5) / self.scale - 0.5 + np.array([self.x0, self.y0])
-
-
-def make_roi(camera: PinholeCamera, T_cam_obj: np.ndarray, vertices_obj: np.ndarray,
-             roi_size: int, margin: float = 0.3) -> RoiView | None:
-    """The ROI around the object's projection at a pose, or None when it is not in view."""
-    p = vertices_obj @ T_cam_obj[:3, :3].T + T_cam_obj[:3, 3]
-    if (p[:, 2] <= 0.05).any():
-        return None
-    u = camera.fx * p[:, 0] / p[:, 2] + camera.cx
-    v = camera.fy * p[:, 1] / p[:, 2] + camera.cy
-    w, h = u.max() - u.min(), v.max() - v.min()
-    pad = margin * max(w, h) + 8.0
-    x0 = int(np.floor(max(u.min() - pad, 0)))
-    y0 = int(np.floor(max(v.min() - pad, 0)))
-    x1 = int(np.ceil(min(u.max() + pad, camera.width)))
-    y1 = int(np.ceil(min(v.max() + pad, camera.height)))
-    if x1 - x0 < 8 or y1 - y0 < 8:
-        return None
-    scale = min(1.0, roi_size / max(x1 - x0, y1 - y0))
-    width = max(int(round((x1 - x0) * scale)), 1)
-    height = max(int(round((y1 - y0) * scale)), 1)
-    sx, sy = width / (x1 - x0), height / (y1 - y0)  # exact after rounding
-    roi_cam = PinholeCamera(fx=camera.fx * sx, fy=camera.fy * sy,
-                            cx=(camera.cx - x0 + 0.5) * sx - 0.5,
-                            cy=(camera.cy - y0 + 0.5) * sy - 0.5, width=width, height=height)
-    return RoiView(x0, y0, x1, y1, float(np.sqrt(sx * sy)), roi_cam)
-
-
-@dataclass(frozen=True)
-class RoiRender:
-    """The hand and the object rendered into a ROI at one pose.
-
-    Attributes:
-        object_visible: (h, w) bool object pixels not hidden by the hand.
-        hand: (h, w) bool hand pixels (in front of whatever is behind).
-        depth: (h, w) float32 camera z of the nearest surface (inf where empty).
-    """
-    object_visible: np.ndarray
-    hand: np.ndarray
-    depth: np.ndarray
-
-
-def render_roi(roi: RoiView, T_cam_obj: np.ndarray, obj_vertices: torch.Tensor,
-               obj_faces: torch.Tensor, hand_vertices_cam: torch.Tensor | None,
-               hand_faces: torch.Tensor | None) -> RoiRender:
-    """Hard-render the object (and the hand, when given) into the ROI."""
-    T = torch.as_tensor(T_cam_obj, dtype=obj_vertices.dtype)
-    obj_cam = obj_vertices @ T[:3, :3].T + T[:3, 3]
-    if hand_vertices_cam is not None:
-        verts = torch.cat([hand_vertices_cam.to(obj_cam.dtype), obj_cam])
-        faces = torch.cat([hand_faces.long(), obj_faces.long() + hand_vertices_cam.shape[0]])
-        n_hand = hand_faces.shape[0]
-    else:
-        verts, faces, n_hand = obj_cam, obj_faces.long(), 0
-    with torch.no_grad():
-        px = roi.camera.project(verts[None])
-        raster = rasterize_hard(px, verts[None, :, 2], faces, roi.camera.height,
-                                roi.camera.width)
-    fi = raster.face_index[0].numpy()
-    return RoiRender(object_visible=fi >= n_hand, hand=(fi >= 0) & (fi < n_hand),
-                     depth=raster.depth[0].detach().numpy())
+from handypriors_ros.core.tracking.measurements.base import (Linearisation, Linearise,
+                                                             Measurement, Residual,
+                                                             StepContext)
+from handypriors_ros.core.tracking.measurements.roi import RoiRender, RoiView
+from handypriors_ros.core.tracking.types import TrackStatus
 
 
 def signed_distance_transform(mask: np.ndarray) -> np.ndarray:
@@ -178,11 +86,6 @@ class SampledImage:
     def __call__(self, uv: torch.Tensor) -> torch.Tensor:
         """(..., 2) pixel positions (u, v) -> (...) values, clamped to the image."""
         return _ImageSample.apply(self.image, self.grad_u, self.grad_v, uv)
-
-
-def _project(camera: PinholeCamera, p: torch.Tensor) -> torch.Tensor:
-    return torch.stack([camera.fx * p[:, 0] / p[:, 2] + camera.cx,
-                        camera.fy * p[:, 1] / p[:, 2] + camera.cy], dim=-1)
 
 
 @dataclass(frozen=True)
@@ -265,7 +168,7 @@ def contour_measurement(camera: PinholeCamera, roi: RoiView, render: RoiRender,
         if ea.numel() == 0:
             return None
         rc = roi.camera
-        pa, pb = _project(rc, v_cam[ea]), _project(rc, v_cam[eb])
+        pa, pb = rc.project(v_cam[ea][None])[0], rc.project(v_cam[eb][None])[0]
         length = (pb - pa).norm(dim=-1)
         cum = torch.cumsum(length, 0)
         m = oversample * max_points
@@ -311,7 +214,7 @@ def contour_measurement(camera: PinholeCamera, roi: RoiView, render: RoiRender,
         qa = (Rd @ va[keep_rows, :, None])[..., 0] + td
         qb = (Rd @ vb[keep_rows, :, None])[..., 0] + td
         tk = t[keep_rows, None]
-        u = (1 - tk) * _project(crop_cam, qa) + tk * _project(crop_cam, qb)
+        u = (1 - tk) * crop_cam.project(qa[None])[0] + tk * crop_cam.project(qb[None])[0]
         return -sdt(u)
 
     all_rows = torch.arange(t.shape[0])
@@ -326,55 +229,39 @@ def contour_measurement(camera: PinholeCamera, roi: RoiView, render: RoiRender,
                               lambda d: residual_all(d, inlier), R, r0[inlier].numpy())
 
 
-def mask_centroid(mask: np.ndarray) -> np.ndarray | None:
-    """(2,) (u, v) centroid of a bool mask, None when empty."""
-    vs, us = np.nonzero(mask)
-    if len(us) == 0:
-        return None
-    return np.array([us.mean(), vs.mean()])
+class Contour(Measurement):
+    """``'contour'``: :func:`contour_measurement` on the frame's mask, an iterated update
+    (``init_iterations`` while initialising or lost, ``iterations`` while tracking; each
+    iteration after the first re-renders the ROI at the new estimate)."""
+    name = 'contour'
+    iterated = True
 
+    def iterations(self, ctx: StepContext) -> int:
+        cfg = self.config
+        return cfg.iterations if ctx.status == TrackStatus.TRACKING else cfg.init_iterations
 
-def center_measurement(camera: PinholeCamera, roi: RoiView, render: RoiRender,
-                       T_cam_obj: torch.Tensor, center_obj: torch.Tensor,
-                       observed_mask_roi: np.ndarray) -> Residual | None:
-    """The object centre keypoint: the observed mask's centroid corrected by the offset between
-    the rendered visible silhouette's centroid and the projected centre (so the hand's occlusion
-    does not bias it). None when the masks disagree too much in area to be comparable."""
-    a_vis = render.object_visible.sum()
-    a_obs = observed_mask_roi.sum()
-    if a_vis < 20 or not 0.5 < a_obs / a_vis < 2.0:
-        return None
-    c_obs = roi.to_full(mask_centroid(observed_mask_roi)[None])[0]
-    c_vis = roi.to_full(mask_centroid(render.object_visible)[None])[0]
-    T = T_cam_obj.to(torch.float64)
-    c = center_obj.to(torch.float64)[None]
-    proj_c = _project(camera, c @ T[:3, :3].T + T[:3, 3])[0].detach().numpy()
-    z = torch.as_tensor(c_obs - (c_vis - proj_c))
+    def prepare(self, ctx: StepContext) -> Linearise | None:
+        if ctx.roi is None or ctx.mask is None or ctx.render is None:
+            return None
+        cfg = self.config
+        observed = ObservedField.from_mask(ctx.mask, ctx.roi)
 
-    def residual(delta: torch.Tensor) -> torch.Tensor:  # (1, 6) -> (1, 2)
-        Td = oplus_linear(T, delta)[0]
-        return (z - _project(camera, c @ Td[:3, :3].T + Td[:3, 3])[0])[None]
+        def linearise(T_cam_obj: torch.Tensor, iteration: int) -> Linearisation | None:
+            if iteration == 0:
+                # The first linearisation uses the prior's render (an update before it moves
+                # the pose only slightly; the silhouette edges are chosen from the current
+                # pose, the render only confirms them).
+                roi, render = ctx.roi, ctx.render
+            else:  # re-linearise: render at the new estimate
+                at = ctx.render_at(T_cam_obj.numpy())
+                if at is None:
+                    return None
+                roi, render = at
+            cm = contour_measurement(ctx.frame.camera, roi, render, ctx.scene.mesh, T_cam_obj,
+                                     observed, max_points=cfg.contour_points,
+                                     sigma_px=cfg.contour_sigma_px,
+                                     common_px=cfg.contour_common_px,
+                                     outlier_px=cfg.contour_outlier_px)
+            return None if cm is None else Linearisation(cm.residual, cm.rows, cm.R)
 
-    return residual
-
-
-def fingertip_contact_measurement(T_cam_obj: torch.Tensor, tips_cam: torch.Tensor,
-                                  normal_obj: torch.Tensor, closest_obj: torch.Tensor,
-                                  target: torch.Tensor) -> Residual:
-    """Fingertips that touched the object keep touching it: residual = target distance -
-    distance of the tip centre to the surface, linearised at the prior (the Warp query gives
-    the distance and the normal; the plane through the closest point carries the pose's
-    effect, so the Jacobian is autodiff of the tip's object-frame position)."""
-    T = T_cam_obj.to(torch.float64)
-    tips = tips_cam.to(torch.float64)
-    n = normal_obj.to(torch.float64)
-    c = closest_obj.to(torch.float64)
-    tgt = target.to(torch.float64)
-
-    def residual(delta: torch.Tensor) -> torch.Tensor:  # (n, 6) -> (n,)
-        Td = oplus_linear(T, delta)
-        p_obj = ((tips - Td[:, :3, 3])[:, None, :] @ Td[:, :3, :3])[:, 0]  # R^T (p - t)
-        d = ((p_obj - c) * n).sum(-1)  # signed distance to the tangent plane
-        return tgt - d
-
-    return residual
+        return linearise
