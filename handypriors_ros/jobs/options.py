@@ -70,21 +70,16 @@ def pose_vector_to_matrix(pose: tuple[float, ...]):
 
 
 def resolve_device(requested: str) -> str:
-    """``'cpu'`` or ``'cuda'`` for a ``device`` option (``auto``: cuda when torch sees a GPU).
+    """``'cpu'`` or ``'cuda[:N]'`` for a ``device`` option (``auto``: cuda when torch sees a GPU;
+    :func:`handypriors_ros.core.devices.resolve_device` decides).
 
     Raises:
         InputError: an unknown value, or cuda requested without a GPU.
     """
     if requested not in DEVICES:
         raise InputError(f'device: expected one of {list(DEVICES)}, got {requested!r}')
-    import torch
-
-    if requested == 'auto':
-        return 'cuda' if torch.cuda.is_available() else 'cpu'
-    if requested == 'cuda' and not torch.cuda.is_available():
-        raise InputError("device: 'cuda' requested but torch.cuda.is_available() is False "
-                         "(use 'auto' or 'cpu')")
-    return requested
+    from handypriors_ros.core.devices import resolve_device as core_resolve
+    return str(core_resolve(requested))
 
 
 # --------------------------------------------------------------------------------------------

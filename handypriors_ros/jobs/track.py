@@ -120,7 +120,8 @@ _TRACKER_DOCS: dict[str, tuple[str, tuple[float, float] | None]] = {
                      'x y z [m], rx ry rz [rad]', None),
     'q_constant': ('process noise std per frame of the constant-pose model: x y z [m], '
                    'rx ry rz [rad]', None),
-    'measurements': (f'measurement types used, any of {", ".join(MEASUREMENTS)}; '
+    'measurements': (f'measurement types used, applied in this order, any of '
+                     f'{", ".join(MEASUREMENTS)}; '
                      f'[{NO_MEASUREMENT}] = none (predict only)', None),
     'contour_points': ('most silhouette points of the contour measurement per frame',
                        (8, 100000)),
@@ -327,18 +328,10 @@ def load_tracker(options: TrackerOptions, *, info: Log | None = None,
     model = load_object(options.object_mesh, options.object_scale)
     hand = options.input.load_hand()
     naming = options.input.naming(hand.joint_names, hand.root_link)
-    # MERGE(w1-tracker): ObjectTracker(model, hand, options.tracker, device=device) once the
-    # tracker takes a device; until then it computes on the CPU, and a cuda device is reported.
-    tracker = ObjectTracker(model, hand, options.tracker)
-    if device != 'cpu' and warn is not None:
-        warn(f"device {device!r}: this version's EKF tracker runs on the CPU; the GPU is not "
-             'used')
+    tracker = ObjectTracker(model, hand, options.tracker, device=device)
     if info is not None:
-        info(f'device cpu (requested {options.device}); renderer: pure-torch hard rasterizer '
-             f'on the CPU (requested {options.renderer}'
-             + ('; the tracker does not use nvdiffrast in this version)'
-                if options.renderer == 'nvdiffrast' else ')')
-             + f'; torch threads {torch.get_num_threads()}')
+        info(f'device {tracker.device} (requested {options.device}); renderer '
+             f'{options.renderer}; torch threads {torch.get_num_threads()}')
     return LoadedTracker(model, hand, options.input.urdf_path, naming, tracker, device)
 
 
