@@ -1,8 +1,11 @@
 """QoS profiles of every topic this package publishes or subscribes to: the one place for them.
 
 Choices, and why (PLATFORM.md, measured on the development machines):
-- Images, camera_info and masks: reliability is a node parameter (``image_qos_reliability``),
-  default RELIABLE, keep-last 5. A 30 Hz stream of 640x480 rgb8 images from a reliable publisher
+- Images, camera_info and masks: reliability is a node parameter (``image_qos_reliability``);
+  the tracker's default ``auto`` matches the publishers found with
+  ``get_publishers_info_by_topic`` (:func:`matching_reliability`): reliable when every one is
+  reliable, best-effort otherwise or when none is known yet (best-effort matches any
+  publisher). Publishers' default: RELIABLE, keep-last 5. A 30 Hz stream of 640x480 rgb8 images from a reliable publisher
   into another process reached a best-effort subscriber 19 times out of 90 (42 with shared
   memory only) and a reliable subscriber 90 times out of 90. realsense2_camera publishes
   RELIABLE; a reliable subscriber cannot match a best-effort publisher, so choose
@@ -14,12 +17,20 @@ Choices, and why (PLATFORM.md, measured on the development machines):
   :data:`TF_STATIC_LISTENER_QOS`).
 - /joint_states: RELIABLE keep-last 50 (:data:`JOINT_STATES_QOS`): ros2_control's
   joint_state_broadcaster publishes reliable at ~100 Hz; 50 messages hold 0.5 s, so a tracker
-  busy with one image loses none.
+  busy with one image loses none. The tracker's subscription takes its reliability and depth
+  from parameters (:func:`joint_states_qos`).
+- Every subscription of the tracker honours the standard ``qos_overrides.<topic>.subscription.
+  {reliability,history,depth}`` parameters (rclpy ``QoSOverridingOptions``,
+  :data:`OVERRIDABLE`).
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 from rclpy.qos import (QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile,
                        QoSReliabilityPolicy)
+from rclpy.qos_overriding_options import QoSOverridingOptions
 
 from handypriors_ros.core.errors import InputError
 
@@ -51,6 +62,30 @@ def image_qos(reliability: str = 'reliable', depth: int = 5) -> QoSProfile:
     return QoSProfile(history=QoSHistoryPolicy.KEEP_LAST, depth=depth,
                       reliability=_RELIABILITY[reliability],
                       durability=QoSDurabilityPolicy.VOLATILE)
+
+
+def matching_reliability(publishers: Iterable[Any]) -> str:
+    """The reliability a subscription needs to receive from these publishers (rclpy
+    ``TopicEndpointInfo`` s): ``'reliable'`` when there is at least one and every one is
+    reliable, else ``'best_effort'`` (matches a publisher of either kind)."""
+    kinds = [p.qos_profile.reliability for p in publishers]
+    if kinds and all(k == QoSReliabilityPolicy.RELIABLE for k in kinds):
+        return 'reliable'
+    return 'best_effort'
+
+
+def joint_states_qos(reliability: str = 'reliable', depth: int = 50) -> QoSProfile:
+    """The joint states subscription: :data:`JOINT_STATES_QOS` with this reliability and depth.
+
+    Raises:
+        InputError: an unknown reliability or a depth < 1.
+    """
+    return image_qos(reliability, depth)
+
+
+def overridable() -> QoSOverridingOptions:
+    """``qos_overrides.<topic>.subscription.{history,depth,reliability}`` parameters."""
+    return QoSOverridingOptions.with_default_policies()
 
 
 #: Tracker outputs (object pose, track, markers, diagnostics): reliable, keep-last 10.
