@@ -175,6 +175,7 @@ class TrackerNode(Node):
         self.processing_s: list[float] = []  # per tracked frame: input + track + publish
         self._latency_total_s: collections.deque[float] = collections.deque(maxlen=_LATENCY_WINDOW)
         self._input_counts: collections.Counter[str] = collections.Counter()
+        self.received: collections.Counter[str] = collections.Counter()  # since start-up
         self._last_seen: dict[str, float] = {}  # input -> monotonic time of its last message
         self._start_time = time.monotonic()
         self._last_diag_time = self._start_time
@@ -329,6 +330,7 @@ class TrackerNode(Node):
     # -- input callbacks (store and wake only) -------------------------------------------------
     def _seen(self, name: str) -> None:
         self._input_counts[name] += 1
+        self.received[name] += 1
         self._last_seen[name] = time.monotonic()
 
     def on_image(self, msg: Image, info: Any = None) -> None:
