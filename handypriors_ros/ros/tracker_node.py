@@ -58,6 +58,7 @@ under load on 2 cores).
 from __future__ import annotations
 
 import collections
+import os
 import sys
 import threading
 import time
@@ -238,7 +239,8 @@ class TrackerNode(Node):
             f'{loaded.object_model.proxy.faces.shape[0]} proxy faces); hand '
             f'{loaded.urdf_path} (root {self._hand_root}); images {inputs.image_topic} '
             f'({self.image_reliability}, depth {self.image_qos_depth}); publishing /tf '
-            f'<image frame> -> {cfg.object_frame}, {self._pose_pub.topic_name}; '
+            f'<image frame> -> {cfg.object_frame}, {self._pose_pub.topic_name}; DDS transports '
+            f'{dds_transports()}; '
             + ('initial pose from the parameter' if cfg.initial_pose
                else f'waiting for an initial pose on {inputs.initial_pose_topic}'))
 
@@ -601,6 +603,7 @@ class TrackerNode(Node):
         values.update({f'rate_{k}_hz': round(v, 2) for k, v in rates.items()})
         values.update({f'silent_{k}_s': round(v, 2) for k, v in silent.items()})
         values['image_qos_reliability'] = self.image_reliability
+        values['dds_transports'] = dds_transports()
         newest_joint = self._joints.newest_stamp_ns
         if newest_joint is not None and result is not None:
             values['joint_states_age_at_last_frame_s'] = round(
@@ -679,6 +682,14 @@ class TrackerNode(Node):
                     InitialPose(0, '', pose_vector_to_matrix(new.initial_pose)))
         self.get_logger().info('parameters changed: ' + ', '.join(
             f'{name}={value}' for name, value in changed_values(params).items()))
+
+
+def dds_transports() -> str:
+    """The Fast DDS built-in transports this process was started with (README "Real time":
+    ``FASTDDS_BUILTIN_TRANSPORTS=SHM`` between processes of one host)."""
+    value = os.environ.get('FASTDDS_BUILTIN_TRANSPORTS', '')
+    rmw = os.environ.get('RMW_IMPLEMENTATION', 'rmw_fastrtps_cpp')
+    return f'{value or "default"} ({rmw})'
 
 
 def _stamp_ns(msg: Any) -> int:
