@@ -145,8 +145,9 @@ def test_parameters_declared_with_descriptors(ros_context, sequence):
         assert not sigma.read_only and '[px]' in sigma.description
         assert 'one of: live, replay' in node.describe_parameter('mode').description
         assert node.get_parameter('image_qos_reliability').value == 'auto'
-        # No image publisher: auto subscribes best-effort (matches any publisher).
-        assert node.image_reliability == 'best_effort'
+        # No image publisher yet: auto waits for one before subscribing.
+        assert node.image_reliability is None
+        assert node.get_subscriptions_info_by_topic(interfaces.IMAGE_TOPIC) == []
         assert node.get_parameter('object_frame').value == interfaces.OBJECT_FRAME
         # Declared by type only (rclpy cannot type an empty list): unset means empty.
         # (an int in the descriptor; Parameter.Type is an IntEnum in Kilted, a plain Enum in
@@ -432,19 +433,37 @@ def test_image_qos_auto_matches_the_publisher(ros_context, sequence, publisher):
         camera.destroy_node()
 
 
-def test_image_qos_auto_becomes_reliable_when_a_reliable_camera_appears(ros_context, sequence):
+def test_image_qos_auto_waits_for_the_camera_then_falls_back_to_best_effort(ros_context,
+                                                                           sequence):
     from sensor_msgs.msg import Image
     from handypriors_ros.ros.qos import image_qos
     node = _node(ros_context, sequence)
     camera = rclpy.create_node('fake_camera', context=ros_context)
+    late = rclpy.create_node('late_camera', context=ros_context)
     try:
-        assert _subscription_reliability(node, interfaces.IMAGE_TOPIC) == 'best_effort'
+        # A camera that comes within the wait: subscribed like it at once (no swap).
         camera.create_publisher(Image, interfaces.IMAGE_TOPIC, image_qos('reliable', 5))
         node._check_image_publishers()
-        assert node.image_reliability == 'reliable'
         assert _subscription_reliability(node, interfaces.IMAGE_TOPIC) == 'reliable'
-        assert _subscription_reliability(node, interfaces.CAMERA_INFO_TOPIC) == 'reliable'
+        # No camera within the wait: best-effort (matches any), reliable once a reliable one
+        # appears.
+        other = _node(ros_context, sequence, image_topic='/other/image_raw',
+                      camera_info_topic='/other/camera_info')
+        try:
+            other._check_image_publishers()
+            assert other.image_reliability is None
+            other._auto_deadline = 0.0
+            other._check_image_publishers()
+            assert _subscription_reliability(other, '/other/image_raw') == 'best_effort'
+            late.create_publisher(Image, '/other/image_raw', image_qos('reliable', 5))
+            other._check_image_publishers()
+            assert other.image_reliability == 'reliable'
+            assert _subscription_reliability(other, '/other/image_raw') == 'reliable'
+            assert _subscription_reliability(other, '/other/camera_info') == 'reliable'
+        finally:
+            other.destroy_node()
     finally:
+        late.destroy_node()
         camera.destroy_node()
         node.destroy_node()
 

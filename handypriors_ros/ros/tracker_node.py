@@ -112,6 +112,10 @@ _MESSAGE_INFO = hasattr(Subscription, 'CallbackType')
 #: frame (measured: with depth 5 a node busy for 60 ms per frame at 30 Hz got frames up to 5
 #: old, and lost images and camera_infos independently).
 IMAGE_QOS_AUTO_DEPTH = {'live': 1, 'replay': 10}
+#: image_qos_reliability auto: how long the image subscriptions wait for a publisher to match
+#: before subscribing best-effort (no subscription swap when the camera is already there or
+#: comes within this).
+IMAGE_QOS_AUTO_WAIT_S = 3.0
 
 PublishHook = Callable[[str, Any], None]
 
@@ -216,8 +220,14 @@ class TrackerNode(Node):
         if subscribe_camera:
             self._camera_streams.append((inputs.image_topic, Image, self.on_image, True))
         self._image_subs: list[Any] = []
-        self.image_reliability = self._initial_reliability = self._choose_image_reliability()
-        self._subscribe_camera_streams(self.image_reliability, declare_overrides=True)
+        self._initial_reliability: str | None = None  # of the first subscriptions
+        self.image_reliability: str | None = None  # None: auto, no publisher seen yet
+        self._auto_pending = cfg.image_qos_reliability == 'auto'
+        self._auto_deadline = time.monotonic() + IMAGE_QOS_AUTO_WAIT_S
+        if not self._auto_pending:
+            self._subscribe_camera_streams(cfg.image_qos_reliability)
+        else:
+            self._check_image_publishers()
         self.create_service(Trigger, 'reset', self._on_reset)
         self._threaded = threaded and cfg.mode == 'live'
         self._guard = self.create_guard_condition(self._on_guard)
@@ -238,7 +248,8 @@ class TrackerNode(Node):
             f'object {cfg.object_mesh} (scale {cfg.object_scale:g}, '
             f'{loaded.object_model.proxy.faces.shape[0]} proxy faces); hand '
             f'{loaded.urdf_path} (root {self._hand_root}); images {inputs.image_topic} '
-            f'({self.image_reliability}, depth {self.image_qos_depth}); publishing /tf '
+            f'({self.image_reliability or "auto: waiting for a publisher"}, depth '
+            f'{self.image_qos_depth}); publishing /tf '
             f'<image frame> -> {cfg.object_frame}, {self._pose_pub.topic_name}; DDS transports '
             f'{dds_transports()}; '
             + ('initial pose from the parameter' if cfg.initial_pose
@@ -266,36 +277,36 @@ class TrackerNode(Node):
         return self.session.status_counts
 
     # -- image QoS -----------------------------------------------------------------------------
-    def _choose_image_reliability(self) -> str:
-        """``image_qos_reliability``, ``auto`` resolved from the image publishers' QoS."""
-        wanted = self.config.image_qos_reliability
-        if wanted != 'auto':
-            return wanted
-        self._auto_pending = True
-        publishers = self.get_publishers_info_by_topic(self.config.input.image_topic)
-        self._auto_pending = not publishers
-        return matching_reliability(publishers)
-
-    def _subscribe_camera_streams(self, reliability: str, *, declare_overrides: bool) -> None:
+    def _subscribe_camera_streams(self, reliability: str) -> None:
         """(Re)create the image / camera_info / mask subscriptions with this reliability; a
-        ``qos_overrides`` parameter wins (declared the first time; read again afterwards)."""
+        ``qos_overrides`` parameter wins (declared the first time, read again afterwards)."""
         for sub in self._image_subs:
             self.destroy_subscription(sub)
         self._image_subs = []
-        base = image_qos(reliability, self.image_qos_depth)
+        first = self._initial_reliability is None
+        if first:
+            self._initial_reliability = reliability
         for topic, msg_type, callback, with_info in self._camera_streams:
             cb = (lambda msg, info, _cb=callback: _cb(msg, info)) if (
                 with_info and _MESSAGE_INFO) else callback
-            if declare_overrides:
-                sub = self.create_subscription(msg_type, topic, cb, base,
+            qos = image_qos(reliability, self.image_qos_depth)
+            if first:
+                sub = self.create_subscription(msg_type, topic, cb, qos,
                                                qos_overriding_options=overridable())
             else:
-                qos = image_qos(reliability, self.image_qos_depth)
                 overridden = self._reliability_override(topic)
                 if overridden is not None:
                     qos.reliability = overridden
+                depth = self._override_value(topic, 'depth')
+                if depth is not None:
+                    qos.depth = int(depth)
                 sub = self.create_subscription(msg_type, topic, cb, qos)
             self._image_subs.append(sub)
+        self.image_reliability = reliability
+
+    def _override_value(self, topic: str, policy: str) -> Any:
+        name = f'qos_overrides.{self.resolve_topic_name(topic)}.subscription.{policy}'
+        return self.get_parameter(name).value if self.has_parameter(name) else None
 
     def _reliability_override(self, topic: str) -> QoSReliabilityPolicy | None:
         """The user's ``qos_overrides.<topic>.subscription.reliability``, if they set one."""
@@ -314,20 +325,23 @@ class TrackerNode(Node):
         return expand_topic_name(topic, self.get_name(), self.get_namespace())
 
     def _check_image_publishers(self) -> None:
-        """``auto`` with no publisher known at start-up: best-effort (matches any); once the
-        image publishers are known and all reliable, subscribe reliable (keeps every frame)."""
-        if not getattr(self, '_auto_pending', False) or not self._image_subs:
+        """``image_qos_reliability`` auto (:mod:`handypriors_ros.ros.qos`): subscribe like the
+        image publishers as soon as one is known; with none after IMAGE_QOS_AUTO_WAIT_S,
+        best-effort (matches any publisher), made reliable once the publishers that appear are
+        all reliable (keeps every frame over UDP, PLATFORM.md)."""
+        if not self._auto_pending or not self._camera_streams:
             return
         publishers = self.get_publishers_info_by_topic(self.config.input.image_topic)
-        if not publishers:
-            return
-        self._auto_pending = False
-        wanted = matching_reliability(publishers)
-        if wanted != self.image_reliability:
-            self.get_logger().info(f'image publishers found: {wanted} like them '
-                                   f'(was {self.image_reliability})')
-            self.image_reliability = wanted
-            self._subscribe_camera_streams(wanted, declare_overrides=False)
+        if publishers:
+            self._auto_pending = False
+            wanted = matching_reliability(publishers)
+            if wanted != self.image_reliability:
+                if self.image_reliability is not None:
+                    self.get_logger().info(f'image publishers found: subscribing {wanted} like '
+                                           f'them (was {self.image_reliability})')
+                self._subscribe_camera_streams(wanted)
+        elif self.image_reliability is None and time.monotonic() >= self._auto_deadline:
+            self._subscribe_camera_streams('best_effort')
 
     # -- input callbacks (store and wake only) -------------------------------------------------
     def _seen(self, name: str) -> None:
