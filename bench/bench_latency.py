@@ -20,9 +20,10 @@ published pose for an image it did not answer (what a consumer of the live outpu
 Prints and (``--json``) writes: images published / answered (a TrackedObject received) / with
 a TF, image -> TF latency p50 / p90 / p99 / max, the node's per-stage medians and p99s (from
 TrackedObject.latency), node counters (frames dropped, ...), online vs offline mean ADD-S, and
-the machine's load: load average before / after, the CPU time of the tracker and the player
-over the playback, and the whole machine's busy fraction over it (other work on the machine
-inflates every figure: read them together).
+the machine's load: load average before / after, the CPU time of the tracker over the
+playback (from its first answer), and the whole machine's busy fraction over it (other work on
+the machine inflates every figure: read them together). Run it at the priority the tracker
+would have (not under ``nice``, which every child inherits); the offline run is niced.
 
 ``--transport``: Fast DDS transports of all three processes: ``default`` (as installed),
 ``shm`` (shared memory only: ``FASTDDS_BUILTIN_TRANSPORTS=SHM``, PLATFORM.md), ``udp``
@@ -96,7 +97,8 @@ def add_s_held(stamps: np.ndarray, poses: dict[int, np.ndarray], T_gt: np.ndarra
 
 
 def offline_poses(bag: Path, mesh: Path, out: Path, params: list[str]) -> tuple[dict, float]:
-    """``handypriors track`` on the bag: ({stamp: T_cam_obj}, wall seconds)."""
+    """``handypriors track`` on the bag (niced: its speed is not measured): ({stamp:
+    T_cam_obj}, wall seconds)."""
     from rclpy.serialization import deserialize_message
 
     from handypriors_ros import interfaces
@@ -104,7 +106,8 @@ def offline_poses(bag: Path, mesh: Path, out: Path, params: list[str]) -> tuple[
     from handypriors_ros.msg import TrackedObject
     from handypriors_ros.ros.conversions import pose_to_matrix, stamp_to_ns
 
-    cmd = [sys.executable, str(REPO / 'scripts' / 'handypriors'), 'track', str(bag),
+    cmd = ['nice', '-n', '10', sys.executable, str(REPO / 'scripts' / 'handypriors'), 'track',
+           str(bag),
            '--object', str(mesh), '--out', str(out), *params]
     t0 = time.monotonic()
     done = subprocess.run(cmd, capture_output=True, text=True)
@@ -214,8 +217,8 @@ def main(argv: list[str] | None = None) -> int:
             deadline = time.monotonic() + 900.0
             while publisher.poll() is None and time.monotonic() < deadline:
                 executor.spin_once(timeout_sec=0.01)
-                if cpu0 is None and times_file.is_file() and times_file.stat().st_size:
-                    # playback started: CPU counters from here
+                if cpu0 is None and (track_arrivals or tf_arrivals):
+                    # playback started (the first answer): CPU counters from here
                     cpu0 = (time.monotonic(), cpu_seconds(tracker.pid),
                             cpu_seconds(publisher.pid), machine_busy())
             cpu1 = (time.monotonic(), cpu_seconds(tracker.pid), 0.0, machine_busy())

@@ -23,7 +23,9 @@ Latency stages (TrackedObject.latency, seconds): ``reception`` (image published 
 callback; from the DDS source timestamp, same host clock; absent where rclpy gives no message
 info, e.g. Humble), ``wait`` (callback -> the frame leaves the assembler: waiting for joint
 states / TF, or for the worker), ``input`` (conversion: the image as numpy without a copy,
-undistortion, camera), the tracker's own stages and ``track`` (the whole step), ``publish``,
+undistortion, camera), the tracker's own stages and ``track`` (the whole step, wall clock),
+``track_cpu`` (the CPU time of that step in its thread: what the step costs whatever else runs
+on the machine; torch_threads 1 computes in the calling thread), ``publish``,
 ``total`` (callback -> published) and ``end_to_end`` (reception + total, when known).
 
 Modes (parameter ``mode``):
@@ -484,6 +486,7 @@ class TrackerNode(Node):
         if fi is None:
             return 0
         t_input = time.monotonic_ns()
+        cpu_start = time.thread_time()
         if self.session.pending_initial_poses:
             with self._lock:  # an initial pose in another frame is looked up in TF
                 result = self.session.step(fi, frame.frame_id)
@@ -492,10 +495,12 @@ class TrackerNode(Node):
         if result is None:
             return 0
         t_track = time.monotonic_ns()
+        track_cpu = time.thread_time() - cpu_start
         latency = {'wait': (t_start - frame.arrival_ns) / 1e9, 'input': (t_input - t_start) / 1e9}
         if reception is not None:
             latency = {'reception': reception, **latency}
         latency.update({('track' if k == 'total' else k): v for k, v in result.latency_s.items()})
+        latency['track_cpu'] = track_cpu
         if result.status != TrackStatus.LOST or self.config.publish_lost:
             self._publish(self._tf_pub, track_result_to_tf(result, frame.frame_id,
                                                            self.config.object_frame))
