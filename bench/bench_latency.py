@@ -26,7 +26,8 @@ the machine inflates every figure: read them together). Run it at the priority t
 would have (not under ``nice``, which every child inherits); the offline run is niced.
 
 ``--transport``: Fast DDS transports of all three processes: ``default`` (as installed),
-``shm`` (shared memory only: ``FASTDDS_BUILTIN_TRANSPORTS=SHM``, PLATFORM.md), ``udp``
+``shm`` (shared memory only: ``FASTDDS_BUILTIN_TRANSPORTS='SHM?max_msg_size=2MB&
+sockets_size=16MB'``, PLATFORM.md), ``udp``
 (UDPv4 only).
 
 Usage: python bench/bench_latency.py [--rate 30] [--frames 270] [--width 640 --height 480]
@@ -54,7 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # tracker_eval: the se
 
 TRANSPORTS = {
     'default': None,
-    'shm': 'SHM',
+    'shm': 'SHM?max_msg_size=2MB&sockets_size=16MB',
     'udp': 'UDPv4',
 }
 

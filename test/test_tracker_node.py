@@ -589,3 +589,16 @@ def test_debug_image_draws_the_outline_over_the_camera_image(ros_context, sequen
 def _trigger():
     from std_srvs.srv import Trigger
     return Trigger.Request(), Trigger.Response()
+
+
+@pytest.mark.parametrize('mode, expected', [('live', 'best_effort'), ('replay', 'reliable')])
+def test_state_streams_best_effort_live_reliable_in_replay(ros_context, sequence, mode,
+                                                           expected):
+    """joint_states / tf reliability auto: a lost sample never holds the later ones live."""
+    node = _node(ros_context, sequence, mode=mode)
+    try:
+        assert _subscription_reliability(node, interfaces.JOINT_STATES_TOPIC) == expected
+        assert _subscription_reliability(node, interfaces.TF_TOPIC) == expected
+        assert _subscription_reliability(node, interfaces.TF_STATIC_TOPIC) == 'reliable'
+    finally:
+        node.destroy_node()

@@ -81,9 +81,15 @@ _NODE_OPTIONS = (
            'subscriptions [messages]; 0 = auto: 1 in live mode (the newest frame, never a stale '
            'one queued while the previous was tracked), 10 in replay', range=(0, 100),
            offline=False, group=NODE),
-    Option('joint_states_qos_reliability', 'str', 'reliable', 'reliability of the joint '
-           'states subscription (ros2_control publishes reliable; best_effort also matches a '
-           'best-effort driver)', choices=RELIABILITIES[1:], offline=False, group=NODE),
+    Option('joint_states_qos_reliability', 'str', 'auto', 'reliability of the joint states '
+           'subscription: auto = best_effort in live mode (a lost sample is interpolated over; a '
+           'reliable stream waits for a lost sample to be repaired, up to seconds on a loaded '
+           'machine: measured), reliable in replay (every sample)', choices=RELIABILITIES,
+           offline=False, group=NODE),
+    Option('tf_qos_reliability', 'str', 'auto', 'reliability of the /tf subscription (/tf_static '
+           'stays reliable, transient local): auto = best_effort in live mode, reliable in replay '
+           '(as joint_states_qos_reliability); qos_overrides./tf.subscription.reliability wins',
+           choices=RELIABILITIES, offline=False, group=NODE),
     Option('joint_states_qos_depth', 'int', 50, 'keep-last depth of the joint states '
            'subscription [messages] (50 = 0.5 s at 100 Hz)', range=(1, 1000), offline=False,
            group=NODE),
@@ -262,6 +268,7 @@ class TrackerOptions:
     image_qos_reliability: str
     image_qos_depth: int
     joint_states_qos_reliability: str
+    tf_qos_reliability: str
     joint_states_qos_depth: int
     publish_lost: bool
     debug_image: bool

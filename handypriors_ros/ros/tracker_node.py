@@ -205,10 +205,14 @@ class TrackerNode(Node):
         # Creation order = service order within an executor round: state before images.
         self.create_subscription(TFMessage, interfaces.TF_STATIC_TOPIC, self.on_tf_static,
                                  TF_STATIC_LISTENER_QOS)
-        self.create_subscription(TFMessage, interfaces.TF_TOPIC, self.on_tf, TF_QOS)
+        self.create_subscription(
+            TFMessage, interfaces.TF_TOPIC, self.on_tf,
+            image_qos(self._state_reliability(cfg.tf_qos_reliability), TF_QOS.depth),
+            qos_overriding_options=overridable())
         self.create_subscription(
             JointState, inputs.joint_states_topic, self.on_joint_states,
-            joint_states_qos(cfg.joint_states_qos_reliability, cfg.joint_states_qos_depth),
+            joint_states_qos(self._state_reliability(cfg.joint_states_qos_reliability),
+                             cfg.joint_states_qos_depth),
             qos_overriding_options=overridable())
         self.create_subscription(PoseStamped, inputs.initial_pose_topic, self.on_initial_pose,
                                  OUTPUT_QOS)
@@ -277,6 +281,12 @@ class TrackerNode(Node):
     @property
     def status_counts(self) -> collections.Counter[str]:
         return self.session.status_counts
+
+    def _state_reliability(self, value: str) -> str:
+        """joint_states / tf reliability: auto = best_effort live, reliable in replay."""
+        if value != 'auto':
+            return value
+        return 'best_effort' if self.config.mode == 'live' else 'reliable'
 
     # -- image QoS -----------------------------------------------------------------------------
     def _subscribe_camera_streams(self, reliability: str) -> None:
