@@ -386,7 +386,8 @@ def test_reception_latency_from_the_message_info(ros_context, sequence, messages
 
 def test_names_follow_the_namespace(ros_context, sequence):
     node = _node(ros_context, sequence)
-    moved = _node(ros_context, sequence, node_kwargs={'namespace': '/robot2'})
+    moved = _node(ros_context, sequence, node_kwargs={'namespace': '/robot2'},
+                  image_qos_reliability='reliable')  # (auto waits for a camera to subscribe)
     try:
         assert node._pose_pub.topic_name == interfaces.OBJECT_POSE_TOPIC
         assert node._track_pub.topic_name == interfaces.TRACK_TOPIC
