@@ -42,6 +42,7 @@ from handypriors_ros.core.render.renderer import (
     nvdiffrast_available,
 )
 from handypriors_ros.core.render.soft_rasterizer import cull_distance, soft_silhouette
+from handypriors_ros.core.render.texture import sample_texture
 
 __all__ = [
     'ContourResidual',
@@ -70,6 +71,7 @@ __all__ = [
     'optical_to_clip',
     'rasterize_hard',
     'rgb_loss',
+    'sample_texture',
     'select_contour_samples',
     'signed_distance_transform',
     'soft_silhouette',

@@ -30,6 +30,7 @@ from handypriors_ros.core.render.camera import PinholeCamera
 from handypriors_ros.core.render.hard_rasterizer import HardRaster, interpolate, rasterize_hard
 from handypriors_ros.core.render.mesh import RenderMesh, front_facing, vertex_normals
 from handypriors_ros.core.render.soft_rasterizer import soft_silhouette
+from handypriors_ros.core.render.texture import sample_texture
 
 BACKENDS = ('auto', 'soft', 'nvdiffrast')
 
@@ -291,6 +292,24 @@ class Renderer:
         lambert = (-(normals_cam * light).sum(-1, keepdim=True)).clamp(min=0.0)  # (B, V, 1)
         return albedo * (s.ambient + s.diffuse * lambert)
 
+    def _object_color_attributes(self, T_cam_obj: torch.Tensor) -> torch.Tensor:
+        """(B, V, 3) per-vertex colour attributes of the object at the poses: shaded RGB, or
+        for a textured mesh ``(u, v, shade)`` (see :meth:`_attributes_to_rgb`)."""
+        mesh = self.object_mesh
+        normals_cam = rotate_vectors(T_cam_obj, mesh.vertex_normals)
+        if not mesh.textured:
+            return self._shaded_colors(mesh.vertex_colors, normals_cam)
+        shade = self._shaded_colors(torch.ones_like(mesh.vertex_colors[:, :1]), normals_cam)
+        uv = mesh.uv.expand(T_cam_obj.shape[0], -1, -1)
+        return torch.cat([uv, shade], dim=-1)
+
+    def _attributes_to_rgb(self, attributes: torch.Tensor) -> torch.Tensor:
+        """(..., 3) shaded RGB from interpolated colour attributes: the texture (bilinear) at
+        the interpolated UV times the interpolated shading for a textured mesh, else as is."""
+        if not self.object_mesh.textured:
+            return attributes
+        return sample_texture(self.object_mesh.texture, attributes[..., :2]) * attributes[..., 2:3]
+
     def _face_mask(self, vertices_cam: torch.Tensor, faces: torch.Tensor) -> torch.Tensor | None:
         return front_facing(vertices_cam, faces) if self.settings.cull_backfaces else None
 
@@ -324,8 +343,7 @@ class Renderer:
         B = T_cam_obj.shape[0]
         hand = self._check_hand(hand_vertices_cam, B)
         verts_cam = transform_points(T_cam_obj, self.object_mesh.vertices)  # (B, V, 3)
-        normals_cam = rotate_vectors(T_cam_obj, self.object_mesh.vertex_normals)
-        colors = self._shaded_colors(self.object_mesh.vertex_colors, normals_cam)
+        colors = self._object_color_attributes(T_cam_obj)
         if self.backend == 'nvdiffrast':
             layers = self._nvdiffrast.render(self.camera, self.settings, verts_cam,
                                              self.object_mesh.faces, colors, hand,
@@ -334,6 +352,10 @@ class Renderer:
         else:
             object_mask, hand_mask, object_depth, object_rgb = self._render_soft(
                 verts_cam, colors, hand)
+        if self.object_mesh.textured:
+            bg = torch.tensor(self.settings.background_rgb, dtype=self.dtype, device=self.device)
+            object_rgb = torch.where((object_depth > 0)[..., None],
+                                     self._attributes_to_rgb(object_rgb), bg)
         keypoints = [self.camera.project(transform_points(T_cam_obj, self.object_keypoints))]
         if hand_keypoints_cam is not None:
             if not isinstance(hand_keypoints_cam, torch.Tensor) or \
@@ -422,8 +444,7 @@ class Renderer:
         hand = self._check_hand(hand_vertices_cam, B)
         mesh = self.object_mesh
         verts = transform_points(T_cam_obj, mesh.vertices)
-        colors = self._shaded_colors(mesh.vertex_colors, rotate_vectors(T_cam_obj,
-                                                                       mesh.vertex_normals))
+        colors = self._object_color_attributes(T_cam_obj)
         faces = mesh.faces
         F = faces.shape[0]
         face_mask = self._face_mask(verts, faces)
@@ -442,9 +463,12 @@ class Renderer:
                                                              device=self.device)], dim=1)
         raster = self._raster(verts, faces, face_mask)
         bg = torch.tensor(self.settings.background_rgb, dtype=self.dtype, device=self.device)
-        rgb = interpolate(colors, faces, raster, bg).clamp(0.0, 1.0)
-        depth = torch.where(raster.covered, raster.depth, torch.zeros_like(raster.depth))
+        rgb = interpolate(colors, faces, raster, bg)
         object_mask = raster.covered & (raster.face_index < F)
+        if mesh.textured:
+            rgb = torch.where(object_mask[..., None], self._attributes_to_rgb(rgb), rgb)
+        rgb = rgb.clamp(0.0, 1.0)
+        depth = torch.where(raster.covered, raster.depth, torch.zeros_like(raster.depth))
         hand_mask = raster.face_index >= F
         return SceneRender(rgb=rgb, depth=depth, object_mask=object_mask, hand_mask=hand_mask)
 
