@@ -11,7 +11,7 @@ from PIL import Image
 from handypriors_ros.core.errors import InputError
 from handypriors_ros.core.geometry import make_transform
 from handypriors_ros.core.models.object_model import ObjectModel
-from handypriors_ros.core.render import PinholeCamera, Renderer, RenderMesh
+from handypriors_ros.core.render import PinholeCamera, Renderer, RenderMesh, RenderSettings
 from handypriors_ros.core.render.texture import sample_texture
 
 CAM = PinholeCamera(200.0, 200.0, 31.5, 31.5, 64, 64)
@@ -57,9 +57,9 @@ def test_textured_obj_renders_its_texture_colours(tmp_path):
     assert mesh.textured and mesh.texture.shape == (8, 8, 3)
     # object frame = camera frame shifted 0.5 m forward: the quad spans 20 px each side
     T = make_transform(torch.eye(3), torch.tensor([0.0, 0.0, 0.5]))[None].float()
-    r = Renderer(CAM, mesh, backend='soft', settings=None)
-    out = r.render(T)
-    scene = r.render_scene(T)
+    r = Renderer(mesh, backend='soft', settings=RenderSettings(antialias=False))
+    out = r.render(CAM, T)
+    scene = r.render_scene(CAM, T)
     # quad covers u, v in [31.5 - 20, 31.5 + 20]; quadrant centres at +-10 px
     expect = {(21, 21): 'top_left', (41, 21): 'top_right', (21, 41): 'bottom_left',
               (41, 41): 'bottom_right'}
@@ -71,8 +71,8 @@ def test_textured_obj_renders_its_texture_colours(tmp_path):
     np.testing.assert_allclose(out.object_rgb[0, 2, 2].numpy(), [0.0, 0.0, 0.0])
     # the texture differs from the per-vertex bake: a vertex-coloured render of the same mesh
     # blends the four corner colours instead
-    plain = Renderer(CAM, RenderMesh.from_arrays(mesh.vertices, mesh.faces, mesh.vertex_colors),
-                     backend='soft').render(T)
+    plain = Renderer(RenderMesh.from_arrays(mesh.vertices, mesh.faces, mesh.vertex_colors),
+                     backend='soft').render(CAM, T)
     assert not np.allclose(plain.object_rgb[0, 21, 21].numpy(),
                            np.array(QUADRANTS['top_left']) / 255.0, atol=0.05)
 
@@ -100,7 +100,7 @@ def test_coloured_ply_keeps_its_colours_in_the_render(tmp_path):
     mesh = RenderMesh.from_object_model(model)
     assert not mesh.textured
     T = make_transform(torch.eye(3), torch.tensor([0.0, 0.0, 0.5]))[None].float()
-    out = Renderer(CAM, mesh, backend='soft').render(T)
+    out = Renderer(mesh, backend='soft').render(CAM, T)
     # the stored colour times one Lambertian factor (the box's smooth corner normals make it
     # < 1): the channel ratios are the stored ones
     rgb = out.object_rgb[0, 31, 31].numpy().astype(np.float64)
