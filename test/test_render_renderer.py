@@ -249,3 +249,17 @@ def test_nvdiffrast_backend_wiring_with_a_cpu_stand_in():
     torch.testing.assert_close(rgb, ref.object_rgb, atol=1e-5, rtol=0)
     torch.testing.assert_close(hand_mask, ref.hand_mask)
     torch.testing.assert_close(mask, (ref.object_depth > 0).float())
+    # rasterize: object and hand in one z-buffer, as the torch path gives it
+    r._nvdiffrast, r.backend = backend, 'nvdiffrast'
+    via_nvd = r.rasterize(CAM, T, hand)
+    r._nvdiffrast, r.backend = None, 'soft'
+    via_torch = r.rasterize(CAM, T, hand)
+    # (the torch path culls back faces, nvdiffrast does not: a face may differ on a shared edge)
+    same = via_nvd.raster.face_index == via_torch.raster.face_index
+    assert int((~same).sum()) <= 3
+    torch.testing.assert_close(via_nvd.object_visible, via_torch.object_visible)
+    torch.testing.assert_close(via_nvd.hand_visible, via_torch.hand_visible)
+    torch.testing.assert_close(via_nvd.depth, via_torch.depth, atol=1e-5, rtol=0)
+    torch.testing.assert_close(via_nvd.raster.bary[same], via_torch.raster.bary[same], atol=2e-4,
+                               rtol=0)
+    assert via_nvd.object_visible.any() and via_nvd.hand_visible.any()

@@ -23,8 +23,8 @@ Backends of :meth:`Renderer.render`:
   CUDA kernels.
 
 ``backend='auto'`` picks nvdiffrast when the renderer's device is CUDA and nvdiffrast imports,
-else soft. :meth:`rasterize` and :meth:`render_scene` always use the torch z-buffer (on the
-renderer's device).
+else soft. :meth:`rasterize` runs on nvdiffrast too when that is the backend;
+:meth:`render_scene` always uses the torch z-buffer (on the renderer's device).
 """
 
 from __future__ import annotations
@@ -374,7 +374,9 @@ class Renderer:
                   hand_vertices_cam: torch.Tensor | None = None) -> SceneRaster:
         """Hard z-buffer of the object and the hand together (no gradients).
 
-        Object faces are culled per ``settings.cull_backfaces``; the hand is not.
+        Object faces are culled per ``settings.cull_backfaces`` (torch z-buffer; nvdiffrast
+        does not cull, which for a closed mesh gives the same image); the hand is not. Runs
+        on nvdiffrast when that is the backend, else the torch z-buffer.
 
         Args:
             camera: a PinholeCamera or a CameraBatch of B.
@@ -393,6 +395,12 @@ class Renderer:
             if face_mask is not None:
                 face_mask = torch.cat([face_mask, face_mask.new_ones(
                     face_mask.shape[0], self.hand_faces.shape[0])], dim=1)
+        if self.backend == 'nvdiffrast':  # no culling: exact for closed meshes
+            face_index, depth, bary = self._nvdiffrast.rasterize(camera, self.settings, verts,
+                                                                 faces)
+            pixels = torch.nonzero(face_index.reshape(-1) >= 0).squeeze(-1)
+            return SceneRaster(HardRaster(face_index=face_index, depth=depth, bary=bary,
+                                          pixels=pixels), F)
         return SceneRaster(self._raster(camera, verts, faces, face_mask), F)
 
     def depth_buffers(self, camera: Camera, T_cam_obj: torch.Tensor,
