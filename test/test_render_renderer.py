@@ -146,6 +146,8 @@ def test_input_validation():
         RenderSettings(near_m=0.0)
     with pytest.raises(InputError, match='^camera: expected a PinholeCamera'):
         r.render(CAM.K, pose((0, 0, 0.3)))
+    with pytest.raises(InputError, match=r'^hand_vertices_cam: expected a tensor \(B, Vh, 3\)'):
+        r.hand_depth(CAM, hand_at(0.24)[0])
     with pytest.raises(InputError, match='^camera: expected a CameraBatch of 2'):
         r.render(CameraBatch.of([CAM]), pose((0, 0, 0.3), batch=2))
     with pytest.raises(InputError, match='^far_m'):

@@ -369,6 +369,9 @@ class Renderer:
         Not culled: hand meshes assembled from URDF links need not be consistently wound.
         Pass it to :meth:`render` to reuse it while only the object moves.
         """
+        if not isinstance(hand_vertices_cam, torch.Tensor) or hand_vertices_cam.dim() != 3:
+            raise InputError(f'hand_vertices_cam: expected a tensor (B, Vh, 3), got '
+                             f'{tuple(getattr(hand_vertices_cam, "shape", ()))}')
         hand = self._check_hand(hand_vertices_cam, hand_vertices_cam.shape[0])
         self._check_camera(camera, hand.shape[0])
         return self._raster(camera, hand.detach(), self.hand_faces, None).depth
