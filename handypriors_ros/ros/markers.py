@@ -119,38 +119,30 @@ def frame_markers(frame_id: str, stamp_ns: int, contact_points: np.ndarray,
     return markers
 
 
-def debug_overlay(rgb: np.ndarray, camera, T_cam_obj: np.ndarray, vertices_obj: Any,
-                  faces: Any, contact_points: np.ndarray, *, tracking: bool = True
-                  ) -> np.ndarray:
-    """The tracker's debug image: the object's outline at ``T_cam_obj`` (rendered with the
-    tracker's own ROI renderer, :func:`~handypriors_ros.core.tracking.measurements.render_roi`;
-    green while tracking, red otherwise) and the contact points (camera frame, metres; yellow
-    dots) drawn over a copy of the (undistorted) ``rgb`` image of ``camera``.
+def debug_overlay(rgb: np.ndarray, camera, T_cam_obj: np.ndarray, renderer,
+                  contact_points: np.ndarray, *, tracking: bool = True) -> np.ndarray:
+    """The tracker's debug image: the object's outline at ``T_cam_obj`` (drawn with
+    :func:`~handypriors_ros.core.render.overlay.draw_outline` through the tracker's own
+    :class:`~handypriors_ros.core.render.renderer.Renderer`; green while tracking, red
+    otherwise) and the contact points (camera frame, metres; yellow dots) over a copy of the
+    (undistorted) ``rgb`` image of ``camera``.
 
     Args:
         rgb: (H, W, 3) uint8 image; camera: its :class:`PinholeCamera`.
-        vertices_obj, faces: the render proxy (torch tensors, object frame).
+        renderer: the object's renderer (the tracker's ``scene.renderer``).
+        contact_points: (N, 3) contact points in the camera frame [m].
     Returns:
         (H, W, 3) uint8, a new array (``rgb`` is not modified).
     """
     import cv2
     import torch
 
-    from handypriors_ros.core.tracking.measurements import make_roi, render_roi
+    from handypriors_ros.core.render.overlay import draw_outline
 
     img = np.array(rgb, dtype=np.uint8, copy=True)
     colour = (40, 230, 40) if tracking else (230, 40, 40)
-    T = np.asarray(T_cam_obj, dtype=np.float64)
-    verts = vertices_obj.detach().float().cpu()
-    roi = make_roi(camera, T, verts.numpy().astype(np.float64),
-                   max(camera.width, camera.height), margin=0.05)
-    if roi is not None:
-        with torch.no_grad():
-            r = render_roi(roi, T, verts, faces.cpu(), None, None)
-        full = np.zeros(img.shape[:2], np.uint8)
-        full[roi.y0:roi.y1, roi.x0:roi.x1] = r.object_visible
-        contours, _ = cv2.findContours(full, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-        cv2.drawContours(img, contours, -1, colour, 2)
+    with torch.no_grad():
+        draw_outline(img, renderer, camera, np.asarray(T_cam_obj, dtype=np.float64), colour, 2)
     P = np.asarray(contact_points, dtype=np.float64).reshape(-1, 3)
     for x, y, z in P[P[:, 2] > 1e-6]:
         u = int(round(camera.fx * x / z + camera.cx))

@@ -548,9 +548,8 @@ class TrackerNode(Node):
         if self._publish_hook is None and self._debug_pub.get_subscription_count() == 0:
             return
         self._debug_sent = now
-        proxy = self._loaded.object_model.proxy
-        img = marker_msgs.debug_overlay(fi.rgb, fi.camera, result.T_cam_obj, proxy.vertices,
-                                        proxy.faces, result.contacts.points_hand,
+        img = marker_msgs.debug_overlay(fi.rgb, fi.camera, result.T_cam_obj,
+                                        self.tracker.scene.renderer, result.contacts.points_hand,
                                         tracking=result.status == TrackStatus.TRACKING)
         self._publish(self._debug_pub, numpy_to_image(img, 'rgb8', result.stamp_ns,
                                                       frame.frame_id))
