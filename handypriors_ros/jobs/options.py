@@ -244,18 +244,23 @@ class InputOptions:
                                   hand_root_frame=self.hand_root_frame)
 
 
-def load_object(path: str, scale: float, **kwargs: Any):
-    """The object model of a mesh file.
+def load_object(path: str, scale: float, *, scale_flag: str = '--object-scale', **kwargs: Any):
+    """The object model of a mesh file, whose size must be a hand-held object's (1 cm - 1 m
+    after ``scale``: :func:`~handypriors_ros.core.models.object_model.check_object_size`).
 
     Raises:
-        ModelError: the mesh cannot be read (naming ``object_mesh``).
+        ModelError: the mesh cannot be read (naming ``object_mesh``); ObjectSizeError (a
+            ModelError): its size after scaling says the units are wrong (naming the likely
+            unit and the ``scale_flag`` value that fixes it).
     """
     from handypriors_ros.core.models.object_model import ObjectModel
 
     try:
-        return ObjectModel.from_file(path, scale=scale, **kwargs)
+        return ObjectModel.from_file(path, scale=scale, check_size=True, scale_flag=scale_flag,
+                                     **kwargs)
     except (ModelError, InputError) as exc:
-        raise ModelError(f'object_mesh: {exc}') from exc
+        kind = type(exc) if isinstance(exc, ModelError) else ModelError
+        raise kind(f'object_mesh: {exc}') from exc
 
 
 def _ns(seconds: float) -> int:
