@@ -32,6 +32,31 @@ def result_messages(result: Any, camera_frame: str, object_frame: str, *,
                                                          latency_s=latency_s), t)]
 
 
+def skipped_tracked_object(stamp_ns: int, frame_id: str, object_id: str, kind: str,
+                           reason: str, T_cam_obj: Any = None) -> Any:
+    """The TrackedObject answering an image that could not be tracked: status LOST, the
+    reason ``'skipped: [kind] reason'``, the last estimate's pose (identity before any) with
+    an unknown covariance (``covariance[0] = -1``, the ROS convention), NIS NaN, no contacts.
+    No pose or /tf is published for it: there is no estimate to give."""
+    import numpy as np
+
+    from handypriors_ros.msg import TrackedObject
+    from handypriors_ros.ros.conversions import matrix_to_pose, ns_to_stamp
+
+    msg = TrackedObject()
+    msg.header.stamp = ns_to_stamp(int(stamp_ns))
+    msg.header.frame_id = frame_id
+    msg.object_id = object_id
+    msg.pose.pose = matrix_to_pose(np.eye(4) if T_cam_obj is None else T_cam_obj)
+    covariance = [0.0] * 36
+    covariance[0] = -1.0
+    msg.pose.covariance = covariance
+    msg.status = TrackedObject.STATUS_LOST
+    msg.status_reason = ' '.join(f'skipped: [{kind}] {reason}'.split())
+    msg.nis = float('nan')
+    return msg
+
+
 def write_messages(writer: Any, messages: Iterable[tuple[str, Any, int]]) -> None:
     """Serialise rclpy messages into a :class:`~handypriors_ros.bag.BagWriter`."""
     from rclpy.serialization import serialize_message
