@@ -104,6 +104,12 @@ def check_object_size(diameter_m: float, *, where: str = 'object mesh', scale: f
                           f'metres (file size {raw:.4g} units)')
 
 
+def mesh_diameter(vertices: np.ndarray) -> float:
+    """Largest distance between two of the (V, 3) vertices [their units] (what
+    :attr:`ObjectModel.diameter` holds, without building the model)."""
+    return _max_pairwise_distance(np.unique(np.asarray(vertices, dtype=np.float64), axis=0))
+
+
 def _length(m: float) -> str:
     if m >= 1.0:
         return f'{m:.3g} m'
@@ -580,9 +586,8 @@ class ObjectModel:
         if check_size:
             vertices = np.asarray(mesh.vertices, dtype=np.float64)
             if np.isfinite(vertices).all():  # NaN vertices: _build names them
-                check_object_size(_max_pairwise_distance(np.unique(vertices, axis=0)),
-                                  where=_describe(source), scale=float(scale),
-                                  scale_flag=scale_flag)
+                check_object_size(mesh_diameter(vertices), where=_describe(source),
+                                  scale=float(scale), scale_flag=scale_flag)
         if name is None:
             name = os.path.splitext(os.path.basename(source))[0]
         return cls._build(mesh, source=source, face_budget=face_budget,
