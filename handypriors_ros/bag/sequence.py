@@ -209,10 +209,12 @@ class FrameReader:
         if self._reader.truncation is not None:
             self.problems.report('truncated_bag', self._reader.truncation.message
                                  + '; its readable messages are used')
-        for topic in (t.image, t.camera_info, t.joint_states):
+        for topic, option in ((t.image, 'image_topic'), (t.camera_info, 'camera_info_topic'),
+                              (t.joint_states, 'joint_states_topic')):
             if counts.get(topic, 0) == 0:
                 raise BagError(f'bag {self.path}: expected messages on {topic}; the bag has '
-                               f'{", ".join(sorted(counts)) or "no topic"}')
+                               f'{", ".join(sorted(counts)) or "no topic"} (set {option} in '
+                               '--params if they are recorded under another name)')
         inputs = self.inputs
         handlers: dict[str, Callable] = {
             t.image: self._on_image,
@@ -378,7 +380,8 @@ def read_sequence(path: str | Path, naming: HandNaming, *,
         images = reader.images_read
         if not frames:
             raise BagError(f'bag {reader.path}: none of its {images} images could be used '
-                           f'({counter.summary()})')
+                           f'({counter.summary()}); the warnings above say why: check the '
+                           'topic names, joint_prefix / hand_root_frame and the TF tree')
         T_init = None
         if first_pose is not None:
             T_init = first_pose.T_frame_obj

@@ -38,8 +38,8 @@ from handypriors_ros.core.errors import InputError
 from handypriors_ros.core.refine.config import RefineConfig
 from handypriors_ros.jobs.options import (DEVICE, OBJECT_FRAME, OBJECT_MESH, OBJECT_SCALE,
                                           InputOptions, check_initial_pose, initial_pose_option,
-                                          input_options, load_object, pose_vector_to_matrix,
-                                          resolve_device)
+                                          input_options, load_object, open_input_bag,
+                                          pose_vector_to_matrix, resolve_device)
 from handypriors_ros.jobs.schema import Option, Schema
 from handypriors_ros.jobs.stop import StopRequest
 
@@ -417,6 +417,9 @@ def run_refine(job: RefineJob, *, progress: ProgressCallback | None = None,
     gt_file = _ground_truth_file(job)
     if gt_file is not None:
         _load_ground_truth(gt_file)
+    open_input_bag(bag)
+    if job.init_bag is not None:
+        open_input_bag(job.init_bag, flag='--init')
     device = resolve_device(job.device)
     start = time.perf_counter()
     hand = job.input.load_hand()

@@ -32,8 +32,8 @@ from handypriors_ros.core.frames import MODES, AssemblyConfig, HandNaming
 from handypriors_ros.core.tracking.config import DYNAMICS, MEASUREMENTS, TrackerConfig
 from handypriors_ros.jobs.options import (DEVICE, OBJECT_FRAME, OBJECT_MESH, OBJECT_SCALE,
                                           InputOptions, check_initial_pose, initial_pose_option,
-                                          input_options, load_object, pose_vector_to_matrix,
-                                          resolve_device)
+                                          input_options, load_object, open_input_bag,
+                                          pose_vector_to_matrix, resolve_device)
 from handypriors_ros.jobs.schema import Option, Schema
 from handypriors_ros.jobs.stop import StopRequest
 
@@ -421,7 +421,7 @@ def run_track(job: TrackJob, *, progress: Callable[[int, int], None] | None = No
     no initial pose yet, ...) a TrackedObject with status LOST and the reason
     (:func:`~handypriors_ros.jobs.outputs.skipped_tracked_object`; no pose or /tf for it).
     """
-    from handypriors_ros.bag import BagReader, BagWriter, check_output_bag
+    from handypriors_ros.bag import BagWriter, check_output_bag
     from handypriors_ros.bag.sequence import FrameReader, LastProblem, SkippedImage
     from handypriors_ros.core.frames import InitialPose, ProblemCounter
     from handypriors_ros.core.tracking.session import TrackingSession
@@ -439,12 +439,12 @@ def run_track(job: TrackJob, *, progress: Callable[[int, int], None] | None = No
     check_output_bag(out, overwrite=job.overwrite, inputs=(bag, mesh), name='--out',
                      flag='--overwrite')
     topics = opts.input.topics()
-    with BagReader(bag, on_truncated='recover') as reader:  # FrameReader reports it
-        counts = {t: n for t, (_, n) in reader.topics.items()}
+    counts = open_input_bag(bag)
     n_images = counts.get(topics.image, 0)
     if n_images == 0:
         raise InputError(f'BAG: no images on {topics.image} in {bag} (its topics: '
-                         f'{", ".join(sorted(counts)) or "none"})')
+                         f'{", ".join(sorted(counts)) or "none"}); set image_topic in --params '
+                         'if they are recorded under another name')
     from_bag = not opts.initial_pose
     if from_bag and counts.get(topics.initial_pose, 0) == 0:
         raise InputError(f'no initial pose: {bag} has no {topics.initial_pose} message and '
