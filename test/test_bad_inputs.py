@@ -110,6 +110,7 @@ class Workspace:
     meshes: dict[str, Path] = field(default_factory=dict)
     params: Path | None = None
     track_bag: Path | None = None
+    kill9: object = None
 
 
 def _make_bags(ws: Workspace) -> None:
@@ -285,6 +286,7 @@ def ws(tmp_path_factory) -> Workspace:
     seq = tiny_sequence(tmp_path_factory)
     root = tmp_path_factory.mktemp('bad_inputs')
     w = Workspace(root=root, seq=seq, bag=seq / 'bag', mesh=seq / 'object.ply')
+    start_kill9(w)
     _make_bags(w)
     _make_meshes(w)
     w.params = root / 'refine.yaml'
@@ -812,25 +814,44 @@ case('refine-sigterm-checkpoints', refine(None, None, 'out', '--params', '{case}
      fix=r'continue with the same command and --resume', check=ckpt_kept)
 
 
-def kill9(w: Workspace, d: Path, argv: list[str]) -> int:
-    """``kill -9`` of a real ``handypriors refine`` process once it checkpointed, then the same
-    command with --resume."""
+def start_kill9(w: Workspace) -> None:
+    """Start a real ``handypriors refine`` process (200 iterations) and ``kill -9`` it, from a
+    thread, as soon as its first checkpoint is there (it starts while other cases run)."""
+    import threading
+    folder = w.root / 'kill9'
+    folder.mkdir()
+    (folder / 'p.yaml').write_text(_settings(200))
+    argv = ['refine', str(w.bag), '--object', str(w.mesh), '--out', str(folder / 'out'),
+            '--quiet', '--params', str(folder / 'p.yaml')]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     proc = subprocess.Popen([sys.executable, '-m', 'handypriors_ros.cli.main', *argv],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    ckpt = d / 'out.checkpoint' / 'refine_checkpoint.pt'
-    deadline = time.monotonic() + 120
-    while not ckpt.is_file() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    proc.kill()
-    proc.wait()
-    assert ckpt.is_file() and not (d / 'out').exists(), 'killed before its first checkpoint'
+    ckpt = folder / 'out.checkpoint' / 'refine_checkpoint.pt'
+
+    def watch():
+        deadline = time.monotonic() + 300
+        while not ckpt.is_file() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        proc.kill()  # SIGKILL: no handler, no clean-up
+        proc.wait()
+    w.kill9 = threading.Thread(target=watch, daemon=True)
+    w.kill9.start()
+
+
+def kill9(w: Workspace, d: Path, argv: list[str]) -> int:
+    """After the ``kill -9`` (:func:`start_kill9`): its checkpoint is whole and no output was
+    left; the same job with --resume (fewer iterations: resume may change them) finishes."""
+    w.kill9.join(timeout=300)
+    folder = w.root / 'kill9'
+    assert (folder / 'out.checkpoint' / 'refine_checkpoint.pt').is_file()
+    assert not (folder / 'out').exists(), 'the killed run left an output'
+    shutil.copytree(folder / 'out.checkpoint', d / 'out.checkpoint')
     return main([*argv, '--resume'])
 
 
 case('refine-kill-9-resume', refine(None, None, 'out', '--params', '{case}/p.yaml',
                                     params=False),
-     setup=write('p.yaml', _settings(20)), action=kill9, code=0,
+     setup=write('p.yaml', _settings(3)), action=kill9, code=0,
      output=('out', 'out.checkpoint'), check=refined(N_IMAGES))
 
 
