@@ -1016,3 +1016,74 @@ def test_corpus_size():
     """The issue asks for at least 120 cases."""
     assert len(CASES) >= 120, len(CASES)
     assert len({c.id for c in CASES}) == len(CASES)
+
+
+# --------------------------------------------------------------------------------------------
+# the pieces behind the corpus
+# --------------------------------------------------------------------------------------------
+def test_stop_on_signals_sets_the_request_then_interrupts_and_restores_the_handlers():
+    from handypriors_ros.jobs.stop import EXIT_SIGTERM, StopRequest, stop_on_signals
+
+    previous = signal.getsignal(signal.SIGTERM)
+    stop = StopRequest()
+    with stop_on_signals(stop):
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.requested and stop.reason == 'SIGTERM' and stop.exit_code == EXIT_SIGTERM
+        with pytest.raises(KeyboardInterrupt):  # a second signal: at once
+            os.kill(os.getpid(), signal.SIGTERM)
+    assert signal.getsignal(signal.SIGTERM) is previous
+    stopped = stop.stopped('saved')
+    assert stopped.exit_code == 143 and str(stopped) == 'stopped (SIGTERM): saved'
+
+
+def test_run_refine_stop_request_checkpoints_and_resume_keyword_finishes(ws, tmp_path):
+    """The node's path: a StopRequest set while the job runs; the keyword-only resume."""
+    import argparse
+
+    from handypriors_ros.cli.refine import add_arguments
+    from handypriors_ros.jobs.refine import REFINE_SCHEMA, RefineJob, run_refine
+    from handypriors_ros.jobs.stop import JobStopped, StopRequest
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    (tmp_path / 'p.yaml').write_text(_settings(3))
+    job = RefineJob.from_values(REFINE_SCHEMA.values_from_args(parser.parse_args(
+        [str(ws.bag), '--object', str(ws.mesh), '--out', str(tmp_path / 'out'), '--params',
+         str(tmp_path / 'p.yaml')])))
+    stop = StopRequest()
+
+    def progress(done, total):
+        if done == 1:
+            stop.request('node shutdown')
+    with pytest.raises(JobStopped, match=r'stopped \(node shutdown\): checkpoint of iteration '
+                                         r'1/3') as raised:
+        run_refine(job, progress=progress, stop=stop)
+    assert raised.value.exit_code == 1
+    assert (tmp_path / 'out.checkpoint' / 'refine_checkpoint.pt').is_file()
+    assert not (tmp_path / 'out').exists()
+    outcome = run_refine(job, resume=True)
+    assert outcome.result.resumed_from == 1 and outcome.result.iterations == 3
+    assert not (tmp_path / 'out.checkpoint').exists()  # ours, removed after success
+
+
+def test_object_size_check_against_scipy_diameter(ws):
+    """The diameter the check uses is the largest vertex distance (scipy's pdist); the limits
+    are 1 cm and 1 m; the unit named is the one that brings the size nearest 10 cm."""
+    import trimesh
+    from scipy.spatial.distance import pdist
+
+    from handypriors_ros.core.models.object_model import (ObjectSizeError, check_object_size,
+                                                          mesh_diameter)
+    mesh = trimesh.load(ws.mesh, process=False)
+    assert mesh_diameter(mesh.vertices) == pytest.approx(pdist(mesh.vertices).max(), rel=1e-9)
+    for ok in (0.01, 0.1, 1.0):
+        check_object_size(ok)
+    cases = ((186.0, 1.0, 'millimetres: use --object-scale 0.001'),
+             (0.000186, 0.001, 'metres: use --object-scale 1'),
+             (15.0, 1.0, 'centimetres: use --object-scale 0.01'),
+             (0.005, 1.0, "give --object-scale with the factor"))
+    for diameter, scale, fix in cases:
+        with pytest.raises(ObjectSizeError, match=re.escape(fix)):
+            check_object_size(diameter, scale=scale, scale_flag='--object-scale')
+    with pytest.raises(ObjectSizeError, match='no extent'):
+        check_object_size(0.0)
