@@ -32,29 +32,23 @@ def result_messages(result: Any, camera_frame: str, object_frame: str, *,
                                                          latency_s=latency_s), t)]
 
 
-def skipped_tracked_object(stamp_ns: int, frame_id: str, object_id: str, kind: str,
-                           reason: str, T_cam_obj: Any = None) -> Any:
-    """The TrackedObject answering an image that could not be tracked: status LOST, the
-    reason ``'skipped: [kind] reason'``, the last estimate's pose (identity before any) with
-    an unknown covariance (``covariance[0] = -1``, the ROS convention), NIS NaN, no contacts.
-    No pose or /tf is published for it: there is no estimate to give."""
+def skipped_result(stamp_ns: int, kind: str, reason: str, T_cam_obj: Any = None) -> Any:
+    """The :class:`~handypriors_ros.core.tracking.types.TrackResult` answering an image that
+    could not be tracked: status LOST, the reason ``'skipped: [kind] reason'``, the last
+    estimate's pose (identity before any) with an unknown covariance (``covariance[0, 0] =
+    -1``, the ROS convention for "no estimate"), no contacts, no measurement.
+
+    It is written on the track topic only (no pose, no /tf: there is no estimate to give)."""
     import numpy as np
 
-    from handypriors_ros.msg import TrackedObject
-    from handypriors_ros.ros.conversions import matrix_to_pose, ns_to_stamp
+    from handypriors_ros.core.tracking.types import TrackResult, TrackStatus
 
-    msg = TrackedObject()
-    msg.header.stamp = ns_to_stamp(int(stamp_ns))
-    msg.header.frame_id = frame_id
-    msg.object_id = object_id
-    msg.pose.pose = matrix_to_pose(np.eye(4) if T_cam_obj is None else T_cam_obj)
-    covariance = [0.0] * 36
-    covariance[0] = -1.0
-    msg.pose.covariance = covariance
-    msg.status = TrackedObject.STATUS_LOST
-    msg.status_reason = ' '.join(f'skipped: [{kind}] {reason}'.split())
-    msg.nis = float('nan')
-    return msg
+    covariance = np.zeros((6, 6))
+    covariance[0, 0] = -1.0
+    return TrackResult(stamp_ns=int(stamp_ns),
+                       T_cam_obj=np.eye(4) if T_cam_obj is None else np.asarray(T_cam_obj),
+                       covariance=covariance, status=TrackStatus.LOST,
+                       status_reason=' '.join(f'skipped: [{kind}] {reason}'.split()))
 
 
 def write_messages(writer: Any, messages: Iterable[tuple[str, Any, int]]) -> None:

@@ -419,13 +419,13 @@ def run_track(job: TrackJob, *, progress: Callable[[int, int], None] | None = No
     Every image gets one answer on the track topic: an estimate, or for an image that cannot
     be tracked (no joint states or TF at its stamp, a wrong encoding, time going backwards,
     no initial pose yet, ...) a TrackedObject with status LOST and the reason
-    (:func:`~handypriors_ros.jobs.outputs.skipped_tracked_object`; no pose or /tf for it).
+    (:func:`~handypriors_ros.jobs.outputs.skipped_result`; no pose or /tf for it).
     """
     from handypriors_ros.bag import BagWriter, check_output_bag
     from handypriors_ros.bag.sequence import FrameReader, LastProblem, SkippedImage
     from handypriors_ros.core.frames import InitialPose, ProblemCounter
     from handypriors_ros.core.tracking.session import TrackingSession
-    from handypriors_ros.jobs.outputs import skipped_tracked_object, write_messages
+    from handypriors_ros.jobs.outputs import skipped_result, write_messages
     from handypriors_ros.ros.conversions import (track_result_to_pose, track_result_to_tf,
                                                  track_result_to_tracked_object)
 
@@ -471,9 +471,10 @@ def run_track(job: TrackJob, *, progress: Callable[[int, int], None] | None = No
                                  'and go on')
             skipped_kinds[kind] = skipped_kinds.get(kind, 0) + 1
             previous = session.last_result
-            write_messages(writer, [(opts.track_topic, skipped_tracked_object(
-                stamp_ns, frame_id or camera_frame, opts.object_frame, kind, reason,
-                None if previous is None else previous.T_cam_obj), int(stamp_ns))])
+            answer = skipped_result(stamp_ns, kind, reason,
+                                    None if previous is None else previous.T_cam_obj)
+            write_messages(writer, [(opts.track_topic, track_result_to_tracked_object(
+                answer, frame_id or camera_frame, opts.object_frame), int(stamp_ns))])
 
         if opts.initial_pose:
             session.add_initial_pose(InitialPose(0, '', pose_vector_to_matrix(opts.initial_pose)))
