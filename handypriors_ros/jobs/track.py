@@ -549,7 +549,7 @@ def summary_lines(outcome: TrackOutcome) -> list[str]:
     unanswered = outcome.images - outcome.frames_tracked - skipped
     if skipped:
         kinds = ', '.join(f'{n} {k}' for k, n in sorted(outcome.skipped_kinds.items()))
-        lines.append(f'  not tracked: {skipped} images ({kinds}), each answered LOST with its '
+        lines.append(f'  skipped: {skipped} images ({kinds}), each answered LOST with its '
                      'reason on the track topic')
     if unanswered > 0:
         lines.append(f'  without an answer: {unanswered} images (undecodable messages)')
