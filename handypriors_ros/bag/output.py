@@ -96,7 +96,8 @@ def _probe(folder: Path) -> str | None:
     try:  # the only reliable test (root, read-only mounts, /proc): make a folder and remove it
         probe = tempfile.mkdtemp(prefix='.handypriors-probe-', dir=folder)
     except OSError as exc:
-        return f'cannot write in {folder} ({exc.strerror or exc})'
+        return (f'cannot write in {folder} ({exc.strerror or exc}); choose a writable '
+                'location')
     os.rmdir(probe)
     return None
 
@@ -106,10 +107,11 @@ def _writable_ancestor_problem(path: Path) -> str | None:
     ancestor = path.parent
     while not ancestor.exists():
         if ancestor.is_symlink():
-            return f'its parent {ancestor} is a broken symbolic link'
+            return (f'its parent {ancestor} is a broken symbolic link; give a path in an '
+                    'existing folder')
         ancestor = ancestor.parent
     if not ancestor.is_dir():
-        return f'its parent {ancestor} is a file, not a folder'
+        return f'its parent {ancestor} is a file, not a folder; give a path in a folder'
     return _probe(ancestor)
 
 
@@ -119,11 +121,12 @@ def _input_problem(path: Path, inputs: Iterable[str | os.PathLike], *, contains:
     for item in inputs:
         inp = _real(item)
         if real == inp:
-            return f'is the input {item}'
+            return f'is the input {item}; give another path (inputs are never replaced)'
         if _is_within(real, inp):
-            return f'is inside the input {item}'
+            return f'is inside the input {item}; give a path outside it'
         if contains and _is_within(inp, real):
-            return f'contains the input {item}'
+            return (f'contains the input {item}; give another path (inputs are never '
+                    'replaced)')
     return None
 
 
@@ -207,7 +210,7 @@ def check_output_dir(path: str | os.PathLike, *, overwrite: bool = False,
     problem = _input_problem(path, inputs, contains=False)
     if problem is None and (path.exists() or path.is_symlink()):
         if not path.is_dir():
-            problem = 'is a file, not a folder'
+            problem = 'is a file, not a folder; give a folder'
         elif not overwrite:
             try:
                 present = sorted(p.name for p in path.iterdir())

@@ -23,6 +23,11 @@ and reported as a ``truncated_bag`` problem. A missing or unreadable file, or a 
 images, camera_info or joint states at all, raise :class:`~handypriors_ros.bag.io.BagError`
 naming the bag and the reason.
 
+Every image gets an answer: with ``skipped=True`` :meth:`FrameReader.events` also yields a
+:class:`SkippedImage` (stamp, frame, problem kind and reason) for each image that cannot be
+used, so that ``track`` writes one status per input image. ``strict`` makes a truncated bag an
+error instead.
+
 :func:`read_sequence` keeps every frame in memory (refine, demo, benchmarks); ``track`` iterates
 :meth:`FrameReader.events` and tracks each frame as it comes.
 """
@@ -42,7 +47,7 @@ from handypriors_ros.bag.io import BagError, BagReader
 from handypriors_ros.core.frames import (AssemblyConfig, Frame, FrameAssembler, HandNaming,
                                          InitialPose, ProblemCounter)
 from handypriors_ros.core.geometry.transform_buffer import TransformBuffer, TransformError
-from handypriors_ros.ros.conversions import FrameDecoder, FrameInputs
+from handypriors_ros.ros.conversions import FrameDecoder, FrameInputs, stamp_to_ns
 
 _NO_LIMIT = 1 << 40  # s: keep every sample of an offline bag
 
@@ -79,6 +84,40 @@ class BagFrame:
     decode_s: float
 
 
+@dataclass(frozen=True)
+class SkippedImage:
+    """An image of the bag that cannot be used (``FrameReader.events(skipped=True)``).
+
+    Attributes:
+        stamp_ns: the image stamp [ns]. frame_id: its frame.
+        kind: the problem kind (``missing_tf``, ``bad_image``, ``time_backwards``, ...).
+        reason: the problem's message.
+    """
+    stamp_ns: int
+    frame_id: str
+    kind: str
+    reason: str
+
+
+class LastProblem:
+    """A :class:`ProblemCounter` seen through: reports go to it, the last one is kept
+    (``last``: (kind, message); ``reports``: how many came), to answer a skipped image with its
+    reason."""
+
+    def __init__(self, counter: ProblemCounter) -> None:
+        self.counter = counter
+        self.reports = 0
+        self.last: tuple[str, str] = ('', '')
+
+    def report(self, kind: str, message: str) -> None:
+        self.reports += 1
+        self.last = (kind, message)
+        self.counter.report(kind, message)
+
+    def __getattr__(self, name: str):
+        return getattr(self.counter, name)
+
+
 class FrameReader:
     """Plays an input bag through the frame pipeline (module docstring). A context manager.
 
@@ -90,20 +129,28 @@ class FrameReader:
             pending frames and masks only when the bag has the mask topic are forced.
         problems: where problems are counted (a new counter when None).
         ignore_child_frames: transforms to these frames are not inputs (a tracker's output).
+        strict: a truncated or damaged bag is an error (BagError) instead of being read up to
+            the damage.
     Raises:
-        BagError: the bag cannot be opened.
+        BagError: the bag cannot be opened (or, ``strict``, is truncated).
     """
 
     def __init__(self, path: str | Path, naming: HandNaming, *,
                  topics: SequenceTopics = SequenceTopics(),
                  assembly: AssemblyConfig | None = None,
                  problems: ProblemCounter | None = None,
-                 ignore_child_frames: Iterable[str] = ()) -> None:
+                 ignore_child_frames: Iterable[str] = (), strict: bool = False) -> None:
         self.path = Path(path)
         self.naming = naming
         self.topics = topics
         self.problems = problems if problems is not None else ProblemCounter()
+        self.strict = strict
         self._reader = BagReader(self.path, on_truncated='recover')  # reported by events()
+        if strict and self._reader.truncation is not None:
+            report = self._reader.truncation
+            self._reader.close()
+            raise BagError(f'--strict: {report.message}; leave out --strict to use the '
+                           f'{report.messages_recovered} complete messages before the damage')
         try:
             has_masks = bool(topics.mask) and self.topic_counts.get(topics.mask, 0) > 0
             self.assembly = dataclasses.replace(
@@ -116,11 +163,13 @@ class FrameReader:
         self.tf = TransformBuffer(cache_time_s=_NO_LIMIT)
         self.assembler = FrameAssembler(self.assembly,
                                         naming.joint_buffer(cache_time_s=_NO_LIMIT), self.tf)
-        self.inputs = FrameInputs(self.assembler, self.problems,
+        self._last = LastProblem(self.problems)
+        self.inputs = FrameInputs(self.assembler, self._last,
                                   ignore_child_frames=ignore_child_frames)
-        self.decoder = FrameDecoder(self.problems)
+        self.decoder = FrameDecoder(self._last)
         self.images_read = 0
         self.frames_skipped = 0
+        self._rejected: list[SkippedImage] = []
 
     def __enter__(self) -> FrameReader:
         return self
@@ -138,7 +187,8 @@ class FrameReader:
         return {topic: count for topic, (_, count) in self._reader.topics.items()}
 
     def events(self, initialised: Callable[[int], bool] | None = None, *,
-               initial_poses: bool = True) -> Iterator[BagFrame | InitialPose]:
+               initial_poses: bool = True, skipped: bool = False
+               ) -> Iterator[BagFrame | InitialPose | SkippedImage]:
         """Frames (:class:`BagFrame`) in stamp order and initial poses (:class:`InitialPose`,
         as they come in the bag), interleaved as the bag's log times order them.
 
@@ -147,6 +197,9 @@ class FrameReader:
                 replay holds a frame until then (until the data passes its stamp). None:
                 frames never wait for one.
             initial_poses: read the initial pose topic.
+            skipped: also yield a :class:`SkippedImage` for each image that cannot be used
+                (when it is known: at once for one rejected on arrival, e.g. time going
+                backwards; when the data passes its stamp for the others).
         Raises:
             BagError: the bag lacks images, camera_info or joint states (a truncated bag's
                 readable messages included).
@@ -156,10 +209,12 @@ class FrameReader:
         if self._reader.truncation is not None:
             self.problems.report('truncated_bag', self._reader.truncation.message
                                  + '; its readable messages are used')
-        for topic in (t.image, t.camera_info, t.joint_states):
+        for topic, option in ((t.image, 'image_topic'), (t.camera_info, 'camera_info_topic'),
+                              (t.joint_states, 'joint_states_topic')):
             if counts.get(topic, 0) == 0:
                 raise BagError(f'bag {self.path}: expected messages on {topic}; the bag has '
-                               f'{", ".join(sorted(counts)) or "no topic"}')
+                               f'{", ".join(sorted(counts)) or "no topic"} (set {option} in '
+                               '--params if they are recorded under another name)')
         inputs = self.inputs
         handlers: dict[str, Callable] = {
             t.image: self._on_image,
@@ -172,33 +227,64 @@ class FrameReader:
             handlers[t.mask] = inputs.mask
         if initial_poses and t.initial_pose:
             handlers[t.initial_pose] = inputs.initial_pose
-        for m in self._reader.messages(list(handlers)):
+        for m in self._reader.messages(list(handlers),
+                                       on_truncated='raise' if self.strict else None):
             try:
                 msg = m.deserialize()
             except Exception as exc:  # rosbags raises several types for corrupt CDR
-                self.problems.report('bad_message', f'{m.topic} message at log time '
-                                                    f'{m.log_time_ns} ns cannot be decoded: {exc}')
+                self._last.report('bad_message', f'{m.topic} message at log time '
+                                                 f'{m.log_time_ns} ns cannot be decoded: {exc}')
+                if m.topic == t.image:  # an image without a stamp to answer: counted
+                    self.images_read += 1
+                    self.frames_skipped += 1
                 continue
-            out = handlers[m.topic](msg)
+            try:
+                out = handlers[m.topic](msg)
+            except Exception as exc:  # a well-formed CDR message with unusable content
+                self._last.report('bad_message', f'{m.topic} message at log time '
+                                                 f'{m.log_time_ns} ns rejected: {exc}')
+                continue
             if isinstance(out, InitialPose):
                 yield out
-            yield from self._release(self.assembler.pop_ready(initialised=initialised))
-        yield from self._release(self.assembler.pop_ready(flush=True, initialised=initialised))
+            if self._rejected:
+                rejected, self._rejected = self._rejected, []
+                if skipped:
+                    yield from rejected
+            yield from self._release(self.assembler.pop_ready(initialised=initialised),
+                                     skipped)
+        yield from self._release(self.assembler.pop_ready(flush=True, initialised=initialised),
+                                 skipped)
 
     def _on_image(self, msg) -> None:
         self.images_read += 1
+        before = self._last.reports
         self.inputs.image(msg, time.monotonic_ns())
+        if self._last.reports != before:  # rejected on arrival (time backwards, no frame_id)
+            self.frames_skipped += 1
+            kind, reason = self._last.last
+            self._rejected.append(SkippedImage(stamp_to_ns(msg.header.stamp),
+                                               str(msg.header.frame_id), kind, reason))
 
-    def _release(self, ready: list) -> Iterator[BagFrame]:
+    def _release(self, ready: list, skipped: bool = False
+                 ) -> Iterator[BagFrame | SkippedImage]:
         for assembled in ready:
             self.problems.report_frame(assembled)
             if not assembled.usable:
                 self.frames_skipped += 1
+                if skipped:
+                    fatal = next(p for p in assembled.problems if p.fatal)
+                    yield SkippedImage(assembled.stamp_ns, assembled.frame_id, fatal.kind,
+                                       fatal.message)
                 continue
             start = time.monotonic_ns()
+            before = self._last.reports
             frame = self.decoder.decode(assembled)
             if frame is None:
                 self.frames_skipped += 1
+                if skipped:
+                    kind, reason = self._last.last if self._last.reports != before \
+                        else ('bad_frame', 'the frame cannot be decoded')
+                    yield SkippedImage(assembled.stamp_ns, assembled.frame_id, kind, reason)
                 continue
             yield BagFrame(frame, assembled.frame_id, assembled.arrival_ns, start,
                            (time.monotonic_ns() - start) / 1e9)
@@ -254,7 +340,8 @@ class RecordedSequence:
 def read_sequence(path: str | Path, naming: HandNaming, *,
                   topics: SequenceTopics = SequenceTopics(),
                   assembly: AssemblyConfig | None = None,
-                  problems: ProblemCounter | None = None) -> RecordedSequence:
+                  problems: ProblemCounter | None = None,
+                  strict: bool = False) -> RecordedSequence:
     """Read an input bag into per-image frames, all in memory (module docstring).
 
     Images whose frame_id is not the first image's are skipped (``other_camera_frame``): one
@@ -266,6 +353,7 @@ def read_sequence(path: str | Path, naming: HandNaming, *,
         topics: topic names.
         assembly: matching tolerances (see :class:`FrameReader`).
         problems: where problems are counted (a new counter when None).
+        strict: a truncated or damaged bag is an error (see :class:`FrameReader`).
     Returns:
         :class:`RecordedSequence`.
     Raises:
@@ -276,7 +364,7 @@ def read_sequence(path: str | Path, naming: HandNaming, *,
     first_pose: InitialPose | None = None
     camera_frame: str | None = None
     with FrameReader(path, naming, topics=topics, assembly=assembly,
-                     problems=problems) as reader:
+                     problems=problems, strict=strict) as reader:
         counter = reader.problems
         for event in reader.events():
             if isinstance(event, InitialPose):
@@ -292,7 +380,8 @@ def read_sequence(path: str | Path, naming: HandNaming, *,
         images = reader.images_read
         if not frames:
             raise BagError(f'bag {reader.path}: none of its {images} images could be used '
-                           f'({counter.summary()})')
+                           f'({counter.summary()}); the warnings above say why: check the '
+                           'topic names, joint_prefix / hand_root_frame and the TF tree')
         T_init = None
         if first_pose is not None:
             T_init = first_pose.T_frame_obj

@@ -8,6 +8,10 @@
    ``estimates/`` (the output bag), ``metrics.md`` / ``results.json`` (ADD-S, AUC, rotation and
    translation errors, ms/frame), ``errors.png`` (error over time) and ``overlay.gif`` (the
    tracked outline, green, and the true one, white, on the camera images).
+
+The results folder is the demo's own: it holds a marker file, :data:`DEMO_MARKER`. The demo
+writes into a new or empty folder, or into one with its marker (replacing only its own files
+there: nothing is ever deleted); any other existing path is refused before any work starts.
 """
 from __future__ import annotations
 
@@ -24,6 +28,11 @@ from handypriors_ros.bag import BagReader
 from handypriors_ros.cli.progress import ProgressBar
 
 DEFAULT_OUT = 'handypriors_demo'
+#: Marker file of a demo results folder (a folder holding it may be written into again).
+DEMO_MARKER = '.handypriors_demo'
+#: What the demo writes into its folder (only these are ever replaced).
+DEMO_FILES = ('sequence', 'estimates', 'metrics.md', 'results.json', 'errors.png',
+              'overlay.gif', DEMO_MARKER)
 
 # The embedded default: the mustard bottle rolled in the hand, side view, seed 0.
 DEFAULT_SEQUENCE = dict(object='mustard_bottle', frames=60, fps=30.0, occlusion='medium',
@@ -43,7 +52,9 @@ EXPECTED_TOPICS = {
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--out', default=DEFAULT_OUT,
-                        help='results folder (default: %(default)s); replaced if it exists')
+                        help='results folder (default: %(default)s): a new or empty folder, or '
+                             "an earlier demo's (its files are replaced, nothing else is "
+                             'touched)')
     parser.add_argument('--frames', type=int, default=DEFAULT_SEQUENCE['frames'],
                         help='frames of the default sequence (default %(default)s)')
 
@@ -155,18 +166,46 @@ def write_overlay(path: Path, seq_dir: Path, stamps: np.ndarray, T_est: np.ndarr
     imageio.mimsave(path, frames, duration=0.1, loop=0)
 
 
-def run(args: argparse.Namespace) -> int:
-    import shutil
+def check_demo_out(out: Path) -> None:
+    """Refuse, before any work, a results folder that is not new, empty or the demo's own,
+    or whose parts the demo cannot replace.
 
+    Raises:
+        InputError: naming the path, the problem and the fix.
+    """
+    from handypriors_ros.bag import check_output_bag, check_output_dir
+    from handypriors_ros.core.errors import InputError
+
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise InputError(f'--out {out}: is a file, not a folder (give a new folder)')
+    if out.is_dir() and any(out.iterdir()) and not (out / DEMO_MARKER).is_file():
+        raise InputError(f'--out {out}: exists and is not a demo results folder (no '
+                         f'{DEMO_MARKER} in it): give a new or empty folder; nothing was '
+                         'changed')
+    check_output_dir(out, overwrite=True, files=DEMO_FILES, name='--out')
+    for name in ('sequence', 'estimates'):
+        part = out / name
+        if part.is_symlink() or (part.exists() and not part.is_dir()):
+            raise InputError(f'--out {out}: {name} is not a folder the demo wrote; move it '
+                             'away or give another --out')
+    check_output_bag(out / 'sequence' / 'bag', overwrite=True, name='--out')
+    check_output_bag(out / 'estimates', overwrite=True, name='--out')
+
+
+def run(args: argparse.Namespace) -> int:
     from handypriors_ros.cli.generate import config_from_args
-    from handypriors_ros.core.errors import HandyPriorsError
+    from handypriors_ros.core.errors import HandyPriorsError, InputError
     from handypriors_ros.core.models.object_model import ObjectModel
     from handypriors_ros.jobs.track import TRACK_SCHEMA, TrackJob, run_track, summary_lines
     from handypriors_ros.synth.generate import generate
 
     out = Path(args.out)
-    if out.exists():
-        shutil.rmtree(out)
+    if args.frames < 2:
+        raise InputError(f'--frames: expected at least 2, got {args.frames}')
+    check_demo_out(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / DEMO_MARKER).write_text('Results folder of handypriors demo; the demo may write into '
+                                   'it again (replacing only its own files).\n')
     seq_dir = out / 'sequence'
     t0 = time.perf_counter()
     print(f'handypriors demo: 1/3 generating the default sequence into {seq_dir}')
@@ -182,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
     t1 = time.perf_counter()
     job = TrackJob.from_values(TRACK_SCHEMA.validate({
         'bag': str(seq_dir / 'bag'), 'object_mesh': str(seq_dir / 'object.ply'),
-        'out_bag': str(est_bag)}))
+        'out_bag': str(est_bag), 'overwrite': True}))
     try:
         outcome = run_track(job, progress=ProgressBar('  track'),
                             warn=lambda m: print(f'  {m}'))

@@ -41,8 +41,45 @@ def config_from_args(args: argparse.Namespace):
                           seed=args.seed)
 
 
+#: What generate writes into its folder (only these are replaced with --overwrite).
+GENERATED_FILES = ('bag', 'object.ply', 'ground_truth.npz', 'sequence.json', 'preview.png')
+
+
+def check_generate_args(args: argparse.Namespace) -> None:
+    """Bad values, an output that cannot be written or would replace something else, and a
+    mesh whose size says its units are wrong: refused before any work.
+
+    Raises:
+        InputError, ModelError: one line naming the problem and the fix.
+    """
+    from pathlib import Path
+
+    from handypriors_ros.bag import check_output_bag, check_output_dir
+    from handypriors_ros.core.errors import InputError
+    from handypriors_ros.core.models.object_model import (check_object_size, load_object_mesh,
+                                                          mesh_diameter)
+
+    for flag, value, low in (('--frames', args.frames, 2), ('--fps', args.fps, 1e-3),
+                             ('--camera-distance', args.camera_distance, 0.05),
+                             ('--object-scale', args.object_scale, 1e-9)):
+        if not value >= low or value != value or value == float('inf'):
+            raise InputError(f'{flag}: expected a finite value >= {low:g}, got {value!r}')
+    out = Path(args.out)
+    check_output_dir(out, overwrite=args.overwrite, files=GENERATED_FILES, name='--out',
+                     flag='--overwrite')
+    check_output_bag(out / 'bag', overwrite=args.overwrite, name='--out', flag='--overwrite')
+    if args.object not in BUILTIN_OBJECTS:
+        if not Path(args.object).is_file():
+            raise InputError(f'--object {args.object}: neither a built-in object '
+                             f'({", ".join(BUILTIN_OBJECTS)}) nor a mesh file')
+        mesh = load_object_mesh(args.object, scale=args.object_scale)
+        check_object_size(mesh_diameter(mesh.vertices), where=args.object,
+                          scale=args.object_scale, scale_flag='--object-scale')
+
+
 def run(args: argparse.Namespace) -> int:
     from handypriors_ros.synth.generate import generate
+    check_generate_args(args)
     summary = generate(config_from_args(args), args.out, preview=args.preview,
                        overwrite=args.overwrite, progress=ProgressBar('generate'))
     print(json.dumps(summary, indent=2))

@@ -5,15 +5,35 @@
     handypriors demo [--out DIR]
     handypriors generate ...
 
-Exit status 0 on success; non-zero with a one-line reason on bad input.
+Exit status (the same for every command; a one-line reason on standard error, never a
+traceback):
+
+- 0: success;
+- 1: bad input (a missing or unreadable file, a wrong value, an output that would replace
+  something that is not ours, ...): the line names the problem and the fix;
+- 2: usage (an unknown flag, a missing argument: argparse's usage message);
+- 70: internal error (a bug: the line says so; ``HANDYPRIORS_DEBUG=1`` shows the traceback);
+- 130 / 143: stopped by SIGINT (Ctrl-C) / SIGTERM; ``refine`` writes a checkpoint first and
+  continues with ``--resume``.
+
+Warnings (a truncated bag, a repaired mesh) are one line each: ``handypriors CMD: warning: ...``.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+import warnings
 
 from handypriors_ros.core.errors import HandyPriorsError
+
+EXIT_OK = 0
+EXIT_BAD_INPUT = 1
+EXIT_USAGE = 2
+EXIT_INTERNAL = 70  # EX_SOFTWARE (sysexits.h)
+EXIT_SIGINT = 130
+EXIT_SIGTERM = 143
 
 # subcommand -> module under handypriors_ros.cli that provides add_arguments(parser) and run(args)
 SUBCOMMANDS = {
@@ -53,24 +73,43 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(text: object) -> str:
+    return ' '.join(str(text).split())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv)  # usage errors: argparse exits 2
     if args.command is None:
         parser.print_help()
-        return 2
+        return EXIT_USAGE
     module = _load(args.command)
-    try:
-        if module is None:
-            raise CommandUnavailable(
-                f"'handypriors {args.command}' is not available in this version yet")
-        return int(module.run(args) or 0)
-    except HandyPriorsError as exc:
-        print(f'handypriors {args.command}: error: {exc}', file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f'handypriors {args.command}: interrupted', file=sys.stderr)
-        return 130
+    prefix = f'handypriors {args.command}'
+
+    def show_warning(message, category, filename, lineno, file=None, line=None):
+        print(f'{prefix}: warning: {_one_line(message)}', file=sys.stderr, flush=True)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show_warning
+        try:
+            if module is None:
+                raise CommandUnavailable(
+                    f"'handypriors {args.command}' is not available in this version yet")
+            return int(module.run(args) or 0)
+        except HandyPriorsError as exc:
+            print(f'{prefix}: error: {_one_line(exc)}', file=sys.stderr, flush=True)
+            return int(getattr(exc, 'exit_code', EXIT_BAD_INPUT))
+        except KeyboardInterrupt:
+            print(f'{prefix}: interrupted (nothing half-written is left; refine: rerun with '
+                  '--resume to continue from its last checkpoint)', file=sys.stderr, flush=True)
+            return EXIT_SIGINT
+        except Exception as exc:  # a bug: one line, the traceback on request
+            if os.environ.get('HANDYPRIORS_DEBUG'):
+                raise
+            print(f'{prefix}: internal error ({type(exc).__name__}: {_one_line(exc)}); '
+                  'this is a bug: please report it with the command (HANDYPRIORS_DEBUG=1 shows '
+                  'the traceback)', file=sys.stderr, flush=True)
+            return EXIT_INTERNAL
 
 
 if __name__ == '__main__':

@@ -14,6 +14,7 @@ import argparse
 import sys
 
 from handypriors_ros.cli.progress import ProgressBar
+from handypriors_ros.jobs.stop import StopRequest, stop_on_signals
 from handypriors_ros.jobs.refine import REFINE_SCHEMA, RefineJob, run_refine, summary_lines
 
 
@@ -26,7 +27,8 @@ def run(args: argparse.Namespace) -> int:
     if job.live_only:
         _note(f'no effect offline: {", ".join(job.live_only)}')
     progress = None if args.quiet else ProgressBar('refine')
-    outcome = run_refine(job, progress=progress, warn=_note)
+    with stop_on_signals(StopRequest()) as stop:  # checkpoint, then 130 / 143
+        outcome = run_refine(job, progress=progress, warn=_note, stop=stop)
     print('\n'.join(summary_lines(outcome, job)), file=sys.stdout, flush=True)
     return 0
 

@@ -10,6 +10,7 @@ import argparse
 import sys
 
 from handypriors_ros.cli.progress import ProgressBar
+from handypriors_ros.jobs.stop import StopRequest, stop_on_signals
 from handypriors_ros.jobs.track import TRACK_SCHEMA, TrackJob, run_track, summary_lines
 
 
@@ -23,7 +24,8 @@ def run(args: argparse.Namespace) -> int:
         _note(f'no effect offline (track replays every frame, writes no markers): '
               f'{", ".join(job.live_only)}')
     progress = None if args.quiet else ProgressBar('track')
-    outcome = run_track(job, progress=progress, warn=_note)
+    with stop_on_signals(StopRequest()) as stop:  # SIGINT 130, SIGTERM 143
+        outcome = run_track(job, progress=progress, warn=_note, stop=stop)
     print('\n'.join(summary_lines(outcome)), file=sys.stdout, flush=True)
     return 0
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 from handypriors_ros import interfaces
@@ -79,7 +80,10 @@ def resolve_device(requested: str) -> str:
     if requested not in DEVICES:
         raise InputError(f'device: expected one of {list(DEVICES)}, got {requested!r}')
     from handypriors_ros.core.devices import resolve_device as core_resolve
-    return str(core_resolve(requested))
+    try:
+        return str(core_resolve(requested))
+    except InputError as exc:
+        raise InputError(f'{exc} (use --device cpu, or auto: a GPU when there is one)') from exc
 
 
 # --------------------------------------------------------------------------------------------
@@ -246,18 +250,44 @@ class InputOptions:
                                   hand_root_frame=self.hand_root_frame)
 
 
-def load_object(path: str, scale: float, **kwargs: Any):
-    """The object model of a mesh file.
+def load_object(path: str, scale: float, *, scale_flag: str = '--object-scale', **kwargs: Any):
+    """The object model of a mesh file, whose size must be a hand-held object's (1 cm - 1 m
+    after ``scale``: :func:`~handypriors_ros.core.models.object_model.check_object_size`).
 
     Raises:
-        ModelError: the mesh cannot be read (naming ``object_mesh``).
+        ModelError: the mesh cannot be read (naming ``object_mesh``); ObjectSizeError (a
+            ModelError): its size after scaling says the units are wrong (naming the likely
+            unit and the ``scale_flag`` value that fixes it).
     """
-    from handypriors_ros.core.models.object_model import ObjectModel
+    from handypriors_ros.core.models.object_model import ObjectModel, ObjectSizeError
 
     try:
-        return ObjectModel.from_file(path, scale=scale, **kwargs)
+        return ObjectModel.from_file(path, scale=scale, check_size=True, scale_flag=scale_flag,
+                                     **kwargs)
     except (ModelError, InputError) as exc:
-        raise ModelError(f'object_mesh: {exc}') from exc
+        if isinstance(exc, ObjectSizeError):
+            raise ObjectSizeError(f'object_mesh: {exc}') from exc
+        raise ModelError(f'object_mesh: {exc}; give a readable triangle mesh (OBJ, PLY, STL, '
+                         'OFF, GLB or glTF)') from exc
+
+
+def open_input_bag(path: str | Path, *, flag: str = 'BAG') -> dict[str, int]:
+    """``{topic: messages}`` of an input bag, opened once to check that it can be read (a
+    truncated one is read up to the damage; the frame reader reports it).
+
+    Raises:
+        BagError: it cannot be read (naming ``flag``, the reason and what to give instead).
+    """
+    from handypriors_ros.bag import BagError, BagReader
+
+    try:
+        with BagReader(path, on_truncated='recover') as reader:
+            return {topic: n for topic, (_, n) in reader.topics.items()}
+    except BagError as exc:
+        reason = str(exc).replace(f'{path}: ', '').replace(f'bag {path}', 'it')
+        raise BagError(f'{flag} {path}: cannot be read as a rosbag2 bag ({reason}); give a '
+                       'bag folder (metadata.yaml with .mcap or .db3 files) or one .mcap / '
+                       '.db3 file') from exc
 
 
 def _ns(seconds: float) -> int:

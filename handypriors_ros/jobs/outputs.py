@@ -32,6 +32,25 @@ def result_messages(result: Any, camera_frame: str, object_frame: str, *,
                                                          latency_s=latency_s), t)]
 
 
+def skipped_result(stamp_ns: int, kind: str, reason: str, T_cam_obj: Any = None) -> Any:
+    """The :class:`~handypriors_ros.core.tracking.types.TrackResult` answering an image that
+    could not be tracked: status LOST, the reason ``'skipped: [kind] reason'``, the last
+    estimate's pose (identity before any) with an unknown covariance (``covariance[0, 0] =
+    -1``, the ROS convention for "no estimate"), no contacts, no measurement.
+
+    It is written on the track topic only (no pose, no /tf: there is no estimate to give)."""
+    import numpy as np
+
+    from handypriors_ros.core.tracking.types import TrackResult, TrackStatus
+
+    covariance = np.zeros((6, 6))
+    covariance[0, 0] = -1.0
+    return TrackResult(stamp_ns=int(stamp_ns),
+                       T_cam_obj=np.eye(4) if T_cam_obj is None else np.asarray(T_cam_obj),
+                       covariance=covariance, status=TrackStatus.LOST,
+                       status_reason=' '.join(f'skipped: [{kind}] {reason}'.split()))
+
+
 def write_messages(writer: Any, messages: Iterable[tuple[str, Any, int]]) -> None:
     """Serialise rclpy messages into a :class:`~handypriors_ros.bag.BagWriter`."""
     from rclpy.serialization import serialize_message

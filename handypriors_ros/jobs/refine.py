@@ -24,6 +24,7 @@ The job (:func:`run_refine`):
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -37,9 +38,10 @@ from handypriors_ros.core.errors import InputError
 from handypriors_ros.core.refine.config import RefineConfig
 from handypriors_ros.jobs.options import (DEVICE, OBJECT_FRAME, OBJECT_MESH, OBJECT_SCALE,
                                           InputOptions, check_initial_pose, initial_pose_option,
-                                          input_options, load_object, pose_vector_to_matrix,
-                                          resolve_device)
+                                          input_options, load_object, open_input_bag,
+                                          pose_vector_to_matrix, resolve_device)
 from handypriors_ros.jobs.schema import Option, Schema
+from handypriors_ros.jobs.stop import StopRequest
 
 if TYPE_CHECKING:
     from handypriors_ros.core.refine import RefineResult
@@ -88,6 +90,12 @@ REFINE_SCHEMA = Schema('refine', (
            'after success', cli='--checkpoint', metavar='DIR', group=JOB),
     Option('resume', 'bool', False, 'continue from the checkpoint of an interrupted run',
            cli='--resume', group=JOB),
+    Option('fresh', 'bool', False, 'start from the beginning, replacing the checkpoint of an '
+           'interrupted run (without --resume or --fresh such a checkpoint is an error: it is '
+           'never discarded silently)', cli='--fresh', group=JOB),
+    Option('strict', 'bool', False, 'a truncated bag or an image that cannot be used is an '
+           'error (default: read up to the damage, skip the image; both reported)',
+           cli='--strict', group=JOB),
     Option('ground_truth', 'str', '', "ground truth npz for the report; '' = ground_truth.npz "
            'next to the bag folder when present', cli='--ground-truth', metavar='NPZ',
            group=JOB),
@@ -139,6 +147,9 @@ class RefineJob:
         checkpoint_dir: checkpoint folder; None: ``<out_bag>.checkpoint``, removed after
             success.
         resume: continue from the checkpoint.
+        fresh: replace the checkpoint of an interrupted run (without ``resume`` or ``fresh``
+            an existing checkpoint is an error).
+        strict: a truncated bag or an unusable image is an error.
         ground_truth: ground-truth npz; None: ``<bag>/../ground_truth.npz`` when present.
         object_scale: scale of the mesh to metres.
         object_frame: child frame of the output /tf; object_id of TrackedObject.
@@ -158,6 +169,8 @@ class RefineJob:
     report_dir: Path | None = None
     checkpoint_dir: Path | None = None
     resume: bool = False
+    fresh: bool = False
+    strict: bool = False
     ground_truth: Path | None = None
     object_scale: float = 1.0
     object_frame: str = interfaces.OBJECT_FRAME
@@ -175,6 +188,9 @@ class RefineJob:
         """
         v = REFINE_SCHEMA.validate(values)
         check_initial_pose(v['initial_pose'])
+        if v['resume'] and v['fresh']:
+            raise InputError('--resume and --fresh: give one (--resume continues the '
+                             'checkpoint, --fresh replaces it)')
         if not v['object_frame']:
             raise InputError("object_frame: expected a non-empty string, got ''")
 
@@ -187,7 +203,8 @@ class RefineJob:
                    initial_pose=(pose_vector_to_matrix(v['initial_pose'])
                                  if v['initial_pose'] else None),
                    report_dir=path('report_dir'), checkpoint_dir=path('checkpoint_dir'),
-                   resume=v['resume'], ground_truth=path('ground_truth'),
+                   resume=v['resume'], fresh=v['fresh'], strict=v['strict'],
+                   ground_truth=path('ground_truth'),
                    object_scale=v['object_scale'], object_frame=v['object_frame'],
                    device=v['device'], overwrite=v['overwrite'],
                    publish_results=v['publish_results'],
@@ -248,28 +265,61 @@ def read_init_poses(path: Path, stamps_ns: np.ndarray, camera_frame: str, *,
     return np.stack([poses[int(s)] for s in stamps_ns])
 
 
+#: The files a report folder receives (core.refine.report.write_report); only these are
+#: ever replaced in it.
+REPORT_FILES = ('losses.png', 'per_frame.csv', 'errors.png', 'overlay.gif', 'summary.json',
+                'summary.md')
+
+
+def _ground_truth_file(job: RefineJob) -> Path | None:
+    """The ground-truth file: ``ground_truth``, else ``ground_truth.npz`` next to the bag
+    folder when present, else None.
+
+    Raises:
+        InputError: ``ground_truth`` given and not a file.
+    """
+    if job.ground_truth is not None:
+        if not Path(job.ground_truth).is_file():
+            raise InputError(f'--ground-truth {job.ground_truth}: file not found (give the '
+                             "ground_truth.npz that 'handypriors generate' wrote, or leave it "
+                             'out)')
+        return Path(job.ground_truth)
+    bag = Path(job.bag)
+    candidate = (bag.parent if bag.is_dir() else bag.parent.parent) / 'ground_truth.npz'
+    return candidate if candidate.is_file() else None
+
+
+def _load_ground_truth(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(stamps_ns, T_cam_obj, K) of a ground-truth npz.
+
+    Raises:
+        InputError: not an npz with those arrays of the right shapes.
+    """
+    try:
+        with np.load(path) as gt:
+            stamps, T, K = (np.asarray(gt['stamps_ns']), np.asarray(gt['T_cam_obj']),
+                            np.asarray(gt['K']))
+    except Exception as exc:  # numpy raises many types on a broken file
+        raise InputError(f'--ground-truth {path}: expected an npz with stamps_ns, T_cam_obj '
+                         f'and K (as handypriors generate writes), got: '
+                         f'{" ".join(str(exc).split()) or type(exc).__name__}') from exc
+    if T.ndim != 3 or T.shape[1:] != (4, 4) or len(T) != len(stamps) or K.shape != (3, 3):
+        raise InputError(f'--ground-truth {path}: expected T_cam_obj (N, 4, 4) for N stamps '
+                         f'and K (3, 3), got {T.shape}, {len(stamps)} stamps, {K.shape}')
+    return stamps, T, K
+
+
 def _ground_truth(job: RefineJob, stamps_ns: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """(T_cam_obj_gt (N, 4, 4), K (3, 3)) matched by stamp, or None."""
-    path = job.ground_truth
+    path = _ground_truth_file(job)
     if path is None:
-        bag = Path(job.bag)
-        candidate = (bag.parent if bag.is_dir() else bag.parent.parent) / 'ground_truth.npz'
-        if not candidate.is_file():
-            return None
-        path = candidate
-    if not Path(path).is_file():
-        raise InputError(f'--ground-truth: file not found: {path}')
-    try:
-        gt = np.load(path)
-        stamps, T, K = gt['stamps_ns'], gt['T_cam_obj'], gt['K']
-    except (OSError, KeyError, ValueError) as exc:
-        raise InputError(f'--ground-truth {path}: expected an npz with stamps_ns, T_cam_obj '
-                         f'and K, got: {exc}') from exc
+        return None
+    stamps, T, K = _load_ground_truth(path)
     index = {int(s): i for i, s in enumerate(stamps)}
     missing = [int(s) for s in stamps_ns if int(s) not in index]
     if missing:
         raise InputError(f'--ground-truth {path}: no pose for {len(missing)} image stamps '
-                         f'(first: {missing[0]} ns)')
+                         f'(first: {missing[0]} ns); is it the ground truth of this bag?')
     return np.stack([T[index[int(s)]] for s in stamps_ns]), np.asarray(K, dtype=np.float64)
 
 
@@ -296,8 +346,13 @@ def output_messages(results: list, camera_frame: str, object_frame: str) -> list
 
 def run_refine(job: RefineJob, *, progress: ProgressCallback | None = None,
                on_messages: Callable[[list], None] | None = None,
-               warn: Callable[[str], None] | None = None) -> RefineOutcome:
+               warn: Callable[[str], None] | None = None,
+               resume: bool | None = None, fresh: bool | None = None,
+               stop: StopRequest | None = None) -> RefineOutcome:
     """Run a refinement job end to end (module docstring).
+
+    Every path it will write (the output bag, the report folder, the checkpoint folder) and
+    every file it will read is checked before any work starts.
 
     Args:
         job: what to do.
@@ -305,36 +360,79 @@ def run_refine(job: RefineJob, *, progress: ProgressCallback | None = None,
         on_messages: called with the output messages (``[(topic, msg, log_time_ns)]``) after
             the bag is written (the node publishes them).
         warn: problems met reading the bag, one line each (throttled per kind).
+        resume, fresh: override ``job.resume`` / ``job.fresh`` (None: the job's).
+        stop: polled after every iteration; once requested, a checkpoint is written and
+            :class:`~handypriors_ros.jobs.stop.JobStopped` raised (its ``exit_code`` is the
+            request's).
     Raises:
         InputError, BagError, CheckpointError, ModelError: bad input (one-line messages).
+        JobStopped: ``stop`` was requested (the checkpoint is written; ``--resume`` goes on).
     """
     import torch
 
-    from handypriors_ros.bag import check_output_bag
+    from handypriors_ros.bag import check_output_bag, check_output_dir
     from handypriors_ros.bag.sequence import read_sequence
     from handypriors_ros.core.frames import ProblemCounter
-    from handypriors_ros.core.refine import CHECKPOINT_NAME, RefineProblem, Refiner
+    from handypriors_ros.core.refine import CHECKPOINT_NAME, CheckpointError, RefineProblem, \
+        Refiner
     from handypriors_ros.core.refine.report import overlay_frames, score_poses, write_report
     from handypriors_ros.jobs.outputs import write_output_bag
 
+    resume = job.resume if resume is None else resume
+    fresh = job.fresh if fresh is None else fresh
+    if resume and fresh:
+        raise InputError('--resume and --fresh: give one (--resume continues the checkpoint, '
+                         '--fresh replaces it)')
     bag, out, mesh = Path(job.bag), Path(job.out_bag), Path(job.object_mesh)
+    # Everything read or written is checked first: a wrong path fails in a second, not after
+    # the optimisation.
     if not bag.exists():
-        raise InputError(f'BAG: not found: {bag}')
+        raise InputError(f'BAG: not found: {bag} (give a rosbag2 folder or .mcap/.db3 file)')
     if not mesh.is_file():
         raise InputError(f'--object: mesh file not found: {mesh}')
-    check_output_bag(out, overwrite=job.overwrite, inputs=(bag, mesh), name='--out',
-                     flag='--overwrite')
     if job.init_bag is not None and not Path(job.init_bag).exists():
-        raise InputError(f'--init: not found: {job.init_bag}')
+        raise InputError(f'--init: not found: {job.init_bag} (give the output bag of '
+                         "'handypriors track' for this bag, or leave --init out)")
+    inputs = tuple(p for p in (bag, mesh, job.init_bag, job.ground_truth) if p is not None)
+    check_output_bag(out, overwrite=job.overwrite, inputs=inputs, name='--out',
+                     flag='--overwrite')
+    own_checkpoint = job.checkpoint_dir is None
+    ckpt = Path(job.checkpoint_dir) if job.checkpoint_dir else out.with_name(
+        out.name + '.checkpoint')
+    ckpt_file = ckpt / CHECKPOINT_NAME
+    check_output_dir(ckpt, overwrite=True, inputs=inputs, files=(CHECKPOINT_NAME,),
+                     name='--checkpoint' if job.checkpoint_dir else 'checkpoint folder')
+    if _real(ckpt) == _real(out) or _is_within(_real(ckpt), _real(out)):
+        raise InputError(f'--checkpoint {ckpt}: is the output bag {out} or inside it (give '
+                         'another folder)')
+    if job.report_dir is not None:
+        check_output_dir(job.report_dir, overwrite=job.overwrite, inputs=inputs,
+                         files=REPORT_FILES, name='--report', flag='--overwrite')
+        if _real(job.report_dir) == _real(out) or _is_within(_real(job.report_dir), _real(out)):
+            raise InputError(f'--report {job.report_dir}: is the output bag {out} or inside it '
+                             '(give another folder)')
+    if ckpt_file.exists() and not resume and not fresh:
+        raise InputError(f'{ckpt} holds the checkpoint of an interrupted run: add --resume to '
+                         'continue it, or --fresh to start again (it is replaced)')
+    gt_file = _ground_truth_file(job)
+    if gt_file is not None:
+        _load_ground_truth(gt_file)
+    open_input_bag(bag)
+    if job.init_bag is not None:
+        open_input_bag(job.init_bag, flag='--init')
     device = resolve_device(job.device)
     start = time.perf_counter()
     hand = job.input.load_hand()
     naming = job.input.naming(hand.joint_names, hand.root_link)
+    model = load_object(str(mesh), job.object_scale)
     problems = ProblemCounter(warn)
     seq = read_sequence(bag, naming, topics=job.input.topics(),
-                        assembly=job.input.assembly(naming.hand_root_frame), problems=problems)
+                        assembly=job.input.assembly(naming.hand_root_frame), problems=problems,
+                        strict=job.strict)
+    if job.strict and seq.skipped:
+        raise InputError(f'--strict: {seq.skipped} of {seq.images} images of {bag} cannot be '
+                         f'used ({", ".join(seq.notes)}); leave out --strict to skip them')
     stamps = seq.stamps_ns
-    model = load_object(str(mesh), job.object_scale)
     cfg = job.config
     if job.init_bag is not None:
         init = dict(T_cam_obj_init=read_init_poses(Path(job.init_bag), stamps, seq.camera_frame))
@@ -346,22 +444,32 @@ def run_refine(job: RefineJob, *, progress: ProgressCallback | None = None,
                              'message; give --init TRACK_BAG or --initial-pose')
         init = dict(T_cam_obj_first=first)
         init_source = 'initial pose + quasistatic dynamics'
+    gt = _ground_truth(job, stamps)  # matched to the stamps before the optimisation
     problem = RefineProblem.build(seq.frames, model, hand, cfg, device=device, **init)
     setup_s = time.perf_counter() - start
 
-    own_checkpoint = job.checkpoint_dir is None
-    ckpt = Path(job.checkpoint_dir) if job.checkpoint_dir else out.with_name(
-        out.name + '.checkpoint')
-    ckpt_file = ckpt / CHECKPOINT_NAME
-    if not job.resume:
-        ckpt_file.unlink(missing_ok=True)  # a fresh start; only our file, never the folder
+    if fresh:
+        ckpt_file.unlink(missing_ok=True)  # asked for; only our file, never the folder
     refiner = Refiner(problem)
-    result = refiner.run(checkpoint_dir=ckpt, resume=job.resume, progress=progress)
+
+    def on_progress(done: int, total: int) -> None:
+        if progress is not None:
+            progress(done, total)
+        if stop is not None and stop.requested and done < total:
+            refiner.save_checkpoint(ckpt_file)
+            raise stop.stopped(f'checkpoint of iteration {done}/{total} written to {ckpt}; '
+                               'continue with the same command and --resume')
+
+    try:
+        result = refiner.run(checkpoint_dir=ckpt, resume=resume, progress=on_progress)
+    except CheckpointError as exc:
+        raise CheckpointError(f'{exc}; use --fresh to start again (it replaces the '
+                              'checkpoint)') from exc
     N = len(stamps)
     per_frame_s = result.seconds / N
     messages = output_messages(track_results(result, stamps, cfg, per_frame_s),
                                seq.camera_frame, job.object_frame)
-    write_output_bag(out, messages, overwrite=job.overwrite, inputs=(bag, mesh))
+    write_output_bag(out, messages, overwrite=job.overwrite, inputs=inputs)
     if own_checkpoint:
         ckpt_file.unlink(missing_ok=True)
         with contextlib.suppress(OSError):
@@ -374,7 +482,6 @@ def run_refine(job: RefineJob, *, progress: ProgressCallback | None = None,
             torch.as_tensor(result.T_cam_obj, dtype=torch.float32, device=problem.device),
             problem.corrected_base(None if not cfg.optimise_hand_root else torch.as_tensor(
                 result.T_correction, dtype=torch.float32, device=problem.device))).distance
-    gt = _ground_truth(job, stamps)
     T_gt, K = gt if gt is not None else (None, None)
     points = model.sample_points.detach().cpu().numpy().astype(np.float64)
     scores_init = score_poses(problem.T_cam_obj_init, points, d_init.cpu().numpy(),
@@ -436,6 +543,14 @@ def summary_lines(outcome: RefineOutcome, job: RefineJob) -> list[str]:
     if outcome.report_dir is not None:
         lines.append(f'  report: {outcome.report_dir}')
     return lines
+
+
+def _real(path: str | Path) -> Path:
+    return Path(os.path.realpath(os.path.expanduser(os.fspath(path))))
+
+
+def _is_within(child: Path, parent: Path) -> bool:
+    return child == parent or parent in child.parents
 
 
 __all__ = ['REFINE_SCHEMA', 'RefineJob', 'RefineOutcome', 'load_refine_config',

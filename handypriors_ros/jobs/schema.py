@@ -258,6 +258,9 @@ class Schema:
             data = yaml.safe_load(path.read_text())
         except OSError as exc:
             raise InputError(f'{flag}: cannot read {path}: {exc}') from exc
+        except UnicodeDecodeError as exc:
+            raise InputError(f'{flag} {path}: not a text file ({exc.reason} at byte '
+                             f'{exc.start}); give a YAML parameters file') from exc
         except yaml.YAMLError as exc:
             reason = ' '.join(str(exc).split())
             raise InputError(f'{flag} {path}: not valid YAML: {reason}') from exc
@@ -364,7 +367,9 @@ def _yaml_value(value: Any) -> str:
 def _unwrap_ros_parameters(values: Any, source: str) -> Mapping[str, Any]:
     """The ``ros__parameters`` mappings of a ROS 2 parameters file merged, or ``values``."""
     if not isinstance(values, Mapping):
-        raise InputError(f'{source}expected a mapping, got {type(values).__name__}')
+        raise InputError(f'{source}expected a mapping, got {type(values).__name__} (write '
+                         "'name: value' lines, or a ROS 2 parameters file 'node: "
+                         "{ros__parameters: {...}}')")
     nodes = [v for v in values.values() if isinstance(v, Mapping) and 'ros__parameters' in v]
     if not nodes:
         return values

@@ -32,9 +32,10 @@ from handypriors_ros.core.frames import MODES, AssemblyConfig, HandNaming
 from handypriors_ros.core.tracking.config import DYNAMICS, MEASUREMENTS, TrackerConfig
 from handypriors_ros.jobs.options import (DEVICE, OBJECT_FRAME, OBJECT_MESH, OBJECT_SCALE,
                                           InputOptions, check_initial_pose, initial_pose_option,
-                                          input_options, load_object, pose_vector_to_matrix,
-                                          resolve_device)
+                                          input_options, load_object, open_input_bag,
+                                          pose_vector_to_matrix, resolve_device)
 from handypriors_ros.jobs.schema import Option, Schema
+from handypriors_ros.jobs.stop import StopRequest
 
 if TYPE_CHECKING:
     from handypriors_ros.core.models.kinematics import HandKinematics
@@ -230,8 +231,12 @@ TRACK_SCHEMA = Schema('track', (
            cli='BAG', required=True, node=False, group=JOB),
     Option('out_bag', 'str', '', 'output bag (MCAP): /tf, object_pose and track per image',
            cli='--out', metavar='OUT_BAG', required=True, node=False, group=JOB),
-    Option('overwrite', 'bool', False, 'replace OUT_BAG if it exists', cli='--overwrite',
+    Option('overwrite', 'bool', False, 'replace OUT_BAG if it exists and is a bag written by '
+           'handypriors_ros (never anything else, never an input)', cli='--overwrite',
            node=False, group=JOB),
+    Option('strict', 'bool', False, 'a truncated bag or an image that cannot be tracked is an '
+           'error (default: read up to the damage; such an image is answered LOST with its '
+           'reason; both reported)', cli='--strict', node=False, group=JOB),
     *TRACKER_NODE_SCHEMA.options))
 
 
@@ -389,6 +394,7 @@ class TrackJob:
 
     Attributes:
         bag: input bag. out_bag: output bag. overwrite: replace an existing output bag.
+        strict: a truncated bag or an image that cannot be tracked is an error.
         options: the tracker's options (``mode`` is replay whatever they say).
         live_only: ``'name=value'`` of live-only options set to a non-default value (no effect
             offline; reported).
@@ -398,6 +404,7 @@ class TrackJob:
     options: TrackerOptions
     overwrite: bool = False
     live_only: tuple[str, ...] = ()
+    strict: bool = False
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> TrackJob:
@@ -411,7 +418,8 @@ class TrackJob:
             {**{k: v[k] for k in v if k in TRACKER_NODE_SCHEMA}, 'mode': 'replay',
              'publish_markers': False})
         return cls(bag=Path(v['bag']), out_bag=Path(v['out_bag']), options=options,
-                   overwrite=v['overwrite'], live_only=tuple(TRACK_SCHEMA.live_only_set(v)))
+                   overwrite=v['overwrite'], live_only=tuple(TRACK_SCHEMA.live_only_set(v)),
+                   strict=v['strict'])
 
 
 @dataclass(frozen=True, eq=False)
@@ -420,6 +428,8 @@ class TrackOutcome:
 
     Attributes:
         out_bag: the output bag. images: images in the bag. frames_tracked: estimates written.
+        skipped: images that could not be tracked (each answered on the track topic, status
+            LOST, with its reason). skipped_kinds: their problem kind -> count.
         processing_s: per tracked frame: decoding + tracking + writing [s].
         status_counts: results by status (``tracking``, ``initialising``, ``lost``).
         problems: problem kind -> count. seconds: the whole loop [s].
@@ -431,25 +441,36 @@ class TrackOutcome:
     status_counts: dict[str, int]
     problems: dict[str, int]
     seconds: float
+    skipped: int = 0
+    skipped_kinds: dict[str, int] = field(default_factory=dict)
 
 
 def run_track(job: TrackJob, *, progress: Callable[[int, int], None] | None = None,
-              info: Log | None = None, warn: Log | None = None) -> TrackOutcome:
+              info: Log | None = None, warn: Log | None = None,
+              stop: StopRequest | None = None) -> TrackOutcome:
     """Track every image of a bag into an output bag (module docstring).
 
     Args:
         job: what to do.
         progress: called with (images read, images in the bag).
         info, warn: one-line messages (initialisation; problems, throttled per kind).
+        stop: polled per image; once requested :class:`~handypriors_ros.jobs.stop.JobStopped`
+            is raised and no output is written (the bag is written only when complete).
     Raises:
         InputError, BagError, ModelError: bad input, with a one-line message; nothing is left
             under the output name.
+        JobStopped: ``stop`` was requested.
+
+    Every image gets one answer on the track topic: an estimate, or for an image that cannot
+    be tracked (no joint states or TF at its stamp, a wrong encoding, time going backwards,
+    no initial pose yet, ...) a TrackedObject with status LOST and the reason
+    (:func:`~handypriors_ros.jobs.outputs.skipped_result`; no pose or /tf for it).
     """
-    from handypriors_ros.bag import BagReader, BagWriter, check_output_bag
-    from handypriors_ros.bag.sequence import FrameReader
+    from handypriors_ros.bag import BagWriter, check_output_bag
+    from handypriors_ros.bag.sequence import FrameReader, LastProblem, SkippedImage
     from handypriors_ros.core.frames import InitialPose, ProblemCounter
     from handypriors_ros.core.tracking.session import TrackingSession
-    from handypriors_ros.jobs.outputs import write_messages
+    from handypriors_ros.jobs.outputs import skipped_result, write_messages
     from handypriors_ros.ros.conversions import (track_result_to_pose, track_result_to_tf,
                                                  track_result_to_tracked_object)
 
@@ -457,43 +478,72 @@ def run_track(job: TrackJob, *, progress: Callable[[int, int], None] | None = No
     bag, out, mesh = job.bag, job.out_bag, Path(opts.object_mesh)
     # Cheap checks first: a wrong path should not wait for the tracker to be built.
     if not bag.exists():
-        raise InputError(f'BAG: not found: {bag}')
+        raise InputError(f'BAG: not found: {bag} (give a rosbag2 folder or .mcap/.db3 file)')
     if not mesh.is_file():
         raise InputError(f'--object: mesh file not found: {mesh}')
     check_output_bag(out, overwrite=job.overwrite, inputs=(bag, mesh), name='--out',
                      flag='--overwrite')
     topics = opts.input.topics()
-    with BagReader(bag) as reader:
-        counts = {t: n for t, (_, n) in reader.topics.items()}
+    counts = open_input_bag(bag)
     n_images = counts.get(topics.image, 0)
     if n_images == 0:
         raise InputError(f'BAG: no images on {topics.image} in {bag} (its topics: '
-                         f'{", ".join(sorted(counts)) or "none"})')
+                         f'{", ".join(sorted(counts)) or "none"}); set image_topic in --params '
+                         'if they are recorded under another name')
     from_bag = not opts.initial_pose
     if from_bag and counts.get(topics.initial_pose, 0) == 0:
         raise InputError(f'no initial pose: {bag} has no {topics.initial_pose} message and '
                          '--initial-pose was not given')
     loaded = load_tracker(opts, info=info, warn=warn)
     problems = ProblemCounter(warn)
+    last = LastProblem(problems)
     processing: list[float] = []
+    skipped_kinds: dict[str, int] = {}
+    camera_frame = ''
     start = time.perf_counter()
     with FrameReader(bag, loaded.naming, topics=topics,
                      assembly=opts.assembly(loaded.naming.hand_root_frame), problems=problems,
-                     ignore_child_frames=(opts.object_frame,)) as reader, \
+                     ignore_child_frames=(opts.object_frame,), strict=job.strict) as reader, \
             BagWriter(out, overwrite=job.overwrite, inputs=(bag, mesh)) as writer:
-        session = TrackingSession(loaded.tracker, reader.tf, problems,
+        session = TrackingSession(loaded.tracker, reader.tf, last,
                                   stamp_tolerance_ns=reader.assembly.stamp_tolerance_ns,
                                   log=info)
+
+        def answer_skipped(stamp_ns: int, frame_id: str, kind: str, reason: str) -> None:
+            if job.strict:
+                raise InputError(f'--strict: the image at {stamp_ns} ns cannot be tracked: '
+                                 f'[{kind}] {reason}; leave out --strict to answer it LOST '
+                                 'and go on')
+            skipped_kinds[kind] = skipped_kinds.get(kind, 0) + 1
+            previous = session.last_result
+            answer = skipped_result(stamp_ns, kind, reason,
+                                    None if previous is None else previous.T_cam_obj)
+            write_messages(writer, [(opts.track_topic, track_result_to_tracked_object(
+                answer, frame_id or camera_frame, opts.object_frame), int(stamp_ns))])
+
         if opts.initial_pose:
             session.add_initial_pose(InitialPose(0, '', pose_vector_to_matrix(opts.initial_pose)))
-        for event in reader.events(session.initialised_for, initial_poses=from_bag):
+        for event in reader.events(session.initialised_for, initial_poses=from_bag,
+                                   skipped=True):
+            if stop is not None and stop.requested:
+                raise stop.stopped(f'{reader.images_read} of {n_images} images read; no output '
+                                   f'written ({out} is written only when complete): run the '
+                                   'command again')
             if isinstance(event, InitialPose):
                 session.add_initial_pose(event)
                 continue
+            if isinstance(event, SkippedImage):
+                answer_skipped(event.stamp_ns, event.frame_id, event.kind, event.reason)
+                continue
+            camera_frame = camera_frame or event.frame_id
+            before = last.reports
             result = session.step(event.frame, event.frame_id)
             if progress is not None:
                 progress(reader.images_read, n_images)
             if result is None:
+                kind, reason = last.last if last.reports != before else (
+                    'bad_frame', 'the tracker gave no estimate')
+                answer_skipped(event.frame.stamp_ns, event.frame_id, kind, reason)
                 continue
             t_track = time.monotonic_ns()
             latency = {'wait': (event.release_ns - event.arrival_ns) / 1e9,
@@ -517,29 +567,40 @@ def run_track(job: TrackJob, *, progress: Callable[[int, int], None] | None = No
         if progress is not None:
             progress(reader.images_read, n_images)
         if session.frames_tracked == 0:
-            raise InputError(f'no frame of {bag} could be tracked: {problems.summary()}')
+            raise InputError(f'no image of {bag} could be tracked ({problems.summary()}); '
+                             'the warnings above say why (e.g. the --*-topic / joint_prefix '
+                             'parameters, the initial pose)')
         images = reader.images_read
     return TrackOutcome(out_bag=out, images=images, frames_tracked=session.frames_tracked,
                         processing_s=tuple(processing), status_counts=dict(session.status_counts),
-                        problems=dict(problems.counts), seconds=time.perf_counter() - start)
+                        problems=dict(problems.counts), seconds=time.perf_counter() - start,
+                        skipped=sum(skipped_kinds.values()), skipped_kinds=skipped_kinds)
 
 
 def summary_lines(outcome: TrackOutcome) -> list[str]:
     """The command line's summary: frames, ms/frame p50/p99, status, problems."""
     ms = np.asarray(outcome.processing_s) * 1000.0
     status = outcome.status_counts
-    skipped = outcome.images - outcome.frames_tracked
+    skipped = outcome.skipped
     shown = ', '.join(f'{n} {k}' for k, n in sorted(outcome.problems.items()) if n)
     lines = [
-        f'handypriors track: {outcome.images} images -> {outcome.frames_tracked} estimates in '
-        f'{outcome.out_bag} ({outcome.seconds:.1f} s)',
+        f'handypriors track: {outcome.images} images -> {outcome.frames_tracked} estimates'
+        + (f' and {skipped} LOST answers (images that could not be tracked)' if skipped else '')
+        + f' in {outcome.out_bag} ({outcome.seconds:.1f} s)',
         f'  ms/frame: p50 {np.percentile(ms, 50):.1f}, p99 {np.percentile(ms, 99):.1f} '
         f'(input conversion + tracker + output)',
-        f'  status: tracking {status.get("tracking", 0)}, initialising '
-        f'{status.get("initialising", 0)}, lost {status.get("lost", 0)} frames',
+        f'  status (the tracker\'s, per image): tracking {status.get("tracking", 0)}, '
+        f'initialising {status.get("initialising", 0)}, lost '
+        f'{status.get("lost", 0) + skipped} frames'
+        + (f' ({skipped} of them not tracked)' if skipped else ''),
     ]
+    unanswered = outcome.images - outcome.frames_tracked - skipped
     if skipped:
-        lines.append(f'  skipped: {skipped} images (problems: {shown or "none reported"})')
-    elif shown:
+        kinds = ', '.join(f'{n} {k}' for k, n in sorted(outcome.skipped_kinds.items()))
+        lines.append(f'  skipped: {skipped} images ({kinds}), each answered LOST with its '
+                     'reason on the track topic')
+    if unanswered > 0:
+        lines.append(f'  without an answer: {unanswered} images (undecodable messages)')
+    if shown:
         lines.append(f'  problems: {shown}')
     return lines

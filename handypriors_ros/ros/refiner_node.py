@@ -33,12 +33,14 @@ from tf2_msgs.msg import TFMessage
 from handypriors_ros import interfaces
 from handypriors_ros.core.errors import HandyPriorsError
 from handypriors_ros.jobs.refine import REFINE_SCHEMA, RefineJob, run_refine
+from handypriors_ros.jobs.stop import StopRequest
 from handypriors_ros.msg import TrackedObject
 from handypriors_ros.ros.parameters import declare
 from handypriors_ros.ros.qos import OUTPUT_QOS, TF_QOS
 from handypriors_ros.ros.spin import run_node
 
 _DIAGNOSTIC_PERIOD_S = 1.0
+_STOP_WAIT_S = 30.0  # shutdown waits this long for the iteration under way and its checkpoint
 
 
 class RefinerNode(Node):
@@ -72,6 +74,7 @@ class RefinerNode(Node):
         self._diagnostics = self.create_publisher(DiagnosticArray, interfaces.DIAGNOSTICS_TOPIC,
                                                   OUTPUT_QOS)
         self.done = Future()
+        self.stop = StopRequest()  # set on shutdown: the job checkpoints and stops
         self.outcome = None
         self._start_time = time.monotonic()
         self._last_diagnostic = 0.0
@@ -93,7 +96,7 @@ class RefinerNode(Node):
         try:
             outcome = run_refine(self.job, progress=self._on_progress,
                                  on_messages=self._publish if self.publish_results else None,
-                                 warn=log.warning)
+                                 warn=log.warning, stop=self.stop)
         except HandyPriorsError as exc:
             log.error(f'refinement failed: {exc}')
             self._report(DiagnosticStatus.ERROR, f'failed: {exc}', {})
@@ -137,8 +140,11 @@ class RefinerNode(Node):
 
     def destroy_node(self) -> None:
         if self._thread.is_alive():
-            self.get_logger().warning('shutting down while the refinement runs; its last '
-                                      'checkpoint is kept: restart with resume:=true')
+            self.stop.request('node shutdown')
+            self.get_logger().warning('shutting down while the refinement runs: it writes a '
+                                      'checkpoint after the current iteration; restart with '
+                                      'resume:=true')
+            self._thread.join(timeout=_STOP_WAIT_S)
         super().destroy_node()
 
 

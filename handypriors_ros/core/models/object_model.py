@@ -51,6 +51,13 @@ DEFAULT_GREY = (0.6, 0.6, 0.6)
 #: A bounding-box diagonal above this (metres, after ``scale``) suggests a millimetre file.
 MILLIMETRE_DIAGONAL_M = 2.0
 
+#: Object sizes (diameter, metres after ``scale``) a hand-held object can have; outside them
+#: :func:`check_object_size` names the likely unit of the file.
+SIZE_RANGE_M = (0.01, 1.0)
+
+#: Units a mesh file is commonly written in: (name, factor to metres).
+_UNITS = (('millimetres', 0.001), ('centimetres', 0.01), ('inches', 0.0254), ('metres', 1.0))
+
 #: File suffixes ``load_object_mesh`` accepts (lower case).
 SUPPORTED_SUFFIXES = ('.obj', '.ply', '.stl', '.off', '.glb', '.gltf')
 
@@ -58,6 +65,57 @@ SUPPORTED_SUFFIXES = ('.obj', '.ply', '.stl', '.off', '.glb', '.gltf')
 _DEGENERATE_AREA_FRACTION = 1e-14
 # Vertices closer than this (metres) are the same vertex when merging.
 _MERGE_DIGITS = 9
+
+
+class ObjectSizeError(ModelError):
+    """The object's size after scaling is not that of a hand-held object (wrong units)."""
+
+
+def check_object_size(diameter_m: float, *, where: str = 'object mesh', scale: float = 1.0,
+                      scale_flag: str = 'scale') -> None:
+    """Refuse an object whose diameter (metres, after ``scale``) is outside
+    :data:`SIZE_RANGE_M`, naming the file's likely unit and the scale that fixes it.
+
+    Args:
+        diameter_m: the object's diameter after scaling [m].
+        where: how the message names the mesh.
+        scale: the scale that was applied (the file's size is ``diameter_m / scale``).
+        scale_flag: how the message names the scale option (``--object-scale``).
+    Raises:
+        ObjectSizeError: e.g. ``m.ply: object diameter 187 m after scale 1 is outside 1 cm - 1
+            m; the file looks like it is in millimetres: use --object-scale 0.001``.
+    """
+    low, high = SIZE_RANGE_M
+    if not np.isfinite(diameter_m) or diameter_m <= 0:
+        raise ObjectSizeError(f'{where}: object diameter is {diameter_m!r} m: the mesh has no '
+                              'extent (all vertices at one point?)')
+    if low <= diameter_m <= high:
+        return
+    raw = diameter_m / scale  # the size in the file's own units
+    fits = [(name, factor) for name, factor in _UNITS if low <= raw * factor <= high]
+    head = (f'{where}: object diameter {_length(diameter_m)} after {scale_flag} {scale:g} is '
+            f'outside {_length(low)} - {_length(high)} (a hand-held object)')
+    if fits:
+        # the unit giving a size nearest 10 cm (log scale): the likeliest
+        name, factor = min(fits, key=lambda f: abs(np.log(raw * f[1] / 0.1)))
+        raise ObjectSizeError(f'{head}; the file looks like it is in {name}: use {scale_flag} '
+                              f'{factor:g}')
+    raise ObjectSizeError(f'{head}; give {scale_flag} with the factor from the file\'s units to '
+                          f'metres (file size {raw:.4g} units)')
+
+
+def mesh_diameter(vertices: np.ndarray) -> float:
+    """Largest distance between two of the (V, 3) vertices [their units] (what
+    :attr:`ObjectModel.diameter` holds, without building the model)."""
+    return _max_pairwise_distance(np.unique(np.asarray(vertices, dtype=np.float64), axis=0))
+
+
+def _length(m: float) -> str:
+    if m >= 1.0:
+        return f'{m:.3g} m'
+    if m >= 0.01:
+        return f'{m * 100:.3g} cm'
+    return f'{m * 1000:.3g} mm'
 
 
 class MeshWarning(UserWarning):
@@ -501,7 +559,8 @@ class ObjectModel:
     def from_file(cls, path: str | os.PathLike, *, scale: float = 1.0, face_budget: int = 1500,
                   n_sample_points: int = 1000, device: str | torch.device = 'cpu',
                   dtype: torch.dtype = torch.float32, name: str | None = None,
-                  seed: int = 0, symmetry_tolerance: float = 0.01) -> ObjectModel:
+                  seed: int = 0, symmetry_tolerance: float = 0.01, check_size: bool = False,
+                  scale_flag: str = 'scale') -> ObjectModel:
         """Load a mesh file (see :func:`load_object_mesh`) and build the model.
 
         Args:
@@ -513,13 +572,22 @@ class ObjectModel:
             name: label; the file stem when None.
             seed: seed of the surface sampling (samples and symmetry test).
             symmetry_tolerance: symmetry tolerance as a fraction of the diameter.
+            check_size: refuse a diameter outside :data:`SIZE_RANGE_M` after scaling
+                (:func:`check_object_size`, before the model is built; ``scale_flag`` names
+                the scale option in its message).
 
         Raises:
             ModelError: unreadable, empty or NaN mesh (the message names the path).
+            ObjectSizeError: ``check_size`` and a size that is not a hand-held object's.
             InputError: a bad argument.
         """
         source = os.fspath(path)
         mesh = load_object_mesh(source, scale=scale)
+        if check_size:
+            vertices = np.asarray(mesh.vertices, dtype=np.float64)
+            if np.isfinite(vertices).all():  # NaN vertices: _build names them
+                check_object_size(mesh_diameter(vertices), where=_describe(source),
+                                  scale=float(scale), scale_flag=scale_flag)
         if name is None:
             name = os.path.splitext(os.path.basename(source))[0]
         return cls._build(mesh, source=source, face_budget=face_budget,
