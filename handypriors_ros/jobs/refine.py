@@ -440,7 +440,7 @@ def run_refine(job: RefineJob, *, progress: ProgressCallback | None = None,
     else:
         first = job.initial_pose if job.initial_pose is not None else seq.T_cam_obj_initial
         if first is None:
-            raise InputError(f'no initial pose: {bag} has no {job.input.initial_pose_topic} '
+            raise InputError(f'no initial pose: {bag} has no {interfaces.resolve(job.input.initial_pose_topic)} '
                              'message; give --init TRACK_BAG or --initial-pose')
         init = dict(T_cam_obj_first=first)
         init_source = 'initial pose + quasistatic dynamics'

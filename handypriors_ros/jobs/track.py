@@ -518,8 +518,10 @@ def run_track(job: TrackJob, *, progress: Callable[[int, int], None] | None = No
             previous = session.last_result
             answer = skipped_result(stamp_ns, kind, reason,
                                     None if previous is None else previous.T_cam_obj)
-            write_messages(writer, [(opts.track_topic, track_result_to_tracked_object(
-                answer, frame_id or camera_frame, opts.object_frame), int(stamp_ns))])
+            write_messages(writer, [(interfaces.resolve(opts.track_topic),
+                                     track_result_to_tracked_object(
+                                         answer, frame_id or camera_frame, opts.object_frame),
+                                     int(stamp_ns))])
 
         if opts.initial_pose:
             session.add_initial_pose(InitialPose(0, '', pose_vector_to_matrix(opts.initial_pose)))
