@@ -248,8 +248,9 @@ def test_parallel_batch_equals_sequential_refine_and_a_broken_bag_is_reported(ba
 def test_an_interrupted_batch_resumes_to_the_same_results(bags, tmp_path):
     pytest.importorskip('ray', reason="Ray is not installed (requirements.txt: ray[client])")
     out = tmp_path / 'out'
-    args = [bags['seqs'][n] / 'bag' for n in ('seq0', 'seq1', 'seq2')]
-    args += ['--object', bags['mesh'], '--out', out, '--params', bags['params']]
+    paths = [bags['seqs'][n] / 'bag' for n in ('seq0', 'seq1', 'seq2')]
+    refs = dict(zip(bag_names(paths), bags['refs'].values()))  # seq0 is tiny_sequence/bag
+    args = [*paths, '--object', bags['mesh'], '--out', out, '--params', bags['params']]
     proc = _batch(args)
     deadline = time.monotonic() + 180
     while not list(out.glob('*.checkpoint/refine_checkpoint.pt')):  # a bag is half done
@@ -275,7 +276,8 @@ def test_an_interrupted_batch_resumes_to_the_same_results(bags, tmp_path):
     assert code == 0, stderr[-3000:]
     assert f'{3 - len(finished)} refined, {len(finished)} finished earlier, 0 failed' in stdout
     summary = {b['name']: b for b in json.loads((out / 'summary.json').read_text())['bags']}
-    for name, ref in bags['refs'].items():
+    assert set(summary) == set(refs)
+    for name, ref in refs.items():
         np.testing.assert_array_equal(_poses(out / name), ref)
         if name in finished:
             assert summary[name]['status'] == 'skipped'

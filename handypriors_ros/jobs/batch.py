@@ -453,8 +453,13 @@ class BatchJob:
                              'its own resources')
         refine_values = {k: v[k] for k in REFINE_SCHEMA.by_name if k in v}
         refine_values.pop('resume', None)
-        bags = plan_bags(v)
-        job = cls(bags=tuple(bags), refine_values=refine_values, out_dir=Path(v['out_dir']),
+        if refine_values.get('hand_urdf'):
+            refine_values['hand_urdf'] = os.path.abspath(refine_values['hand_urdf'])
+        # absolute paths: the tasks may run in another folder (a cluster's workers)
+        bags = [dataclasses.replace(s, bag=_absolute(s.bag), object_mesh=_absolute(s.object_mesh),
+                                    init_bag=_absolute(s.init_bag)) for s in plan_bags(v)]
+        job = cls(bags=tuple(bags), refine_values=refine_values,
+                  out_dir=_absolute(Path(v['out_dir'])),
                   address=v['address'], num_cpus=v['num_cpus'],
                   cpus_per_task=v['cpus_per_task'], gpus_per_task=v['gpus_per_task'],
                   resume=v['resume'], overwrite=v['overwrite'], reports=v['reports'])
@@ -477,6 +482,10 @@ class BatchJob:
             values['overwrite'] = True  # only a bag this package wrote is ever replaced
         return BagTask(spec=spec, values=values, out_dir=self.out_dir, resume=self.resume,
                        torch_threads=max(1, int(self.cpus_per_task)))
+
+
+def _absolute(path: Path | None) -> Path | None:
+    return Path(os.path.abspath(path)) if path is not None else None
 
 
 @dataclass
