@@ -141,7 +141,12 @@ def test_batch_options_are_checked_before_anything_runs(tmp_path):
         BatchJob.from_values({**base, 'address': 'auto', 'num_cpus': 2})
     with pytest.raises(InputError, match=r'cpus_per_task: expected a value in \[0.01'):
         BatchJob.from_values({**base, 'cpus_per_task': 0.0})
+    with pytest.raises(InputError, match='--device cuda: give --gpus-per-task'):
+        BatchJob.from_values({**base, 'device': 'cuda'})
+    with pytest.raises(InputError, match='--gpus-per-task 1 with --device cpu'):
+        BatchJob.from_values({**base, 'device': 'cpu', 'gpus_per_task': 1})
     job = BatchJob.from_values({**base, 'iterations': 3})
+    assert job.task(job.bags[0]).gpus == 0
     values = job.bag_values(job.bags[0])
     assert values['out_bag'] == str(tmp_path / 'out' / 'b1') and values['iterations'] == 3
     # an output folder holding this batch's outputs is refused without --resume/--overwrite
@@ -150,6 +155,28 @@ def test_batch_options_are_checked_before_anything_runs(tmp_path):
     with pytest.raises(InputError, match='holds outputs of this batch .*--resume continues'):
         run_batch(job)
     assert (tmp_path / 'out' / 'b1.done.json').read_text() == '{}'
+
+
+def test_a_bag_runs_the_refine_job_on_the_cpu_unless_ray_gave_it_a_gpu(tmp_path, monkeypatch):
+    from handypriors_ros.jobs import batch
+
+    mesh = tmp_path / 'o.ply'
+    mesh.write_text('x')
+    seen = []
+
+    def refine_job(job, *, warn):  # stands in for run_refine: what the task asks of it
+        seen.append((job.device, job.resume, job.out_bag, job.config.iterations))
+        raise InputError('stopped here')
+
+    monkeypatch.setattr(batch, 'run_refine', refine_job)
+    for gpus, device, resume in ((0.0, 'auto', False), (0.5, 'auto', True), (1.0, 'cuda', True)):
+        job = BatchJob.from_values({'bags': ('b1',), 'object_mesh': str(mesh), 'iterations': 5,
+                                    'out_dir': str(tmp_path / 'out'), 'device': device,
+                                    'gpus_per_task': gpus, 'resume': resume})
+        record = batch.refine_bag(job.task(job.bags[0]))
+        assert record['status'] == 'failed' and record['reason'] == 'stopped here'
+        assert seen.pop() == ('cpu' if gpus == 0 else device, resume, tmp_path / 'out' / 'b1', 5)
+    assert not (tmp_path / 'out' / 'b1.done.json').exists()
 
 
 # -- on a local Ray with 2 workers ---------------------------------------------------------------

@@ -74,8 +74,9 @@ _BATCH_OPTIONS = (
     Option('cpus_per_task', 'float', 1.0, 'CPUs Ray reserves for each bag; its torch threads '
            '(at least 1)', range=(0.01, 1024.0), cli='--cpus-per-task', metavar='N',
            group=BATCH),
-    Option('gpus_per_task', 'float', 0.0, 'GPUs Ray reserves for each bag (with --device auto '
-           'a bag that gets one refines on it)', range=(0.0, 64.0), cli='--gpus-per-task',
+    Option('gpus_per_task', 'float', 0.0, 'GPUs Ray reserves for each bag; a bag refines on '
+           'a GPU only when Ray gives it one (0: --device auto means cpu; --device cuda needs '
+           'it)', range=(0.0, 64.0), cli='--gpus-per-task',
            metavar='N', group=BATCH),
     Option('reports', 'bool', False, "write each bag's report folder (NAME.report/)",
            cli='--reports', group=BATCH),
@@ -319,6 +320,7 @@ class BagTask:
     out_dir: Path
     resume: bool
     torch_threads: int
+    gpus: float = 0.0
 
 
 def _refine(job: RefineJob, *, resume: bool, warn: Callable[[str], None]):
@@ -378,6 +380,9 @@ def refine_bag(task: BagTask) -> dict:
     import torch
 
     torch.set_num_threads(task.torch_threads)
+    values = dict(task.values)
+    if task.gpus == 0 and values.get('device') == 'auto':
+        values['device'] = 'cpu'  # Ray gave this bag no GPU (it leaves the GPUs visible)
     spec = task.spec
     record: dict[str, Any] = {'name': spec.name, 'bag': str(spec.bag),
                               'object': str(spec.object_mesh),
@@ -386,7 +391,7 @@ def refine_bag(task: BagTask) -> dict:
     warnings: list[str] = []
     start = time.perf_counter()
     try:
-        job = RefineJob.from_values(task.values)
+        job = RefineJob.from_values(values)
         outcome = _refine(job, resume=task.resume, warn=warnings.append)
     except Exception as exc:  # any bag's failure is recorded; the batch goes on
         record.update(status='failed', reason=_one_line(exc),
@@ -448,6 +453,12 @@ class BatchJob:
         if v['resume'] and v['overwrite']:
             raise InputError('--resume and --overwrite: choose one (continue the batch, or '
                              'redo every bag)')
+        if v['device'] == 'cuda' and not v['gpus_per_task']:
+            raise InputError('--device cuda: give --gpus-per-task N (Ray gives each bag its '
+                             'GPU)')
+        if v['device'] == 'cpu' and v['gpus_per_task']:
+            raise InputError(f"--gpus-per-task {v['gpus_per_task']:g} with --device cpu: the "
+                             'bags would hold GPUs they do not use')
         if v['address'] and v['num_cpus']:
             raise InputError('--num-cpus sizes a local Ray; with --address the cluster has '
                              'its own resources')
@@ -481,7 +492,7 @@ class BatchJob:
         if self.resume and (self.out_dir / spec.name).exists():
             values['overwrite'] = True  # only a bag this package wrote is ever replaced
         return BagTask(spec=spec, values=values, out_dir=self.out_dir, resume=self.resume,
-                       torch_threads=max(1, int(self.cpus_per_task)))
+                       torch_threads=max(1, int(self.cpus_per_task)), gpus=self.gpus_per_task)
 
 
 def _absolute(path: Path | None) -> Path | None:
