@@ -180,6 +180,12 @@ def test_a_bag_runs_the_refine_job_on_the_cpu_unless_ray_gave_it_a_gpu(tmp_path,
 
 
 # -- on a local Ray with 2 workers ---------------------------------------------------------------
+def _need_ray():
+    import importlib.util
+    if importlib.util.find_spec('ray') is None:  # not imported here: the batch runs it
+        pytest.skip('Ray is not installed (requirements.txt: ray[client])')
+
+
 def _env():
     env = dict(os.environ)
     env['PYTHONPATH'] = os.pathsep.join([str(ROOT), env.get('PYTHONPATH', '')])
@@ -232,7 +238,7 @@ def _finish(proc, timeout=240):
 
 
 def test_parallel_batch_equals_sequential_refine_and_a_broken_bag_is_reported(bags, tmp_path):
-    pytest.importorskip('ray', reason="Ray is not installed (requirements.txt: ray[client])")
+    _need_ray()
     broken = tmp_path / 'broken' / 'bag'
     shutil.copytree(bags['seqs']['seq1'] / 'bag', broken)
     mcap = next(broken.glob('*.mcap'))
@@ -272,8 +278,9 @@ def test_parallel_batch_equals_sequential_refine_and_a_broken_bag_is_reported(ba
     assert not list(out.glob('.*'))  # no temporary file left
 
 
-def test_an_interrupted_batch_resumes_to_the_same_results(bags, tmp_path):
-    pytest.importorskip('ray', reason="Ray is not installed (requirements.txt: ray[client])")
+def test_an_interrupted_batch_resumes_to_the_same_results(bags, tmp_path, capsys):
+    ray_before = 'ray' in sys.modules
+    _need_ray()
     out = tmp_path / 'out'
     paths = [bags['seqs'][n] / 'bag' for n in ('seq0', 'seq1', 'seq2')]
     refs = dict(zip(bag_names(paths), bags['refs'].values()))  # seq0 is tiny_sequence/bag
@@ -296,8 +303,11 @@ def test_an_interrupted_batch_resumes_to_the_same_results(bags, tmp_path):
                  for p in out.glob('*.checkpoint/refine_checkpoint.pt')} - finished
     records = {n: (out / f'{n}.done.json').read_bytes() for n in finished}
 
-    code, _, stderr = _finish(_batch(args))  # without --resume: refused, nothing touched
-    assert code == 1 and 'holds outputs of this batch' in stderr and '--resume' in stderr
+    from handypriors_ros.cli.main import main
+    assert main(['refine-batch', *map(str, args)]) == 1  # without --resume: refused, untouched
+    stderr = capsys.readouterr().err
+    assert 'holds outputs of this batch' in stderr and '--resume continues' in stderr
+    assert 'ray' not in sys.modules or ray_before  # refused before Ray is imported
 
     code, stdout, stderr = _finish(_batch([*args, '--resume']))
     assert code == 0, stderr[-3000:]
