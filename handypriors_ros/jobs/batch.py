@@ -673,8 +673,11 @@ def _pending(job: BatchJob, spec: BagSpec) -> dict:
             'out_bag': str(job.out_dir / spec.name), 'status': 'pending'}
 
 
+_ANSI = re.compile(r'\x1b\[[0-9;]*m')
+
+
 def _ray_reason(exc: BaseException) -> str:
-    text = ' '.join(str(exc).split())
+    text = ' '.join(_ANSI.sub('', str(exc)).split())
     return (text[:200] + '...') if len(text) > 200 else text or type(exc).__name__
 
 
