@@ -95,7 +95,8 @@ def main() -> int:
           f'{args.iterations} iterations, device {args.device}')
     print(f'# {platform.node()}: {os.cpu_count()} CPUs, {platform.processor() or "?"}, '
           f'python {platform.python_version()}, torch {torch.__version__}; load average '
-          f'{load[0]:.1f} {load[1]:.1f} {load[2]:.1f}; {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}')
+          f'{load[0]:.1f} {load[1]:.1f} {load[2]:.1f}; '
+          f'{time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}')
 
     # sequential: the Ray task's function, in this process, bag after bag
     job = batch('sequential', folders)

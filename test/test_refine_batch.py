@@ -19,8 +19,9 @@ from ros_helpers.synthetic import tiny_config, tiny_sequence
 
 from handypriors_ros.core.errors import InputError
 from handypriors_ros.jobs.batch import (BATCH_SCHEMA, PER_BAG, BagSpec, BatchJob, bag_names,
-                                        match_object, plan_bags, read_batch_params,
-                                        read_manifest, read_objects_map, run_batch)
+                                        match_object, plan_bags, probe_address,
+                                        read_batch_params, read_manifest, read_objects_map,
+                                        run_batch)
 from handypriors_ros.jobs.refine import REFINE_SCHEMA
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -145,6 +146,15 @@ def test_batch_options_are_checked_before_anything_runs(tmp_path):
         BatchJob.from_values({**base, 'device': 'cuda'})
     with pytest.raises(InputError, match='--gpus-per-task 1 with --device cpu'):
         BatchJob.from_values({**base, 'device': 'cpu', 'gpus_per_task': 1})
+    with pytest.raises(InputError, match='--address head: expected auto, HEAD_IP:PORT'):
+        BatchJob.from_values({**base, 'address': 'head'})
+    import socket
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    with pytest.raises(InputError, match=f'ray://127.0.0.1:{port}: nothing answers at '
+                                         f'127.0.0.1:{port} .*ray start --head'):
+        probe_address(f'ray://127.0.0.1:{port}', timeout_s=2)
     job = BatchJob.from_values({**base, 'iterations': 3})
     assert job.task(job.bags[0]).gpus == 0
     values = job.bag_values(job.bags[0])

@@ -459,6 +459,8 @@ class BatchJob:
         if v['device'] == 'cpu' and v['gpus_per_task']:
             raise InputError(f"--gpus-per-task {v['gpus_per_task']:g} with --device cpu: the "
                              'bags would hold GPUs they do not use')
+        if v['address']:
+            address_target(v['address'])
         if v['address'] and v['num_cpus']:
             raise InputError('--num-cpus sizes a local Ray; with --address the cluster has '
                              'its own resources')
@@ -681,6 +683,41 @@ def _ray_reason(exc: BaseException) -> str:
     return (text[:200] + '...') if len(text) > 200 else text or type(exc).__name__
 
 
+def address_target(address: str) -> tuple[str, int] | None:
+    """``(host, port)`` of ``HOST:PORT`` or ``ray://HOST:PORT``; None for ``auto``.
+
+    Raises:
+        InputError: another form.
+    """
+    if address == 'auto':
+        return None
+    target = address[len('ray://'):] if address.startswith('ray://') else address
+    host, _, port = target.rpartition(':')
+    if not host or not port.isdigit() or '/' in target:
+        raise InputError(f'--address {address}: expected auto, HEAD_IP:PORT or '
+                         'ray://HEAD_IP:PORT')
+    return host.strip('[]'), int(port)
+
+
+def probe_address(address: str, *, timeout_s: float = 5.0) -> None:
+    """Fail fast when nothing listens at the address (Ray itself retries for minutes).
+
+    Raises:
+        InputError: no connection within ``timeout_s`` (one line).
+    """
+    import socket
+
+    target = address_target(address)
+    if target is None:
+        return
+    try:
+        socket.create_connection(target, timeout=timeout_s).close()
+    except OSError as exc:
+        raise InputError(f'--address {address}: nothing answers at {target[0]}:{target[1]} '
+                         f'({exc.strerror or exc}); is the head running (ray start --head)?'
+                         ) from exc
+
+
 @contextlib.contextmanager
 def _ray_session(job: BatchJob, note: Callable[[str], None] | None):
     """Ray, started locally (``address`` '') in a temporary folder under /tmp, or joined;
@@ -697,11 +734,16 @@ def _ray_session(job: BatchJob, note: Callable[[str], None] | None):
     temp_dir = None
     try:
         if job.address:
+            probe_address(job.address)
             try:
                 ray.init(address=job.address, logging_level=logging.ERROR, log_to_driver=False)
             except (ConnectionError, RuntimeError, ValueError) as exc:
+                hint = ('' if os.environ.get('RAY_AUTH_MODE') else
+                        ' (a cluster with token authentication, the default: set '
+                        "RAY_AUTH_MODE=token and the cluster's token in RAY_AUTH_TOKEN or "
+                        '~/.ray/auth_token)')
                 raise InputError(f'--address {job.address}: cannot join the Ray cluster: '
-                                 f'{_ray_reason(exc)}') from exc
+                                 f'{_ray_reason(exc)}{hint}') from exc
         else:
             num_cpus = job.num_cpus or os.cpu_count() or 1
             # a short private folder: Ray's socket paths must stay under 107 characters
@@ -799,6 +841,7 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-__all__ = ['BATCH_SCHEMA', 'read_batch_params', 'BagSpec', 'BagTask', 'BatchInterrupted', 'BatchJob', 'BatchOutcome',
-           'BatchProgress', 'bag_names', 'match_object', 'plan_bags', 'read_manifest',
-           'read_objects_map', 'refine_bag', 'run_batch', 'summary_table', 'write_summary']
+__all__ = ['BATCH_SCHEMA', 'BagSpec', 'BagTask', 'BatchInterrupted', 'BatchJob', 'BatchOutcome',
+           'BatchProgress', 'address_target', 'bag_names', 'match_object', 'plan_bags',
+           'probe_address', 'read_batch_params', 'read_manifest', 'read_objects_map',
+           'refine_bag', 'run_batch', 'summary_table', 'write_summary']
