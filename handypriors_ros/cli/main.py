@@ -39,6 +39,7 @@ EXIT_SIGTERM = 143
 SUBCOMMANDS = {
     'track': ('track', 'run the real-time tracker over every image of a bag'),
     'refine': ('refine', 'offline optimisation refinement of a bag'),
+    'refine-batch': ('refine_batch', 'refine many bags, one Ray task each (local or a cluster)'),
     'demo': ('demo', 'run the main job on the embedded default sequence'),
     'generate': ('generate', 'generate a synthetic sequence (bag + ground truth)'),
     'urdf': ('urdf', 'write the Allegro v4 URDF for a side and a prefix'),

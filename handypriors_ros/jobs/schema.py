@@ -194,6 +194,27 @@ class Schema:
         """The options that are parameters of the node."""
         return tuple(o for o in self.options if o.node)
 
+    def derive(self, name: str, *, drop: Iterable[str] = (),
+               change: Mapping[str, Mapping[str, Any]] | None = None,
+               first: Iterable[Option] = (), last: Iterable[Option] = ()) -> Schema:
+        """A schema made from this one (a batch of jobs over this job's options): the options
+        in ``drop`` removed, those in ``change`` with fields replaced (``{'object_mesh':
+        {'required': False}}``), ``first`` before and ``last`` after the others.
+
+        Raises:
+            ValueError: ``drop`` or ``change`` names an option this schema does not have (a
+                renamed option shows at import, not as a silently kept one).
+        """
+        import dataclasses
+
+        drop, change = set(drop), dict(change or {})
+        unknown = sorted((drop | set(change)) - set(self.by_name))
+        if unknown:
+            raise ValueError(f'Schema {self.name} -> {name}: no options {unknown}')
+        kept = [dataclasses.replace(o, **change[o.name]) if o.name in change else o
+                for o in self.options if o.name not in drop]
+        return Schema(name, (*first, *kept, *last))
+
     def defaults(self) -> dict[str, Any]:
         """``{name: default}`` of every option."""
         return {o.name: o.default for o in self.options}
@@ -305,9 +326,14 @@ class Schema:
                                  'an error')
         parser.add_argument('--quiet', action='store_true', help='no progress bar')
 
-    def values_from_args(self, args: argparse.Namespace) -> dict[str, Any]:
+    def values_from_args(self, args: argparse.Namespace, *,
+                         read_params: Callable[[str], Mapping[str, Any]] | None = None
+                         ) -> dict[str, Any]:
         """Every option's value: default, then the ``--params`` file, then the flags given.
 
+        Args:
+            read_params: reads the ``--params`` file (default :meth:`read_params_file`; a
+                derived schema may accept its parent's files).
         Raises:
             InputError: a missing or bad parameters file, an unknown key, a bad flag value.
         """
@@ -316,7 +342,7 @@ class Schema:
         if params:
             if not Path(params).is_file():
                 raise InputError(f'--params: parameter file not found: {params}')
-            values.update(self.read_params_file(params))
+            values.update((read_params or self.read_params_file)(params))
         for o in self.options:
             if o.cli is None:
                 continue
