@@ -174,8 +174,9 @@ def test_a_bag_runs_the_refine_job_on_the_cpu_unless_ray_gave_it_a_gpu(tmp_path,
     mesh.write_text('x')
     seen = []
 
-    def refine_job(job, *, warn):  # stands in for run_refine: what the task asks of it
-        seen.append((job.device, job.resume, job.out_bag, job.config.iterations))
+    def refine_job(job, *, warn, resume, fresh):  # stands in for run_refine: what a task asks
+        assert fresh is not resume
+        seen.append((job.device, resume, job.out_bag, job.config.iterations))
         raise InputError('stopped here')
 
     monkeypatch.setattr(batch, 'run_refine', refine_job)

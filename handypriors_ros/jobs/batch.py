@@ -26,7 +26,6 @@ import csv
 import dataclasses
 import datetime
 import fnmatch
-import inspect
 import json
 import math
 import os
@@ -324,19 +323,10 @@ class BagTask:
 
 
 def _refine(job: RefineJob, *, resume: bool, warn: Callable[[str], None]):
-    """THE call of the refine job (one place, so the job's signature is adapted here only).
-
-    ``resume``/``fresh`` are passed as keywords where :func:`run_refine` takes them (the
-    interrupted-job protocol), else through the job's ``resume`` field."""
-    params = inspect.signature(run_refine).parameters
-    kwargs: dict[str, Any] = {}
-    if 'resume' in params:
-        kwargs['resume'] = resume
-    if 'fresh' in params:
-        kwargs['fresh'] = not resume  # a batch not resuming starts its bags over
-    if 'resume' in {f.name for f in dataclasses.fields(job)}:
-        job = dataclasses.replace(job, resume=resume)
-    return run_refine(job, warn=warn, **kwargs)
+    """THE call of the refine job (one place). A resumed batch continues each unfinished bag
+    from its checkpoint (none found: from the beginning); a batch that is not resuming
+    (a new ``--out`` or ``--overwrite``) starts its bags over (``fresh``)."""
+    return run_refine(job, warn=warn, resume=resume, fresh=not resume)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -663,7 +653,12 @@ def run_batch(job: BatchJob, *, progress: Callable[[BatchProgress], None] | None
                 with contextlib.suppress(Exception):
                     ray.cancel(ref, force=True)
             for spec in todo:
-                if records[spec.name]['status'] == 'queued':
+                if records[spec.name]['status'] != 'queued':
+                    continue
+                done = done_path(job.out_dir, spec.name)
+                try:  # finished in its worker while the interrupt came: its record counts
+                    records[spec.name] = json.loads(done.read_text())
+                except (OSError, ValueError):
                     records[spec.name]['status'] = 'interrupted'
             raise BatchInterrupted(outcome()) from None
     return outcome()
