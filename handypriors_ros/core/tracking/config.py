@@ -54,6 +54,10 @@ class TrackerConfig:
             mask is available), or with a silhouette IoU below ``min_iou``, before the status is
             LOST.
         min_iou: the predicted silhouette must overlap the observed mask at least this much.
+        max_penetration_m: the hand may be at most this deep inside the object at an estimate
+            (model and calibration errors); deeper is evidence of a wrong pose. A frame with
+            any such evidence (IoU, the contour's NIS above its gate, penetration) is
+            implausible; ``lost_after_frames`` in a row make the track LOST (divergence).
         max_position_std_m: position std beyond which the track is LOST.
         reinit_min_iou: a re-initialisation hypothesis must overlap the mask this much.
         segmenter: ``'auto'`` (the mask topic when a mask comes, else the built-in colour
@@ -79,6 +83,7 @@ class TrackerConfig:
     initial_std: tuple[float, ...] = (0.01, 0.01, 0.01, 0.1, 0.1, 0.1)
     lost_after_frames: int = 6
     min_iou: float = 0.5
+    max_penetration_m: float = 0.010
     max_position_std_m: float = 0.05
     reinit_min_iou: float = 0.5
     segmenter: str = 'auto'
@@ -102,6 +107,8 @@ class TrackerConfig:
                              f'{self.segmenter!r}')
         if self.contour_points < 8:
             raise InputError(f'contour_points: expected >= 8, got {self.contour_points}')
+        if not self.max_penetration_m > 0:
+            raise InputError(f'max_penetration_m: expected > 0, got {self.max_penetration_m}')
         if self.roi_size_px < 32:
             raise InputError(f'roi_size_px: expected >= 32, got {self.roi_size_px}')
 

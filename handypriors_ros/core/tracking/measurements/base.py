@@ -142,6 +142,11 @@ class Measurement(abc.ABC):
         from_image: an image measurement: not gated while the track is initialising (the
             initial pose is only as good as the user's guess until the image has been accepted
             once), and its acceptance is what keeps the track alive (status TRACKING).
+        confirms_track: an accepted update of this type is evidence that the whole pose is
+            right (the contour: the shape; not the object centre, which a wrong orientation
+            satisfies as well); a track none of whose ``confirms_track`` measurements passes
+            its gate for ``lost_after_frames`` frames is LOST. A tracker configured with none
+            uses its ``from_image`` measurements instead.
         iterated: re-linearised at each new estimate (iterated EKF, :meth:`iterations` times);
             else one ordinary EKF update.
 
@@ -150,6 +155,7 @@ class Measurement(abc.ABC):
     """
     name: ClassVar[str]
     from_image: ClassVar[bool] = True
+    confirms_track: ClassVar[bool] = False
     iterated: ClassVar[bool] = False
 
     def __init__(self, config: TrackerConfig) -> None:
