@@ -432,6 +432,7 @@ class ObjectTracker:
             for axis in np.eye(3):
                 for ang in (-0.35, 0.35):
                     hyps.append(rotated(base, Rotation.from_rotvec(axis * ang).as_matrix()))
+        n_local = len(hyps)
         if self._reason.startswith('diverged'):
             for R in _CUBE_ROTATIONS[1:]:
                 hyps += [rotated(T0, R), rotated(shifted, R)]
@@ -442,14 +443,17 @@ class ObjectTracker:
         obs = roi.crop(mask.astype(np.float32)) > 0.5
         plausible = self._penetration(hyps, ctx.hand) <= cfg.max_penetration_m
         best, best_iou = None, -1.0
-        for T, ok in zip(hyps, plausible):
+        for i, (T, ok) in enumerate(zip(hyps, plausible)):
             if not ok:
                 continue
             r = self.scene.render(roi, T, hand_v)
             inter = (r.object_visible & obs).sum()
             union = (r.object_visible | obs).sum()
             iou = inter / union if union else 0.0
-            if iou > best_iou:
+            # A far orientation must fit clearly better than the local ones: many objects have
+            # near-symmetric silhouettes, and a flip that fits as well is no improvement.
+            margin = _GLOBAL_IOU_MARGIN if i >= n_local and best is not None else 0.0
+            if iou > best_iou + margin:
                 best, best_iou = T, iou
         if best is not None and best_iou >= cfg.reinit_min_iou:
             initial = self._initial_T
@@ -461,6 +465,10 @@ class ObjectTracker:
                              f'{max(best_iou, 0.0):.2f}, {int(plausible.sum())} of {len(hyps)} '
                              f'clear of the hand)')
 
+
+#: IoU by which a re-initialisation hypothesis far from the last orientation (a multiple of
+#: 90 degrees) must beat the best near one.
+_GLOBAL_IOU_MARGIN = 0.1
 
 #: The 24 rotations that map the coordinate axes onto themselves (identity first).
 _CUBE_ROTATIONS = tuple(
