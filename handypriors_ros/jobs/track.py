@@ -56,8 +56,9 @@ JOB = 'the track job'
 # declarations
 # --------------------------------------------------------------------------------------------
 _RENDERER = Option(
-    'renderer', 'str', 'auto', 'rasterizer of the tracker; this version renders with the '
-    'pure-torch hard rasterizer on the CPU (the choice is validated and reported)',
+    'renderer', 'str', 'auto', 'backend of the tracker\'s renderer: auto (nvdiffrast when the '
+    'device is CUDA and nvdiffrast imports, else the torch z-buffer), soft (the torch z-buffer '
+    'on the device) or nvdiffrast (CUDA only)',
     choices=RENDERERS, group=NODE)
 _MODE = Option(
     'mode', 'str', 'live', 'live: newest frame only, dropped frames counted; replay: every frame '
@@ -328,10 +329,12 @@ def load_tracker(options: TrackerOptions, *, info: Log | None = None,
     model = load_object(options.object_mesh, options.object_scale)
     hand = options.input.load_hand()
     naming = options.input.naming(hand.joint_names, hand.root_link)
-    tracker = ObjectTracker(model, hand, options.tracker, device=device)
+    tracker = ObjectTracker(model, hand, options.tracker, device=device,
+                            renderer=options.renderer)
     if info is not None:
         info(f'device {tracker.device} (requested {options.device}); renderer '
-             f'{options.renderer}; torch threads {torch.get_num_threads()}')
+             f'{tracker.scene.renderer.backend} (requested {options.renderer}); torch threads '
+             f'{torch.get_num_threads()}')
     return LoadedTracker(model, hand, options.input.urdf_path, naming, tracker, device)
 
 

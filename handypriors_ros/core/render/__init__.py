@@ -5,7 +5,9 @@ Conventions: camera optical frame (x right, y down, z forward), pixel (i, j) cen
 optical-to-clip-space conversion. nvdiffrast is imported only when its backend is used.
 """
 
+from handypriors_ros.core.render.antialias import antialias_silhouette
 from handypriors_ros.core.render.camera import (
+    CameraBatch,
     PinholeCamera,
     Undistorter,
     clip_to_optical,
@@ -38,12 +40,16 @@ from handypriors_ros.core.render.renderer import (
     RenderOutput,
     Renderer,
     RenderSettings,
+    SceneRaster,
     SceneRender,
     nvdiffrast_available,
 )
-from handypriors_ros.core.render.soft_rasterizer import cull_distance, soft_silhouette
+from handypriors_ros.core.render.texture import sample_texture
 
 __all__ = [
+    'CameraBatch',
+    'SceneRaster',
+    'antialias_silhouette',
     'ContourResidual',
     'ContourSamples',
     'HardRaster',
@@ -60,7 +66,6 @@ __all__ = [
     'contour_points',
     'contour_points_jacobian',
     'contour_residual',
-    'cull_distance',
     'face_normals',
     'front_facing',
     'interpolate',
@@ -70,8 +75,8 @@ __all__ = [
     'optical_to_clip',
     'rasterize_hard',
     'rgb_loss',
+    'sample_texture',
     'select_contour_samples',
     'signed_distance_transform',
-    'soft_silhouette',
     'vertex_normals',
 ]
