@@ -18,7 +18,8 @@ from handypriors_ros.core.render.camera import PinholeCamera
 from handypriors_ros.core.render.mesh import RenderMesh
 from handypriors_ros.core.render.renderer import Renderer, RenderSettings
 from handypriors_ros.core.models.hand import HandModel
-from handypriors_ros.core.tracking.config import MEASUREMENTS, TrackerConfig, ablation_configs
+from handypriors_ros.core.tracking.config import (DEFAULT_MEASUREMENTS, MEASUREMENTS,
+                                                  TrackerConfig, ablation_configs)
 from handypriors_ros.core.tracking.dynamics import pose_hand, predict_motion
 from handypriors_ros.core.tracking.ekf import PoseEKF, ominus
 from handypriors_ros.core.tracking.measurements import (Linearisation, Measurement,
@@ -281,8 +282,8 @@ def test_a_registered_measurement_is_run_by_the_tracker(seq, object_position):
 
 
 def test_the_registry_checks_names_and_config_order_is_update_order(seq):
-    assert MEASUREMENTS == ('object_center', 'contour', 'fingertip_contact')
-    assert TrackerConfig().measurements == MEASUREMENTS
+    assert MEASUREMENTS == ('object_center', 'contour', 'fingertip_contact', 'appearance')
+    assert TrackerConfig().measurements == DEFAULT_MEASUREMENTS
     with pytest.raises(InputError, match=r"measurements: unknown \['sonar'\]"):
         TrackerConfig(measurements=('contour', 'sonar'))
     with pytest.raises(InputError, match='measurements: expected each name once'):

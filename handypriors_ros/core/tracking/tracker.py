@@ -114,7 +114,7 @@ class ObjectTracker:
             proxy_vertices=proxy_v, proxy_faces=proxy_f, proxy_vertices_np=proxy_v_np,
             mesh=RenderMesh.from_arrays(merged.vertices, merged.faces, dtype=torch.float64),
             center=self.object.center.detach().to('cpu', torch.float64), sdf=self.sdf,
-            hand_faces=self.hand.mesh_faces,
+            hand_faces=self.hand.mesh_faces, object_model=object_model,
             # the decimated proxy need not be consistently wound: no back-face culling
             renderer=Renderer(RenderMesh.from_arrays(proxy_v, proxy_f.long(),
                                                      device=self.device),
@@ -133,6 +133,8 @@ class ObjectTracker:
         self._frames_without_update = 0
         self._frames_inconsistent = 0  # implausible frames in a row (divergence detection)
         self.divergences = 0  # times the track was declared LOST as diverged
+        self._model_covariance = torch.diag(
+            torch.as_tensor(self.config.model_std, dtype=torch.float64) ** 2)
         self._warm_up()
 
     def _warm_up(self) -> None:
@@ -248,10 +250,16 @@ class ObjectTracker:
         self._prev_stamp = frame.stamp_ns
         lat['total'] = time.perf_counter() - t0
         return TrackResult(stamp_ns=frame.stamp_ns, T_cam_obj=self.ekf.T.numpy().copy(),
-                           covariance=self.ekf.P.numpy().copy(), status=status,
+                           covariance=self.published_covariance(), status=status,
                            status_reason=reason, contacts=contacts,
                            updates=tuple(updates), mask_source=source,
                            silhouette_iou=iou, latency_s=lat)
+
+    def published_covariance(self) -> np.ndarray:
+        """(6, 6) the covariance a result carries: the filter's ``P`` plus the model-mismatch
+        covariance ``diag(model_std)^2`` (an error of the object or hand model is a bias the
+        filter cannot average away over frames: ``P`` alone shrinks below it)."""
+        return (self.ekf.P + self._model_covariance).numpy().copy()
 
     def predict_only(self, stamp_ns: int, reason: str) -> TrackResult:
         """An estimate for an image that cannot be tracked (a frame the inputs could not
@@ -276,7 +284,7 @@ class ObjectTracker:
         self._prev_stamp = stamp_ns
         self._reason = f'predict only: {reason}'
         return TrackResult(stamp_ns=stamp_ns, T_cam_obj=self.ekf.T.numpy().copy(),
-                           covariance=self.ekf.P.numpy().copy(), status=self._status,
+                           covariance=self.published_covariance(), status=self._status,
                            status_reason=self._reason, mask_source='none',
                            latency_s={'total': time.perf_counter() - t0})
 
@@ -300,17 +308,20 @@ class ObjectTracker:
             # While initialising the pose is only as good as the user's guess: image
             # measurements are not gated until the image has been accepted once.
             gate = not (m.from_image and self._status == TrackStatus.INITIALISING)
+            pose_noise = self._model_covariance if m.from_image else None
             if m.iterated:
                 iteration = itertools.count()
                 rec = self.ekf.update_iterated(m.name, lambda T: linearise(T, next(iteration)),
-                                               iterations=m.iterations(ctx), gate=gate)
+                                               iterations=m.iterations(ctx), gate=gate,
+                                               pose_noise=pose_noise)
                 if not rec.dimension:
                     continue
             else:
                 lin = linearise(self.ekf.T, 0)
                 if lin is None:
                     continue
-                rec = self.ekf.update(m.name, lin.residual, lin.R, rows=lin.rows, gate=gate)
+                rec = self.ekf.update(m.name, lin.residual, lin.R, rows=lin.rows, gate=gate,
+                                      pose_noise=pose_noise)
             updates.append(rec)
             if m.from_image:
                 image_accepted |= rec.accepted

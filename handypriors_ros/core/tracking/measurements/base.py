@@ -23,6 +23,7 @@ import torch
 
 from handypriors_ros.core.frames import Frame
 from handypriors_ros.core.models.hand import HandModel
+from handypriors_ros.core.models.object_model import ObjectModel
 from handypriors_ros.core.physics.sdf import WarpMeshSDF
 from handypriors_ros.core.render.mesh import RenderMesh
 from handypriors_ros.core.render.renderer import Renderer
@@ -71,6 +72,8 @@ class TrackingScene:
         hand_faces: (Fh, 3) the hand's triangles (``HandModel.mesh_faces``), on the device.
         renderer: the project's :class:`Renderer` of the proxy with the hand's faces, on the
             device: every ROI render goes through it.
+        object_model: the object (its texture or colours: the appearance measurement), or
+            None.
     """
     proxy_vertices: torch.Tensor
     proxy_faces: torch.Tensor
@@ -80,6 +83,7 @@ class TrackingScene:
     sdf: WarpMeshSDF
     hand_faces: torch.Tensor
     renderer: Renderer
+    object_model: ObjectModel | None = None
 
     def render(self, roi: RoiView, T_cam_obj: np.ndarray,
                hand_vertices_cam: torch.Tensor | None = None) -> RoiRender:
