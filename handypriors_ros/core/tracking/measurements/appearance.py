@@ -38,6 +38,8 @@ from handypriors_ros.core.tracking.measurements.base import (Linearisation, Line
 from handypriors_ros.core.tracking.measurements.contour import SampledImage
 
 METHODS = ('keypoints', 'direct')
+#: Gaussian smoothing of both images of the direct method [ROI px].
+_DIRECT_BLUR_PX = 2.5
 
 
 def _normalised_gray(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -185,6 +187,11 @@ class Appearance(Measurement):
 
             n = len(pr)
         else:  # direct
+            # Smoothed (a few pixels of basin: the prior is a frame's motion away); the
+            # observed image where the render has the object, so the background does not bleed.
+            g_r = cv2.GaussianBlur(g_r, (0, 0), _DIRECT_BLUR_PX)
+            g_o = cv2.GaussianBlur(np.where(vis | mask_o, g_o, 0.0).astype(np.float32), (0, 0),
+                                   _DIRECT_BLUR_PX)
             gx = cv2.Sobel(g_r, cv2.CV_32F, 1, 0, ksize=3)
             gy = cv2.Sobel(g_r, cv2.CV_32F, 0, 1, ksize=3)
             mag = np.where(vis_in & both, np.hypot(gx, gy), 0.0)
