@@ -11,7 +11,7 @@ from handypriors_ros.core.tracking.measurements.registry import (BUILTIN_MEASURE
 #: The built-in measurement types (``core.tracking.measurements``).
 MEASUREMENTS = BUILTIN_MEASUREMENTS
 #: The measurements a tracker uses by default, in their order.
-DEFAULT_MEASUREMENTS = ('object_center', 'contour', 'fingertip_contact')
+DEFAULT_MEASUREMENTS = ('appearance', 'object_center', 'contour', 'fingertip_contact')
 APPEARANCE_METHODS = ('keypoints', 'direct')
 DYNAMICS = ('contact', 'hand_rigid', 'constant')
 
@@ -91,8 +91,8 @@ class TrackerConfig:
     q_constant: tuple[float, ...] = (0.006, 0.006, 0.006, 0.08, 0.08, 0.08)
     measurements: tuple[str, ...] = DEFAULT_MEASUREMENTS
     contour_points: int = 160
-    contour_sigma_px: float = 2.0
-    contour_common_px: float = 0.5
+    contour_sigma_px: float = 3.0
+    contour_common_px: float = 2.5
     contour_outlier_px: float = 12.0
     center_sigma_px: float = 3.0
     fingertip_sigma_m: float = 0.002
@@ -103,7 +103,7 @@ class TrackerConfig:
     appearance_points: int = 200
     appearance_min_points: int = 6
     appearance_max_shift_px: float = 20.0
-    model_std: tuple[float, ...] = (0.0005, 0.0005, 0.0005, 0.005, 0.005, 0.005)
+    model_std: tuple[float, ...] = (0.004, 0.004, 0.008, 0.05, 0.05, 0.05)
     iterations: int = 1
     init_iterations: int = 4
     roi_size_px: int = 128
