@@ -78,6 +78,11 @@ class TrackerConfig:
             (model and calibration errors); deeper is evidence of a wrong pose. A frame with
             any such evidence (IoU, the contour's NIS above its gate, penetration) is
             implausible; ``lost_after_frames`` in a row make the track LOST (divergence).
+        max_hand_gap_m: a held object farther than this from every hand point at an estimate
+            is evidence of a wrong pose (or of an object no longer held).
+        divergence_nis_probability: the contour's NIS above this chi-square quantile is
+            evidence of a wrong pose (the gate, ``gate_probability``, only rejects the
+            update).
         max_position_std_m: position std beyond which the track is LOST.
         reinit_min_iou: a re-initialisation hypothesis must overlap the mask this much.
         segmenter: ``'auto'`` (the mask topic when a mask comes, else the built-in colour
@@ -112,6 +117,8 @@ class TrackerConfig:
     lost_after_frames: int = 6
     min_iou: float = 0.5
     max_penetration_m: float = 0.010
+    max_hand_gap_m: float = 0.02
+    divergence_nis_probability: float = 0.99
     max_position_std_m: float = 0.05
     reinit_min_iou: float = 0.5
     segmenter: str = 'auto'
@@ -148,6 +155,11 @@ class TrackerConfig:
                      'appearance_max_shift_px'):
             if not getattr(self, name) > 0:
                 raise InputError(f'{name}: expected > 0, got {getattr(self, name)}')
+        if not self.max_hand_gap_m > 0:
+            raise InputError(f'max_hand_gap_m: expected > 0, got {self.max_hand_gap_m}')
+        if not 0 < self.divergence_nis_probability < 1:
+            raise InputError(f'divergence_nis_probability: expected in (0, 1), got '
+                             f'{self.divergence_nis_probability}')
         if not self.max_penetration_m > 0:
             raise InputError(f'max_penetration_m: expected > 0, got {self.max_penetration_m}')
         if self.roi_size_px < 32:
@@ -162,7 +174,10 @@ def ablation_configs(base: TrackerConfig | None = None) -> dict[str, TrackerConf
     - ``dyn_only``: contact dynamics, no measurement;
     - ``contour_only`` / ``center_only`` / ``fingertip_only``: contact dynamics + one
       measurement type;
-    - ``hand_rigid_dyn``: the object moves with the hand root + all measurements.
+    - ``hand_rigid_dyn``: the object moves with the hand root + all measurements;
+    - ``no_appearance``: without the appearance measurement;
+    - ``no_contact``: without the hand's contacts: no fingertip measurement, hand-root
+      dynamics (the contact fit off).
     """
     base = base or TrackerConfig()
     return {
@@ -173,4 +188,8 @@ def ablation_configs(base: TrackerConfig | None = None) -> dict[str, TrackerConf
         'center_only': replace(base, measurements=('object_center',)),
         'fingertip_only': replace(base, measurements=('fingertip_contact',)),
         'hand_rigid_dyn': replace(base, dynamics='hand_rigid'),
+        'no_appearance': replace(base, measurements=tuple(
+            m for m in base.measurements if m != 'appearance')),
+        'no_contact': replace(base, dynamics='hand_rigid', measurements=tuple(
+            m for m in base.measurements if m != 'fingertip_contact')),
     }

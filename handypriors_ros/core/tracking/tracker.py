@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import trimesh
 from scipy.spatial.transform import Rotation
+from scipy.stats import chi2
 
 from handypriors_ros.core.devices import resolve_device
 from handypriors_ros.core.errors import HandyPriorsError, InputError
@@ -229,9 +230,11 @@ class ObjectTracker:
 
         # The hand's deepest point inside the object at the last posterior (the predict step's
         # contact query): a held object does not go through the fingers.
-        penetration = (max(0.0, -motion.min_distance_m)
-                       if motion is not None and np.isfinite(motion.min_distance_m) else 0.0)
-        self._update_status(ctx.roi, mask, image_accepted, confirmed, updates, iou, penetration)
+        # (negative: how deep; positive: how far the object is from the hand).
+        hand_distance = (motion.min_distance_m if motion is not None
+                         and np.isfinite(motion.min_distance_m) else 0.0)
+        self._update_status(ctx.roi, mask, image_accepted, confirmed, updates, iou,
+                            hand_distance)
         # This frame's answer: a LOST frame stays LOST even when a re-initialisation follows
         # (it takes effect from the next frame), so a divergence is always reported.
         status, reason = self._status, self._reason
@@ -326,7 +329,8 @@ class ObjectTracker:
             if m.from_image:
                 image_accepted |= rec.accepted
             if m in confirming:
-                ok = rec.accepted and rec.nis <= rec.gate
+                ok = rec.accepted and rec.nis <= chi2.ppf(self.config.divergence_nis_probability,
+                                                          rec.dimension)
                 confirmed = ok if confirmed is None else (confirmed or ok)
         return updates, image_accepted, confirmed
 
@@ -351,13 +355,15 @@ class ObjectTracker:
         return full > 0.5, 'builtin'
 
     def _update_status(self, roi, mask, image_accepted: bool, confirmed: bool | None,
-                       updates: list[UpdateRecord], iou: float, penetration: float) -> None:
+                       updates: list[UpdateRecord], iou: float, hand_distance: float) -> None:
         """Status and reason after the update; divergence detection.
 
         A frame is implausible when the rendered silhouette at the prediction overlaps the mask
-        less than ``min_iou``, when the shape measurement fails its gate (NIS above the
-        chi-square gate, checked while initialising too), or when the hand is more than
-        ``max_penetration_m`` inside the object at the last estimate. ``lost_after_frames``
+        less than ``min_iou``, when the shape measurement is rejected or its NIS is above the
+        chi-square ``divergence_nis_probability`` quantile (checked while initialising too),
+        when the hand is more than ``max_penetration_m`` inside the object at the last
+        estimate, or when the held object is more than ``max_hand_gap_m`` away from every
+        hand point. ``lost_after_frames``
         implausible frames in a row (a frame with a mask and none of these resets the count)
         make the track LOST: a wrong initial orientation or a lost object is noticed within
         that many frames instead of being published as TRACKING.
@@ -366,17 +372,21 @@ class ObjectTracker:
         evidence = []
         if np.isfinite(iou) and iou < cfg.min_iou:
             evidence.append(f'silhouette IoU {iou:.2f} < {cfg.min_iou:g}')
+        penetration = max(0.0, -hand_distance)
         if confirmed is False:
             names = {m.name for m in self.measurements if m.confirms_track} or {
                 m.name for m in self.measurements if m.from_image}
-            rec = next((u for u in updates if u.name in names
-                        and (u.nis > u.gate or not u.accepted)), None)
-            evidence.append(f'{rec.name} NIS {rec.nis:.0f} > gate {rec.gate:.0f}'
-                            if rec is not None and np.isfinite(rec.nis)
-                            else 'shape measurement rejected')
+            rec = next((u for u in updates if u.name in names), None)
+            evidence.append(
+                f'{rec.name} NIS {rec.nis:.0f} > '
+                f'{chi2.ppf(cfg.divergence_nis_probability, rec.dimension):.0f}'
+                if rec is not None and np.isfinite(rec.nis) else 'shape measurement rejected')
         if penetration > cfg.max_penetration_m:
             evidence.append(f'hand {penetration * 1000:.0f} mm inside the object '
                             f'(> {cfg.max_penetration_m * 1000:g} mm)')
+        if hand_distance > cfg.max_hand_gap_m:
+            evidence.append(f'object {hand_distance * 1000:.0f} mm from the hand '
+                            f'(> {cfg.max_hand_gap_m * 1000:g} mm)')
         if evidence:
             self._frames_inconsistent += 1
         elif np.isfinite(iou):
