@@ -520,6 +520,9 @@ def test_predict_only_keeps_the_pose_grows_the_covariance_and_says_so(seq):
     np.testing.assert_allclose(r.T_cam_obj, first.T_cam_obj)
     np.testing.assert_allclose(r.covariance,
                                first.covariance + np.diag(np.asarray(cfg.q_constant) ** 2))
+    # published: the filter's covariance plus the model mismatch
+    np.testing.assert_allclose(r.covariance, tracker.ekf.P.numpy()
+                               + np.diag(np.asarray(cfg.model_std) ** 2))
     with pytest.raises(InputError, match='time going backwards'):
         tracker.predict_only(stamp, 'again')
     nxt = tracker.step(seq['frames'][1])  # tracking resumes over both intervals
