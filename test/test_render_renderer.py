@@ -146,6 +146,8 @@ def test_input_validation():
         RenderSettings(near_m=0.0)
     with pytest.raises(InputError, match='^camera: expected a PinholeCamera'):
         r.render(CAM.K, pose((0, 0, 0.3)))
+    with pytest.raises(InputError, match=r'^hand_vertices_cam: expected a tensor \(B, Vh, 3\)'):
+        r.hand_depth(CAM, hand_at(0.24)[0])
     with pytest.raises(InputError, match='^camera: expected a CameraBatch of 2'):
         r.render(CameraBatch.of([CAM]), pose((0, 0, 0.3), batch=2))
     with pytest.raises(InputError, match='^far_m'):
@@ -165,23 +167,35 @@ needs_nvdiffrast = pytest.mark.skipif(
 
 @needs_nvdiffrast
 def test_nvdiffrast_matches_soft_backend():
+    """Both backends antialias the same hard z-buffer analytically: at 128x128 their
+    silhouettes agree (soft IoU >= 0.99) and their pose gradients point the same way."""
+    cam = PinholeCamera(200.0, 200.0, 63.5, 63.5, 128, 128)
     faces = torch.tensor(finger_box().faces)
     soft = Renderer(sphere_mesh(), hand_faces=faces, backend='soft', device='cuda')
     nvd = Renderer(sphere_mesh(), hand_faces=faces, backend='auto', device='cuda')
     assert nvd.backend == 'nvdiffrast'
     T = pose((0.005, -0.01, 0.3), rotvec=(0.3, 0.1, 0.0)).cuda()
     hand = hand_at(0.24).cuda()
-    a = soft.render(CAM, T, hand)
-    b = nvd.render(CAM, T, hand)
+    a = soft.render(cam, T, hand)
+    b = nvd.render(cam, T, hand)
     both = (a.object_depth > 0) & (b.object_depth > 0)
     only = (a.object_depth > 0) ^ (b.object_depth > 0)
-    assert only.sum() <= 0.02 * both.sum()  # same pixels (edges may differ)
+    assert only.sum() <= 0.01 * both.sum()  # same pixels (a few on edges may differ)
     torch.testing.assert_close(a.object_depth[both], b.object_depth[both], atol=1e-4, rtol=0)
     torch.testing.assert_close(a.object_rgb[both], b.object_rgb[both], atol=2e-3, rtol=0)
-    torch.testing.assert_close(a.hand_mask.round(), b.hand_mask.round(), atol=0, rtol=0)
-    iou = ((a.object_mask > 0.5) & (b.object_mask > 0.5)).sum() / \
-        ((a.object_mask > 0.5) | (b.object_mask > 0.5)).sum()
-    assert iou > 0.95
+    iou = torch.minimum(a.object_mask, b.object_mask).sum() / \
+        torch.maximum(a.object_mask, b.object_mask).sum()
+    assert iou >= 0.99, float(iou)
+    target = soft.render(cam, pose((0.009, -0.006, 0.31), rotvec=(0.35, 0.1, 0.05)).cuda(),
+                         hand).object_mask
+    grads = []
+    for r in (soft, nvd):
+        xi = torch.zeros(1, 6, device='cuda', requires_grad=True)
+        out = r.render(cam, se3_exp(xi) @ T, hand)
+        grad, = torch.autograd.grad(mask_loss(out.object_mask, target).sum(), xi)
+        grads.append(grad[0])
+    cosine = torch.nn.functional.cosine_similarity(grads[0], grads[1], dim=0)
+    assert cosine >= 0.95, (float(cosine), grads)
 
 
 @needs_nvdiffrast

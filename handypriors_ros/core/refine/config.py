@@ -133,7 +133,8 @@ class RefineConfig:
         if self.roi_size_px < 16:
             raise InputError(f'roi_size_px: expected >= 16 px, got {self.roi_size_px}')
         for name in ('lr_translation_m', 'lr_rotation', 'lr_hand_root', 'contact_threshold_m',
-                     'init_contact_threshold_m', 'near_hand_m', 'sdf_max_distance_m', 'output_std_m', 'output_std_rad'):
+                     'init_contact_threshold_m', 'near_hand_m', 'sdf_max_distance_m',
+                     'output_std_m', 'output_std_rad'):
             _check_number(name, getattr(self, name), minimum=0.0, strict=True)
         for name in ('lr_final_fraction', 'adam_beta1', 'adam_beta2', 'ambient', 'diffuse',
                      'physics_warmup_fraction'):

@@ -15,9 +15,10 @@
 :meth:`RefineProblem.image_losses` renders a set of frames at their poses in one call of the
 project's :class:`~handypriors_ros.core.render.renderer.Renderer` (the frames' ROI cameras as a
 :class:`~handypriors_ros.core.render.camera.CameraBatch` on one canvas; on CUDA one nvdiffrast
-call) and returns their rendering priors (eqs. 1-2, ``core.render.losses``); :meth:`RefineProblem.physics_losses` returns the
-physics priors (eqs. 3-5) of the whole sequence. Both are differentiable w.r.t. the object
-poses and the hand-root correction. Units and normalisation: ``config`` module.
+call) and returns their rendering priors (eqs. 1-2, ``core.render.losses``);
+:meth:`RefineProblem.physics_losses` returns the physics priors (eqs. 3-5) of the whole
+sequence. Both are differentiable w.r.t. the object poses and the hand-root correction.
+Units and normalisation: ``config`` module.
 
 :func:`quasistatic_poses` is the initialisation without a tracker: the first pose carried
 through the sequence by the rigid motion of the hand's contact points (eq. 9).

@@ -1,4 +1,5 @@
-"""Differentiable rendering priors: camera model, rasterizers, renderer and image losses.
+"""The project's one renderer and the rendering priors: camera model, rasterizers, renderer,
+image losses, regions of interest and outlines.
 
 Conventions: camera optical frame (x right, y down, z forward), pixel (i, j) centred at
 ``(u, v) = (i, j)`` as in OpenCV, batch first, float32 by default. See ``camera`` for the one
@@ -36,6 +37,7 @@ from handypriors_ros.core.render.mesh import (
     front_facing,
     vertex_normals,
 )
+from handypriors_ros.core.render.overlay import draw_outline, outline_mask
 from handypriors_ros.core.render.renderer import (
     RenderOutput,
     Renderer,
@@ -44,9 +46,14 @@ from handypriors_ros.core.render.renderer import (
     SceneRender,
     nvdiffrast_available,
 )
+from handypriors_ros.core.render.roi import RoiView, make_roi
 from handypriors_ros.core.render.texture import sample_texture
 
 __all__ = [
+    'RoiView',
+    'draw_outline',
+    'make_roi',
+    'outline_mask',
     'CameraBatch',
     'SceneRaster',
     'antialias_silhouette',

@@ -5,7 +5,8 @@ centre is) and corrects the pixels next to the silhouette by where the mesh's si
 cross the segments between neighbouring pixel centres (the idea of nvdiffrast's
 ``antialias``, written here from its description):
 
-- a silhouette edge that is mostly vertical (``|dv| >= |du|`` in pixels) crosses each image row ``v = j`` it spans once, at ``u = c``; with ``i = floor(c)`` and
+- a silhouette edge that is mostly vertical (``|dv| >= |du|`` in pixels) crosses each image
+  row ``v = j`` it spans once, at ``u = c``; with ``i = floor(c)`` and
   ``s = c - i``, it separates the horizontal pixel pair ``(i, j) | (i + 1, j)``;
 - when exactly one pixel of that pair is in the hard mask and the other is not covered by the
   object at all (not merely hidden by an occluder, whose edge is not the object's), both
@@ -41,7 +42,8 @@ def _crossings(pa: torch.Tensor, pb: torch.Tensor, batch: torch.Tensor, axis: in
         limit: number of lines (image height for rows, width for columns).
     Returns:
         batch (N,), line k (N,) int64, crossing coordinate c (N,) along the other axis and
-        the edge's slope dc/dk (N,) (both differentiable). Lines are taken half-open ``min <= k < max`` so that two edges
+        the edge's slope dc/dk (N,) (both differentiable). Lines are taken half-open
+        ``min <= k < max`` so that two edges
         sharing an end point on a line count it once.
     """
     other = 1 - axis

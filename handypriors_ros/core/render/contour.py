@@ -258,7 +258,8 @@ def select_contour_samples(renderer, camera, T_cam_obj: torch.Tensor,
     return ContourSamples(edge_vertices=edge_vertices, t=t_out, valid=valid)
 
 
-def contour_points(renderer, camera, T_cam_obj: torch.Tensor, samples: ContourSamples) -> torch.Tensor:
+def contour_points(renderer, camera, T_cam_obj: torch.Tensor,
+                   samples: ContourSamples) -> torch.Tensor:
     """Pixel positions of contour samples at poses ``T_cam_obj``, differentiable.
 
     Args:

@@ -64,6 +64,9 @@ class RenderSettings:
         background_rgb: colour where the object (or, in scenes, anything) is absent.
         antialias: antialias the silhouettes (area coverage along their edges; their only
             source of gradients w.r.t. the pose). False: hard 0/1 masks.
+        flat_shading: :meth:`Renderer.render_scene` shades each face with its own normal,
+            turned towards the camera (two-sided: meshes of unknown winding such as the hand),
+            instead of interpolating vertex normals.
     """
 
     near_m: float = 0.01
@@ -74,6 +77,7 @@ class RenderSettings:
     diffuse: float = 0.6
     background_rgb: tuple[float, float, float] = (0.0, 0.0, 0.0)
     antialias: bool = True
+    flat_shading: bool = False
 
     def __post_init__(self) -> None:
         for name in ('near_m', 'far_m'):
@@ -92,7 +96,7 @@ class RenderSettings:
                 raise InputError(f'{name}: expected three finite numbers, got {value!r}')
         if math.fsum(float(x) ** 2 for x in self.light_dir_cam) == 0:
             raise InputError('light_dir_cam: expected a non-zero direction, got (0, 0, 0)')
-        for name in ('cull_backfaces', 'antialias'):
+        for name in ('cull_backfaces', 'antialias', 'flat_shading'):
             if not isinstance(getattr(self, name), bool):
                 raise InputError(f'{name}: expected a bool, got {getattr(self, name)!r}')
 
@@ -365,6 +369,9 @@ class Renderer:
         Not culled: hand meshes assembled from URDF links need not be consistently wound.
         Pass it to :meth:`render` to reuse it while only the object moves.
         """
+        if not isinstance(hand_vertices_cam, torch.Tensor) or hand_vertices_cam.dim() != 3:
+            raise InputError(f'hand_vertices_cam: expected a tensor (B, Vh, 3), got '
+                             f'{tuple(getattr(hand_vertices_cam, "shape", ()))}')
         hand = self._check_hand(hand_vertices_cam, hand_vertices_cam.shape[0])
         self._check_camera(camera, hand.shape[0])
         return self._raster(camera, hand.detach(), self.hand_faces, None).depth
@@ -514,6 +521,21 @@ class Renderer:
         hand_mask = (torch.isfinite(hand_depth) & (hand_depth < obj_raster.depth)).to(self.dtype)
         return object_mask, hand_mask, object_depth, object_rgb
 
+    def _flat_shade(self, verts: torch.Tensor, faces: torch.Tensor,
+                    raster: HardRaster) -> torch.Tensor:
+        """(B, H, W, 1) two-sided Lambertian factor of each pixel's face (1 where empty)."""
+        s = self.settings
+        tri = verts[:, faces]  # (B, F, 3, 3)
+        n = torch.linalg.cross(tri[:, :, 1] - tri[:, :, 0], tri[:, :, 2] - tri[:, :, 0], dim=-1)
+        n = n / torch.linalg.vector_norm(n, dim=-1, keepdim=True).clamp(min=1e-12)
+        n = torch.where(((n * tri.mean(2)).sum(-1) > 0)[..., None], -n, n)  # towards the camera
+        light = torch.tensor(s.light_dir_cam, dtype=self.dtype, device=self.device)
+        light = light / torch.linalg.vector_norm(light)
+        shade = s.ambient + s.diffuse * (-(n * light).sum(-1)).clamp(min=0.0)  # (B, F)
+        fi = raster.face_index.clamp(min=0)
+        per_pixel = torch.gather(shade, 1, fi.reshape(fi.shape[0], -1)).reshape(fi.shape)
+        return torch.where(raster.covered, per_pixel, torch.ones_like(per_pixel))[..., None]
+
     @torch.no_grad()
     def render_scene(self, camera: Camera, T_cam_obj: torch.Tensor,
                      hand_vertices_cam: torch.Tensor | None = None) -> SceneRender:
@@ -528,8 +550,14 @@ class Renderer:
         hand = self._check_inputs(camera, T_cam_obj, hand_vertices_cam)
         B = T_cam_obj.shape[0]
         mesh = self.object_mesh
+        flat = self.settings.flat_shading
         verts = transform_points(T_cam_obj, mesh.vertices)
-        colors = self._object_color_attributes(T_cam_obj)
+        if flat:  # albedo (or uv + 1) now, shading per face after the raster
+            colors = (mesh.vertex_colors.expand(B, -1, -1) if not mesh.textured else
+                      torch.cat([mesh.uv, torch.ones_like(mesh.uv[:, :1])], -1)
+                      .expand(B, -1, -1))
+        else:
+            colors = self._object_color_attributes(T_cam_obj)
         faces = mesh.faces
         F = faces.shape[0]
         face_mask = self._face_mask(verts, faces)
@@ -538,7 +566,8 @@ class Renderer:
             if hand_albedo is None or hand_albedo.shape[0] != hand.shape[1]:
                 hand_albedo = torch.full((hand.shape[1], 3), 0.8, dtype=self.dtype,
                                          device=self.device)
-            hand_colors = self._shaded_colors(hand_albedo, vertex_normals(hand, self.hand_faces))
+            hand_colors = (hand_albedo.expand(B, -1, -1) if flat else self._shaded_colors(
+                hand_albedo, vertex_normals(hand, self.hand_faces)))
             faces = torch.cat([faces, self.hand_faces + verts.shape[1]], dim=0)
             verts = torch.cat([verts, hand], dim=1)
             colors = torch.cat([colors, hand_colors], dim=1)
@@ -552,6 +581,8 @@ class Renderer:
         rgb = interpolate(colors, faces, raster, bg)
         if mesh.textured:
             rgb = torch.where(object_mask[..., None], self._attributes_to_rgb(rgb), rgb)
+        if flat:
+            rgb = rgb * self._flat_shade(verts, faces, raster)
         rgb = rgb.clamp(0.0, 1.0)
         depth = torch.where(raster.covered, raster.depth, torch.zeros_like(raster.depth))
         hand_mask = raster.face_index >= F
