@@ -2,12 +2,18 @@
 
 Per camera image: predict the object's motion from the hand's (contact dynamics, module
 ``dynamics``), then correct it with what the image shows: the configured measurements
-(``TrackerConfig.measurements``, package ``measurements``: by default the object centre, the
-observed mask's distance transform along the rendered silhouette, and the fingertips that touch
-it), applied in order. The mask comes from the mask topic or, when a frame has none, from a
-built-in colour segmenter learned on well-tracked frames. Loss of track is detected (no image
-measurement accepted for several frames, covariance growth, object out of view) and the tracker
-re-initialises itself by rendering and comparing hypotheses around the last pose and the mask.
+(``TrackerConfig.measurements``, package ``measurements``: by default the object's texture
+rendered vs the image (appearance), the object centre, the observed mask's distance transform
+along the rendered silhouette, and the fingertips that touch it), applied in order. The mask
+comes from the mask topic or, when a frame has none, from a built-in colour segmenter learned
+on well-tracked frames. Loss of track is detected (no image measurement accepted for several
+frames, covariance growth, object out of view) and so is divergence (``lost_after_frames``
+implausible frames in a row: low silhouette IoU, the contour's NIS above its chi-square
+quantile, the hand inside the object or the object away from the hand); the tracker then
+re-initialises itself by rendering and comparing hypotheses around the last pose and the mask
+(after a divergence also the 24 rotations by multiples of 90 degrees). The published covariance
+is the filter's plus the model-mismatch covariance (``TrackerConfig.model_std``). An image that
+cannot be assembled into a frame gets :meth:`ObjectTracker.predict_only`.
 
 Device: kinematics, the SDF queries, the contact fit and the rendering run on the tracker's
 device; the EKF (6x6 float64) and the measurement residuals' autodiff stay on the CPU.
