@@ -21,6 +21,12 @@ Pieces, in the order a benchmark uses them:
 Errors per frame (``handypriors_ros.core.metrics``): ADD-S and ADD over the object model's
 surface samples, translation error of the mesh origin and geodesic rotation error. A frame
 whose returned pose is not a finite rigid transform scores ``inf``.
+
+Covariance consistency: the normalised estimation error squared (NEES) of each frame,
+``e^T P^-1 e`` with ``e = (t_gt - t, log(R_gt R^T))`` in the EKF's error coordinates
+(``core.tracking.ekf``) and ``P`` the returned covariance; a consistent 6-DoF estimate has
+mean 6 and 99.7 % of its frames below the chi-square bound (20.1). NaN where the method
+returns no usable covariance (the baselines).
 """
 from __future__ import annotations
 
@@ -35,6 +41,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Protocol
 
 import numpy as np
+from scipy.stats import chi2
 
 from handypriors_ros import interfaces
 from handypriors_ros.core import metrics
@@ -301,6 +308,7 @@ class EvalResult:
         translation_m: (N,) error of the mesh origin [m]. rotation_deg: (N,) [deg].
         step_ms: (N,) wall time of each ``step`` call [ms].
         status: (N,) int :class:`TrackStatus` values.
+        nees: (N,) NEES of the returned covariance (module docstring; NaN: none).
         symmetric: whether the object is rotationally symmetric (ADD-S is the fair figure).
     """
     method: str
@@ -315,6 +323,7 @@ class EvalResult:
     step_ms: np.ndarray
     status: np.ndarray
     symmetric: bool
+    nees: np.ndarray | None = None
 
 
 def _valid_pose(T: np.ndarray) -> bool:
@@ -348,6 +357,33 @@ def frame_errors(T_est: np.ndarray, T_gt: np.ndarray, points: np.ndarray
     return out
 
 
+#: Probability of the chi-square bound of the "NEES inside" figure (6 degrees of freedom).
+NEES_BOUND_PROBABILITY = 0.997
+
+
+def nees(T_est: np.ndarray, T_gt: np.ndarray, P: np.ndarray) -> np.ndarray:
+    """(N,) NEES ``e^T P^-1 e`` (module docstring); NaN where ``P`` is not a finite positive
+    definite (6, 6) matrix or the pose is not a rigid transform.
+
+    Args:
+        T_est, T_gt: (N, 4, 4). P: (N, 6, 6) over (x y z rx ry rz), camera axes.
+    """
+    from scipy.spatial.transform import Rotation
+    out = np.full(len(T_est), np.nan)
+    for i, (T, G, C) in enumerate(zip(T_est, T_gt, P)):
+        if not (_valid_pose(T) and C.shape == (6, 6) and np.isfinite(C).all()):
+            continue
+        e = np.concatenate([G[:3, 3] - T[:3, 3],
+                            Rotation.from_matrix(G[:3, :3] @ T[:3, :3].T).as_rotvec()])
+        try:
+            L = np.linalg.cholesky(0.5 * (C + C.T))
+        except np.linalg.LinAlgError:
+            continue
+        y = np.linalg.solve(L, e)
+        out[i] = float(y @ y)
+    return out
+
+
 def evaluate(tracker_factory: Callable[[Sequence], Tracker], sequence: Sequence, *,
              method: str = 'tracker') -> EvalResult:
     """Run a tracker over a sequence and score every frame.
@@ -366,6 +402,7 @@ def evaluate(tracker_factory: Callable[[Sequence], Tracker], sequence: Sequence,
     poses = np.empty((n, 4, 4))
     step_ms = np.empty(n)
     status = np.empty(n, dtype=np.int64)
+    cov = np.full((n, 6, 6), np.nan)
     for i, frame in enumerate(sequence.frames):
         start = time.perf_counter()
         result = tracker.step(frame)
@@ -379,12 +416,16 @@ def evaluate(tracker_factory: Callable[[Sequence], Tracker], sequence: Sequence,
                              f'{T.shape}')
         poses[i] = T
         status[i] = int(result.status)
+        C = getattr(result, 'covariance', None)
+        if C is not None and np.shape(C) == (6, 6):
+            cov[i] = C
     points = sequence.object_model.sample_points.detach().cpu().numpy().astype(np.float64)
     errors = frame_errors(poses, sequence.T_cam_obj_gt, points)
     return EvalResult(method=method, sequence=sequence.name, stamps_ns=sequence.stamps_ns,
                       T_cam_obj=poses, T_cam_obj_gt=sequence.T_cam_obj_gt.copy(),
                       step_ms=step_ms, status=status,
-                      symmetric=bool(sequence.object_model.symmetry.is_symmetric), **errors)
+                      symmetric=bool(sequence.object_model.symmetry.is_symmetric),
+                      nees=nees(poses, sequence.T_cam_obj_gt, cov), **errors)
 
 
 # --------------------------------------------------------------------------------------------
@@ -405,6 +446,8 @@ class Summary:
         rotation_mean_deg, translation_mean_mm: mean pose errors.
         ms_p50, ms_p99: percentiles of the per-frame step time [ms].
         lost_frames: frames reported LOST.
+        nees_mean: mean NEES over the frames with one (NaN: none).
+        nees_inside_pct: % of those frames inside the 99.7 % chi-square bound.
     """
     method: str
     sequence: str
@@ -418,6 +461,8 @@ class Summary:
     ms_p50: float
     ms_p99: float
     lost_frames: int
+    nees_mean: float = float('nan')
+    nees_inside_pct: float = float('nan')
 
 
 def summarise(results: EvalResult | Iterable[EvalResult], *, method: str | None = None,
@@ -432,6 +477,10 @@ def summarise(results: EvalResult | Iterable[EvalResult], *, method: str | None 
 
     add_s = cat('add_s_m')
     step_ms = cat('step_ms')
+    ne = np.concatenate([r.nees if r.nees is not None else np.full(len(r.add_s_m), np.nan)
+                         for r in rs])
+    ne = ne[np.isfinite(ne)]
+    bound = float(chi2.ppf(NEES_BOUND_PROBABILITY, 6))
     return Summary(
         method=method or rs[0].method,
         sequence=sequence or (rs[0].sequence if len(rs) == 1 else 'all'),
@@ -444,7 +493,9 @@ def summarise(results: EvalResult | Iterable[EvalResult], *, method: str | None 
         translation_mean_mm=float(cat('translation_m').mean() * 1e3),
         ms_p50=float(np.percentile(step_ms, 50)),
         ms_p99=float(np.percentile(step_ms, 99)),
-        lost_frames=int((cat('status') == int(TrackStatus.LOST)).sum()))
+        lost_frames=int((cat('status') == int(TrackStatus.LOST)).sum()),
+        nees_mean=float(ne.mean()) if len(ne) else float('nan'),
+        nees_inside_pct=float(100.0 * (ne <= bound).mean()) if len(ne) else float('nan'))
 
 
 _COLUMNS = (('method', 'method', '{}'), ('sequence', 'sequence', '{}'),
@@ -452,7 +503,8 @@ _COLUMNS = (('method', 'method', '{}'), ('sequence', 'sequence', '{}'),
             ('add_s_auc', 'ADD-S AUC', '{:.1f}'), ('add_s_below_10mm_pct', '<10mm %', '{:.0f}'),
             ('add_mean_mm', 'ADD mm', '{:.1f}'), ('rotation_mean_deg', 'rot deg', '{:.1f}'),
             ('translation_mean_mm', 'trans mm', '{:.1f}'), ('ms_p50', 'ms p50', '{:.1f}'),
-            ('ms_p99', 'ms p99', '{:.1f}'), ('lost_frames', 'lost', '{}'))
+            ('ms_p99', 'ms p99', '{:.1f}'), ('lost_frames', 'lost', '{}'),
+            ('nees_mean', 'NEES', '{:.1f}'), ('nees_inside_pct', 'NEES<99.7% %', '{:.0f}'))
 
 
 def format_table(summaries: Iterable[Summary]) -> str:
@@ -547,7 +599,9 @@ def write_report(results: Iterable[EvalResult], out_dir: str | Path, *,
     arrays = {}
     for r in rs:
         for key in ('stamps_ns', 'T_cam_obj', 'add_s_m', 'add_m', 'translation_m',
-                    'rotation_deg', 'step_ms', 'status'):
+                    'rotation_deg', 'step_ms', 'status', 'nees'):
+            if getattr(r, key) is None:
+                continue
             arrays[f'{r.method}/{r.sequence}/{key}'] = getattr(r, key)
     tmp = out / '.frames.tmp.npz'
     np.savez_compressed(tmp, **arrays)
@@ -556,6 +610,6 @@ def write_report(results: Iterable[EvalResult], out_dir: str | Path, *,
 
 
 __all__ = ['SequenceSpec', 'SyntheticSuite', 'Sequence', 'load_sequence',
-           'Tracker', 'EvalResult', 'frame_errors', 'evaluate', 'Summary', 'summarise',
+           'Tracker', 'EvalResult', 'frame_errors', 'nees', 'evaluate', 'Summary', 'summarise',
            'overall_summaries', 'format_table', 'plot_sequence', 'write_report',
            'default_cache_dir', 'CACHE_ENV']

@@ -180,3 +180,24 @@ def test_joseph_update_keeps_covariance_symmetric_positive_definite():
     _, _, ekf = _simulate(4, steps=40)
     torch.testing.assert_close(ekf.P, ekf.P.T)
     assert torch.linalg.eigvalsh(ekf.P).min() > 0
+
+
+def test_pose_noise_is_the_model_error_seen_through_the_measurement():
+    """A position measurement (H = [I 0]) with pose noise M equals, in the closed-form Kalman
+    update (numpy), the same measurement with noise R + M_tt: NIS, gain, posterior."""
+    rng = np.random.default_rng(1)
+    A = rng.normal(size=(6, 6))
+    P = A @ A.T * 1e-5 + np.eye(6) * 1e-6
+    M = np.diag([4e-3, 4e-3, 8e-3, 0.05, 0.05, 0.05]) ** 2
+    R = np.eye(3) * 1e-6
+    z = np.array([0.004, -0.002, 0.006])
+    ekf = PoseEKF(torch.eye(4), torch.as_tensor(P), gate_probability=0.999999)
+    rec = ekf.update('position', lambda d: (torch.as_tensor(z) - d[:, :3]), torch.as_tensor(R),
+                     rows=1, pose_noise=torch.as_tensor(M))
+    H = np.hstack([np.eye(3), np.zeros((3, 3))])
+    S = H @ P @ H.T + R + M[:3, :3]
+    K = P @ H.T @ np.linalg.inv(S)
+    assert rec.accepted and rec.nis == pytest.approx(z @ np.linalg.solve(S, z), rel=1e-9)
+    np.testing.assert_allclose(ekf.T[:3, 3].numpy(), K[:3] @ z, atol=1e-12)
+    P_post = (np.eye(6) - K @ H) @ P @ (np.eye(6) - K @ H).T + K @ (R + M[:3, :3]) @ K.T
+    np.testing.assert_allclose(ekf.P.numpy(), P_post, atol=1e-14)

@@ -189,3 +189,27 @@ def test_load_sequence_names_a_missing_file(tmp_path):
     with pytest.raises(InputError, match='ground_truth.npz'):
         (tmp_path / 'bag').mkdir()
         load_sequence(tmp_path)
+
+
+def test_nees_of_errors_drawn_from_the_covariance_is_chi_square_6():
+    """Errors drawn from N(0, P) (applied as the EKF's error coordinates) give NEES with the
+    chi-square(6) mean 6 and 99.7 % of frames inside its 99.7 % quantile (scipy's); a 10x too
+    confident covariance gives ~60 (the figure the accuracy issue measured)."""
+    from scipy.spatial.transform import Rotation
+    from scipy.stats import chi2
+    rng = np.random.default_rng(3)
+    n = 4000
+    A = rng.normal(size=(6, 6))
+    P = A @ A.T * 1e-5 + np.diag([1e-6] * 3 + [1e-4] * 3)
+    e = rng.multivariate_normal(np.zeros(6), P, size=n)
+    T_est = np.tile(np.eye(4), (n, 1, 1))
+    T_est[:, :3, 3] = [0.1, 0.0, 0.5]
+    T_gt = T_est.copy()
+    T_gt[:, :3, 3] += e[:, :3]
+    T_gt[:, :3, :3] = Rotation.from_rotvec(e[:, 3:]).as_matrix() @ T_est[:, :3, :3]
+    ne = tracker_eval.nees(T_est, T_gt, np.broadcast_to(P, (n, 6, 6)))
+    assert ne.mean() == pytest.approx(6.0, rel=0.05)
+    assert (ne <= chi2.ppf(0.997, 6)).mean() == pytest.approx(0.997, abs=0.003)
+    assert tracker_eval.nees(T_est, T_gt, np.broadcast_to(P / 10, (n, 6, 6))).mean() \
+        == pytest.approx(60.0, rel=0.05)
+    assert np.isnan(tracker_eval.nees(T_est[:1], T_gt[:1], np.full((1, 6, 6), np.nan))[0])

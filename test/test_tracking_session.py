@@ -117,3 +117,25 @@ def test_reset_needs_an_initial_pose(session):
         InitialPose(0, '', np.full((4, 4), np.nan))
     with pytest.raises(InputError, match='pose: expected an InitialPose'):
         session.add_initial_pose(_pose(0.1))
+
+
+def test_an_image_that_cannot_be_assembled_gets_a_predict_only_answer_after_initialisation():
+    """predict_only answers through the tracker once it has a pose (counted by status), and
+    answers nothing before (the assembler already reported that frame's problem)."""
+
+    class WithPredict(StandIn):
+        def predict_only(self, stamp_ns, reason):
+            if self.ekf is None:
+                raise NotInitialisedError('no pose')
+            return TrackResult(stamp_ns, self.initialised_with[-1], 2 * np.eye(6),
+                               TrackStatus.TRACKING, f'predict only: {reason}')
+
+    s = TrackingSession(WithPredict(), TransformBuffer(), ProblemCounter(),
+                        stamp_tolerance_ns=MS)
+    assert s.predict_only(T0, 'no joint state') is None and s.frames_predicted == 0
+    s.add_initial_pose(InitialPose(T0, '', _pose(0.1)))
+    s.step(_frame(0), CAM)
+    r = s.predict_only(T0 + 33 * MS, 'no joint state within 20 ms')
+    assert r.status_reason == 'predict only: no joint state within 20 ms'
+    assert s.frames_predicted == 1 and s.frames_tracked == 1
+    assert s.status_counts['tracking'] == 2 and s.last_result is r

@@ -29,7 +29,8 @@ import numpy as np
 from handypriors_ros import interfaces
 from handypriors_ros.core.errors import InputError
 from handypriors_ros.core.frames import MODES, AssemblyConfig, HandNaming
-from handypriors_ros.core.tracking.config import DYNAMICS, MEASUREMENTS, TrackerConfig
+from handypriors_ros.core.tracking.config import (APPEARANCE_METHODS, DYNAMICS, MEASUREMENTS,
+                                                  TrackerConfig)
 from handypriors_ros.jobs.options import (DEVICE, OBJECT_FRAME, OBJECT_MESH, OBJECT_SCALE,
                                           InputOptions, check_initial_pose, initial_pose_option,
                                           input_options, load_object, open_input_bag,
@@ -180,13 +181,35 @@ _TRACKER_DOCS: dict[str, tuple[str, tuple[float, float] | None]] = {
     'min_iou': ('the predicted silhouette must overlap the observed mask at least this much '
                 '(intersection over union)', (0.0, 1.0)),
     'max_position_std_m': ('position std beyond which the track is LOST [m]', (1e-6, 100.0)),
+    'max_penetration_m': ('the hand may be at most this deep inside the object at an estimate '
+                          '[m]; deeper is evidence of divergence', (1e-6, 1.0)),
+    'max_hand_gap_m': ('a held object farther than this from every hand point is evidence of '
+                       'divergence [m]', (1e-6, 10.0)),
+    'divergence_nis_probability': ('the contour NIS above this chi-square quantile is '
+                                   'evidence of divergence', (1e-6, 0.999999999)),
+    'model_std': ('model-mismatch std as a pose error, x y z [m], rx ry rz [rad]: added to '
+                  'the image measurements\' noise (H M H^T) and to the published covariance',
+                  None),
+    'appearance_method': ('appearance measurement: keypoints (ORB matches between the '
+                          'rendered texture and the image) or direct (normalised intensity '
+                          'alignment)', None),
+    'appearance_roi_px': ('largest side of the appearance render [px]', (32, 4096)),
+    'appearance_sigma_px': ('noise std of an appearance keypoint [px]', (1e-3, 1e3)),
+    'appearance_sigma_intensity': ('noise std of a normalised intensity (direct appearance)',
+                                   (1e-3, 1e3)),
+    'appearance_points': ('most pixels of the direct appearance method', (3, 100000)),
+    'appearance_min_points': ('fewer appearance matches or pixels: no appearance update',
+                              (3, 100000)),
+    'appearance_max_shift_px': ('an appearance match moves at most this far from the '
+                                'prediction [px]', (1e-3, 1e4)),
     'reinit_min_iou': ('a re-initialisation hypothesis must overlap the mask at least this much '
                        '(intersection over union)', (0.0, 1.0)),
     'segmenter': ('object mask source: auto (the mask topic when a mask comes, else the built-in '
                   'colour segmenter), topic (never the built-in one) or builtin', None),
 }
 _TRACKER_READ_ONLY = ('gate_probability',)  # read when the filter is created
-_TRACKER_CHOICES = {'dynamics': DYNAMICS, 'segmenter': ('auto', 'topic', 'builtin')}
+_TRACKER_CHOICES = {'dynamics': DYNAMICS, 'segmenter': ('auto', 'topic', 'builtin'),
+                    'appearance_method': APPEARANCE_METHODS}
 
 
 def tracker_config_options() -> tuple[Option, ...]:

@@ -8,8 +8,11 @@ from handypriors_ros.core.errors import InputError
 from handypriors_ros.core.tracking.measurements.registry import (BUILTIN_MEASUREMENTS,
                                                                  measurement_names)
 
-#: The built-in measurement types (``core.tracking.measurements``), in the default order.
+#: The built-in measurement types (``core.tracking.measurements``).
 MEASUREMENTS = BUILTIN_MEASUREMENTS
+#: The measurements a tracker uses by default, in their order.
+DEFAULT_MEASUREMENTS = ('appearance', 'object_center', 'contour', 'fingertip_contact')
+APPEARANCE_METHODS = ('keypoints', 'direct')
 DYNAMICS = ('contact', 'hand_rigid', 'constant')
 
 
@@ -41,11 +44,28 @@ class TrackerConfig:
         contour_sigma_px / contour_common_px: independent and common (whole-contour) noise std.
         contour_outlier_px: points with a larger prior residual are dropped (segmenter errors).
         center_sigma_px: noise std of the object-centre measurement.
+        ``'appearance'``: the object's texture rendered in the region of interest vs the image
+            (``measurements.appearance``); it sees rotations the silhouette cannot.
         fingertip_sigma_m: noise std of the fingertip contact distance.
+        appearance_method: ``'keypoints'`` (ORB matches between the rendered texture and the
+            image -> reprojection residuals) or ``'direct'`` (normalised intensity alignment at
+            the rendered texture's strongest gradients).
+        appearance_roi_px: the appearance render's largest side [px].
+        appearance_sigma_px: noise std of a keypoint's position [full-resolution px].
+        appearance_sigma_intensity: noise std of a normalised intensity (direct method).
+        appearance_points: most pixels of the direct method.
+        appearance_min_points: fewer matches or pixels: no appearance update this frame.
+        appearance_max_shift_px: a keypoint match may move at most this far from the
+            prediction [full-resolution px].
         iterations: Gauss-Newton iterations of the contour update (iterated EKF) per frame
             while tracking (each re-renders the object: about 5-10 ms on 2 CPU cores).
         init_iterations: the same while initialising or lost (the initial guess can be
             centimetres off, where one linearisation overshoots).
+        model_std: model-mismatch std as a pose error (x y z [m], rx ry rz [rad], camera
+            axes): how closely the image can pin the pose given that the object mesh, the hand
+            model and the calibration are not exact. Each image measurement's noise gains
+            ``H diag(model_std)^2 H^T`` and the published covariance is ``P +
+            diag(model_std)^2``.
         roi_size_px: the region of interest around the object is rendered at most this size.
         gate_probability: Mahalanobis gate.
     Initial state and loss of track:
@@ -54,6 +74,15 @@ class TrackerConfig:
             mask is available), or with a silhouette IoU below ``min_iou``, before the status is
             LOST.
         min_iou: the predicted silhouette must overlap the observed mask at least this much.
+        max_penetration_m: the hand may be at most this deep inside the object at an estimate
+            (model and calibration errors); deeper is evidence of a wrong pose. A frame with
+            any such evidence (IoU, the contour's NIS above its gate, penetration) is
+            implausible; ``lost_after_frames`` in a row make the track LOST (divergence).
+        max_hand_gap_m: a held object farther than this from every hand point at an estimate
+            is evidence of a wrong pose (or of an object no longer held).
+        divergence_nis_probability: the contour's NIS above this chi-square quantile is
+            evidence of a wrong pose (the gate, ``gate_probability``, only rejects the
+            update).
         max_position_std_m: position std beyond which the track is LOST.
         reinit_min_iou: a re-initialisation hypothesis must overlap the mask this much.
         segmenter: ``'auto'`` (the mask topic when a mask comes, else the built-in colour
@@ -65,13 +94,21 @@ class TrackerConfig:
     q_contact: tuple[float, ...] = (0.0015, 0.0015, 0.0015, 0.02, 0.02, 0.02)
     q_hand_rigid: tuple[float, ...] = (0.003, 0.003, 0.003, 0.04, 0.04, 0.04)
     q_constant: tuple[float, ...] = (0.006, 0.006, 0.006, 0.08, 0.08, 0.08)
-    measurements: tuple[str, ...] = MEASUREMENTS
+    measurements: tuple[str, ...] = DEFAULT_MEASUREMENTS
     contour_points: int = 160
-    contour_sigma_px: float = 2.0
-    contour_common_px: float = 0.5
+    contour_sigma_px: float = 3.0
+    contour_common_px: float = 2.5
     contour_outlier_px: float = 12.0
     center_sigma_px: float = 3.0
     fingertip_sigma_m: float = 0.002
+    appearance_method: str = 'keypoints'
+    appearance_roi_px: int = 160
+    appearance_sigma_px: float = 2.0
+    appearance_sigma_intensity: float = 0.3
+    appearance_points: int = 200
+    appearance_min_points: int = 6
+    appearance_max_shift_px: float = 20.0
+    model_std: tuple[float, ...] = (0.004, 0.004, 0.008, 0.05, 0.05, 0.05)
     iterations: int = 1
     init_iterations: int = 4
     roi_size_px: int = 128
@@ -79,6 +116,9 @@ class TrackerConfig:
     initial_std: tuple[float, ...] = (0.01, 0.01, 0.01, 0.1, 0.1, 0.1)
     lost_after_frames: int = 6
     min_iou: float = 0.5
+    max_penetration_m: float = 0.010
+    max_hand_gap_m: float = 0.02
+    divergence_nis_probability: float = 0.99
     max_position_std_m: float = 0.05
     reinit_min_iou: float = 0.5
     segmenter: str = 'auto'
@@ -93,7 +133,7 @@ class TrackerConfig:
         if len(set(self.measurements)) != len(self.measurements):
             raise InputError(f'measurements: expected each name once, got '
                              f'{self.measurements}')
-        for name in ('q_contact', 'q_hand_rigid', 'q_constant', 'initial_std'):
+        for name in ('q_contact', 'q_hand_rigid', 'q_constant', 'initial_std', 'model_std'):
             v = getattr(self, name)
             if len(v) != 6 or min(v) <= 0:
                 raise InputError(f'{name}: expected 6 positive stds (x y z rx ry rz), got {v}')
@@ -102,6 +142,26 @@ class TrackerConfig:
                              f'{self.segmenter!r}')
         if self.contour_points < 8:
             raise InputError(f'contour_points: expected >= 8, got {self.contour_points}')
+        if self.appearance_method not in APPEARANCE_METHODS:
+            raise InputError(f'appearance_method: expected one of {APPEARANCE_METHODS}, got '
+                             f'{self.appearance_method!r}')
+        if self.appearance_roi_px < 32 or self.appearance_min_points < 3 \
+                or self.appearance_points < self.appearance_min_points:
+            raise InputError('appearance_roi_px >= 32, appearance_min_points >= 3 and '
+                             'appearance_points >= appearance_min_points expected, got '
+                             f'{self.appearance_roi_px}, {self.appearance_min_points}, '
+                             f'{self.appearance_points}')
+        for name in ('appearance_sigma_px', 'appearance_sigma_intensity',
+                     'appearance_max_shift_px'):
+            if not getattr(self, name) > 0:
+                raise InputError(f'{name}: expected > 0, got {getattr(self, name)}')
+        if not self.max_hand_gap_m > 0:
+            raise InputError(f'max_hand_gap_m: expected > 0, got {self.max_hand_gap_m}')
+        if not 0 < self.divergence_nis_probability < 1:
+            raise InputError(f'divergence_nis_probability: expected in (0, 1), got '
+                             f'{self.divergence_nis_probability}')
+        if not self.max_penetration_m > 0:
+            raise InputError(f'max_penetration_m: expected > 0, got {self.max_penetration_m}')
         if self.roi_size_px < 32:
             raise InputError(f'roi_size_px: expected >= 32, got {self.roi_size_px}')
 
@@ -114,7 +174,10 @@ def ablation_configs(base: TrackerConfig | None = None) -> dict[str, TrackerConf
     - ``dyn_only``: contact dynamics, no measurement;
     - ``contour_only`` / ``center_only`` / ``fingertip_only``: contact dynamics + one
       measurement type;
-    - ``hand_rigid_dyn``: the object moves with the hand root + all measurements.
+    - ``hand_rigid_dyn``: the object moves with the hand root + all measurements;
+    - ``no_appearance``: without the appearance measurement;
+    - ``no_contact``: without the hand's contacts: no fingertip measurement, hand-root
+      dynamics (the contact fit off).
     """
     base = base or TrackerConfig()
     return {
@@ -125,4 +188,8 @@ def ablation_configs(base: TrackerConfig | None = None) -> dict[str, TrackerConf
         'center_only': replace(base, measurements=('object_center',)),
         'fingertip_only': replace(base, measurements=('fingertip_contact',)),
         'hand_rigid_dyn': replace(base, dynamics='hand_rigid'),
+        'no_appearance': replace(base, measurements=tuple(
+            m for m in base.measurements if m != 'appearance')),
+        'no_contact': replace(base, dynamics='hand_rigid', measurements=tuple(
+            m for m in base.measurements if m != 'fingertip_contact')),
     }

@@ -224,7 +224,8 @@ class PoseEKF:
     # -- update -------------------------------------------------------------------------------
 
     def update(self, name: str, residual: Callable[[torch.Tensor], torch.Tensor],
-               R: torch.Tensor, *, rows: int = 1, gate: bool = True) -> UpdateRecord:
+               R: torch.Tensor, *, rows: int = 1, gate: bool = True,
+               pose_noise: torch.Tensor | None = None) -> UpdateRecord:
         """One EKF measurement update.
 
         Args:
@@ -235,6 +236,10 @@ class PoseEKF:
             R: (m, m) or (m,) (diagonal) measurement noise.
             rows: number of rows (1 for a measurement that is not separable).
             gate: apply the Mahalanobis gate.
+            pose_noise: (6, 6) covariance of an error of the measurement model expressed as a
+                pose error (the object's or the hand's model mismatch): added to the
+                measurement noise as ``H M H^T``, so the gate, the NIS and the gain know that
+                the measurement cannot pin the pose closer than that. None: none.
         Returns:
             :class:`UpdateRecord`; the state changes only when ``accepted``.
         """
@@ -254,6 +259,8 @@ class PoseEKF:
         if R.shape != (m, m):
             raise InputError(f'R: expected ({m}, {m}) for measurement {name!r}, got '
                              f'{tuple(R.shape)}')
+        if pose_noise is not None:
+            R = R + H @ torch.as_tensor(pose_noise, dtype=torch.float64) @ H.T
         S = H @ self.P @ H.T + R
         S = 0.5 * (S + S.T)
         gate_value = float(chi2.ppf(self.gate_probability, m))
@@ -282,7 +289,8 @@ class PoseEKF:
         return UpdateRecord(name, m, nu.numpy(), S.numpy(), nis, gate_value, True)
 
     def update_iterated(self, name: str, build: Callable[[torch.Tensor], tuple | None], *,
-                        iterations: int, gate: bool = True) -> UpdateRecord:
+                        iterations: int, gate: bool = True,
+                        pose_noise: torch.Tensor | None = None) -> UpdateRecord:
         """Iterated EKF update (Gauss-Newton on the posterior, keeping the prior).
 
         Re-linearises the measurement at each new estimate: ``build(T)`` returns
@@ -291,6 +299,7 @@ class PoseEKF:
         ``delta_{i+1} = K_i (nu_i + H_i delta_i)``, ``K_i = P H_i^T (H_i P H_i^T + R_i)^-1``;
         the covariance is updated once, in Joseph form, with the last ``K`` and ``H``. One
         iteration is the ordinary EKF update. The gate applies to the first (prior) innovation.
+        ``pose_noise``: as in :meth:`update`.
         """
         T0 = self.T.clone()
         P0 = self.P.clone()
@@ -308,6 +317,8 @@ class PoseEKF:
             R_i = torch.as_tensor(R_i, dtype=torch.float64)
             if R_i.dim() == 1:
                 R_i = torch.diag(R_i)
+            if pose_noise is not None:  # see update()
+                R_i = R_i + H_i @ torch.as_tensor(pose_noise, dtype=torch.float64) @ H_i.T
             S = H_i @ P0 @ H_i.T + R_i
             S = 0.5 * (S + S.T)
             if not (bool(torch.isfinite(nu).all()) and bool(torch.isfinite(H_i).all())):

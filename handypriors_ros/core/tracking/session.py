@@ -48,6 +48,7 @@ class TrackingSession:
         self.stamp_tolerance_ns = int(stamp_tolerance_ns)
         self.log = log
         self.frames_tracked = 0
+        self.frames_predicted = 0  # answered by predict_only (images not assembled)
         self.status_counts: collections.Counter[str] = collections.Counter()
         self.last_result: TrackResult | None = None
         self._pending: list[InitialPose] = []
@@ -88,6 +89,22 @@ class TrackingSession:
             self.problems.report('bad_frame', f'frame {frame.stamp_ns} ns skipped: {exc}')
             return None
         self.frames_tracked += 1
+        self.status_counts[result.status.name.lower()] += 1
+        self.last_result = result
+        return result
+
+    def predict_only(self, stamp_ns: int, reason: str) -> TrackResult | None:
+        """An estimate for an image that could not be assembled into a frame (``reason``: why),
+        so that every image after initialisation is answered: the tracker's predict-only step
+        (:meth:`ObjectTracker.predict_only`), status reason ``'predict only: ...'``. None (and
+        nothing reported: the assembler reported the frame's problem) before any initial pose
+        or for a stamp not after the last answered one.
+        """
+        try:
+            result = self.tracker.predict_only(stamp_ns, reason)
+        except (NotInitialisedError, InputError):
+            return None
+        self.frames_predicted += 1
         self.status_counts[result.status.name.lower()] += 1
         self.last_result = result
         return result

@@ -2,12 +2,18 @@
 
 Per camera image: predict the object's motion from the hand's (contact dynamics, module
 ``dynamics``), then correct it with what the image shows: the configured measurements
-(``TrackerConfig.measurements``, package ``measurements``: by default the object centre, the
-observed mask's distance transform along the rendered silhouette, and the fingertips that touch
-it), applied in order. The mask comes from the mask topic or, when a frame has none, from a
-built-in colour segmenter learned on well-tracked frames. Loss of track is detected (no image
-measurement accepted for several frames, covariance growth, object out of view) and the tracker
-re-initialises itself by rendering and comparing hypotheses around the last pose and the mask.
+(``TrackerConfig.measurements``, package ``measurements``: by default the object's texture
+rendered vs the image (appearance), the object centre, the observed mask's distance transform
+along the rendered silhouette, and the fingertips that touch it), applied in order. The mask
+comes from the mask topic or, when a frame has none, from a built-in colour segmenter learned
+on well-tracked frames. Loss of track is detected (no image measurement accepted for several
+frames, covariance growth, object out of view) and so is divergence (``lost_after_frames``
+implausible frames in a row: low silhouette IoU, the contour's NIS above its chi-square
+quantile, the hand inside the object or the object away from the hand); the tracker then
+re-initialises itself by rendering and comparing hypotheses around the last pose and the mask
+(after a divergence also the 24 rotations by multiples of 90 degrees). The published covariance
+is the filter's plus the model-mismatch covariance (``TrackerConfig.model_std``). An image that
+cannot be assembled into a frame gets :meth:`ObjectTracker.predict_only`.
 
 Device: kinematics, the SDF queries, the contact fit and the rendering run on the tracker's
 device; the EKF (6x6 float64) and the measurement residuals' autodiff stay on the CPU.
@@ -23,6 +29,7 @@ import numpy as np
 import torch
 import trimesh
 from scipy.spatial.transform import Rotation
+from scipy.stats import chi2
 
 from handypriors_ros.core.devices import resolve_device
 from handypriors_ros.core.errors import HandyPriorsError, InputError
@@ -114,7 +121,7 @@ class ObjectTracker:
             proxy_vertices=proxy_v, proxy_faces=proxy_f, proxy_vertices_np=proxy_v_np,
             mesh=RenderMesh.from_arrays(merged.vertices, merged.faces, dtype=torch.float64),
             center=self.object.center.detach().to('cpu', torch.float64), sdf=self.sdf,
-            hand_faces=self.hand.mesh_faces,
+            hand_faces=self.hand.mesh_faces, object_model=object_model,
             # the decimated proxy need not be consistently wound: no back-face culling
             renderer=Renderer(RenderMesh.from_arrays(proxy_v, proxy_f.long(),
                                                      device=self.device),
@@ -131,7 +138,10 @@ class ObjectTracker:
         self._status = TrackStatus.INITIALISING
         self._reason = 'waiting for the first frame'
         self._frames_without_update = 0
-        self._frames_inconsistent = 0
+        self._frames_inconsistent = 0  # implausible frames in a row (divergence detection)
+        self.divergences = 0  # times the track was declared LOST as diverged
+        self._model_covariance = torch.diag(
+            torch.as_tensor(self.config.model_std, dtype=torch.float64) ** 2)
         self._warm_up()
 
     def _warm_up(self) -> None:
@@ -220,13 +230,24 @@ class ObjectTracker:
             union = (ctx.render.object_visible | ctx.mask_roi).sum()
             iou = (float((ctx.render.object_visible & ctx.mask_roi).sum() / union) if union
                    else 0.0)
-        updates, image_accepted = self._update(ctx)
+        updates, image_accepted, confirmed = self._update(ctx)
         t3 = time.perf_counter()
         lat['update'] = t3 - t2
 
-        self._update_status(ctx.roi, mask, image_accepted, updates, iou)
+        # The hand's deepest point inside the object at the last posterior (the predict step's
+        # contact query): a held object does not go through the fingers.
+        # (negative: how deep; positive: how far the object is from the hand).
+        hand_distance = (motion.min_distance_m if motion is not None
+                         and np.isfinite(motion.min_distance_m) else 0.0)
+        self._update_status(ctx.roi, mask, image_accepted, confirmed, updates, iou,
+                            hand_distance)
+        # This frame's answer: a LOST frame stays LOST even when a re-initialisation follows
+        # (it takes effect from the next frame), so a divergence is always reported.
+        status, reason = self._status, self._reason
         if self._status == TrackStatus.LOST and mask is not None:
             self._reinitialise(ctx)
+            if self._status != TrackStatus.LOST:
+                reason = f'{reason}; {self._reason}'
         if (self._status == TrackStatus.TRACKING and image_accepted and ctx.render is not None
                 and source == 'topic'):
             self.segmenter.learn(ctx.roi.crop(frame.rgb), ctx.render.object_visible)
@@ -238,18 +259,57 @@ class ObjectTracker:
         self._prev_stamp = frame.stamp_ns
         lat['total'] = time.perf_counter() - t0
         return TrackResult(stamp_ns=frame.stamp_ns, T_cam_obj=self.ekf.T.numpy().copy(),
-                           covariance=self.ekf.P.numpy().copy(), status=self._status,
-                           status_reason=self._reason, contacts=contacts,
+                           covariance=self.published_covariance(), status=status,
+                           status_reason=reason, contacts=contacts,
                            updates=tuple(updates), mask_source=source,
                            silhouette_iou=iou, latency_s=lat)
 
+    def published_covariance(self) -> np.ndarray:
+        """(6, 6) the covariance a result carries: the filter's ``P`` plus the model-mismatch
+        covariance ``diag(model_std)^2`` (an error of the object or hand model is a bias the
+        filter cannot average away over frames: ``P`` alone shrinks below it)."""
+        return (self.ekf.P + self._model_covariance).numpy().copy()
+
+    def predict_only(self, stamp_ns: int, reason: str) -> TrackResult:
+        """An estimate for an image that cannot be tracked (a frame the inputs could not
+        assemble: no joint state, no TF, an undecodable image): constant-pose predict with
+        ``q_constant`` process noise per frame, no update. The status is kept (LOST stays LOST)
+        and its reason says ``'predict only: <reason>'``; the hand of the last tracked frame is
+        kept, so the next tracked frame's contact dynamics span both intervals.
+
+        Raises:
+            NotInitialisedError: no initial pose yet.
+            InputError: a stamp not after the previous frame's.
+        """
+        if self.ekf is None:
+            raise NotInitialisedError('predict_only: no initial pose yet (initialise() first)')
+        stamp_ns = int(stamp_ns)
+        if self._prev_stamp is not None and stamp_ns <= self._prev_stamp:
+            raise InputError(f'stamp {stamp_ns} ns is not after the previous frame\'s '
+                             f'{self._prev_stamp} ns (time going backwards)')
+        t0 = time.perf_counter()
+        self.ekf.predict(torch.eye(4, dtype=torch.float64),
+                         torch.as_tensor(np.diag(np.asarray(self.config.q_constant) ** 2)))
+        self._prev_stamp = stamp_ns
+        self._reason = f'predict only: {reason}'
+        return TrackResult(stamp_ns=stamp_ns, T_cam_obj=self.ekf.T.numpy().copy(),
+                           covariance=self.published_covariance(), status=self._status,
+                           status_reason=self._reason, mask_source='none',
+                           latency_s={'total': time.perf_counter() - t0})
+
     # -- pieces -------------------------------------------------------------------------------
 
-    def _update(self, ctx: StepContext) -> tuple[list[UpdateRecord], bool]:
-        """The configured measurements' EKF updates, in order. Returns the records and whether
-        an image measurement was accepted."""
+    def _update(self, ctx: StepContext) -> tuple[list[UpdateRecord], bool, bool | None]:
+        """The configured measurements' EKF updates, in order. Returns the records, whether
+        an image measurement was accepted, and whether the pose was confirmed: a
+        ``confirms_track`` measurement (the ``from_image`` ones when none is configured) passed
+        its gate (even while initialising, when it is applied ungated); None when none was
+        made this frame."""
         updates: list[UpdateRecord] = []
         image_accepted = False
+        confirmed: bool | None = None
+        confirming = ([m for m in self.measurements if m.confirms_track]
+                      or [m for m in self.measurements if m.from_image])
         for m in self.measurements:
             linearise = m.prepare(ctx)
             if linearise is None:
@@ -257,21 +317,28 @@ class ObjectTracker:
             # While initialising the pose is only as good as the user's guess: image
             # measurements are not gated until the image has been accepted once.
             gate = not (m.from_image and self._status == TrackStatus.INITIALISING)
+            pose_noise = self._model_covariance if m.from_image else None
             if m.iterated:
                 iteration = itertools.count()
                 rec = self.ekf.update_iterated(m.name, lambda T: linearise(T, next(iteration)),
-                                               iterations=m.iterations(ctx), gate=gate)
+                                               iterations=m.iterations(ctx), gate=gate,
+                                               pose_noise=pose_noise)
                 if not rec.dimension:
                     continue
             else:
                 lin = linearise(self.ekf.T, 0)
                 if lin is None:
                     continue
-                rec = self.ekf.update(m.name, lin.residual, lin.R, rows=lin.rows, gate=gate)
+                rec = self.ekf.update(m.name, lin.residual, lin.R, rows=lin.rows, gate=gate,
+                                      pose_noise=pose_noise)
             updates.append(rec)
             if m.from_image:
                 image_accepted |= rec.accepted
-        return updates, image_accepted
+            if m in confirming:
+                ok = rec.accepted and rec.nis <= chi2.ppf(self.config.divergence_nis_probability,
+                                                          rec.dimension)
+                confirmed = ok if confirmed is None else (confirmed or ok)
+        return updates, image_accepted, confirmed
 
     def _observed_mask(self, frame: Frame) -> tuple[np.ndarray | None, str]:
         cfg = self.config
@@ -293,21 +360,50 @@ class ObjectTracker:
             interpolation=cv2.INTER_LINEAR)
         return full > 0.5, 'builtin'
 
-    def _update_status(self, roi, mask, image_accepted: bool,
-                       updates: list[UpdateRecord], iou: float) -> None:
+    def _update_status(self, roi, mask, image_accepted: bool, confirmed: bool | None,
+                       updates: list[UpdateRecord], iou: float, hand_distance: float) -> None:
+        """Status and reason after the update; divergence detection.
+
+        A frame is implausible when the rendered silhouette at the prediction overlaps the mask
+        less than ``min_iou``, when the shape measurement is rejected or its NIS is above the
+        chi-square ``divergence_nis_probability`` quantile (checked while initialising too),
+        when the hand is more than ``max_penetration_m`` inside the object at the last
+        estimate, or when the held object is more than ``max_hand_gap_m`` away from every
+        hand point. ``lost_after_frames``
+        implausible frames in a row (a frame with a mask and none of these resets the count)
+        make the track LOST: a wrong initial orientation or a lost object is noticed within
+        that many frames instead of being published as TRACKING.
+        """
         cfg = self.config
-        # The rendered silhouette at the prediction must overlap the observed mask: updates
-        # can be accepted on the few silhouette points that agree while the pose is far off.
+        evidence = []
         if np.isfinite(iou) and iou < cfg.min_iou:
+            evidence.append(f'silhouette IoU {iou:.2f} < {cfg.min_iou:g}')
+        penetration = max(0.0, -hand_distance)
+        if confirmed is False:
+            names = {m.name for m in self.measurements if m.confirms_track} or {
+                m.name for m in self.measurements if m.from_image}
+            rec = next((u for u in updates if u.name in names), None)
+            evidence.append(
+                f'{rec.name} NIS {rec.nis:.0f} > '
+                f'{chi2.ppf(cfg.divergence_nis_probability, rec.dimension):.0f}'
+                if rec is not None and np.isfinite(rec.nis) else 'shape measurement rejected')
+        if penetration > cfg.max_penetration_m:
+            evidence.append(f'hand {penetration * 1000:.0f} mm inside the object '
+                            f'(> {cfg.max_penetration_m * 1000:g} mm)')
+        if hand_distance > cfg.max_hand_gap_m:
+            evidence.append(f'object {hand_distance * 1000:.0f} mm from the hand '
+                            f'(> {cfg.max_hand_gap_m * 1000:g} mm)')
+        if evidence:
             self._frames_inconsistent += 1
         elif np.isfinite(iou):
             self._frames_inconsistent = 0
         if self._frames_inconsistent >= cfg.lost_after_frames:
             self._status = TrackStatus.LOST
-            self._reason = (f'rendered and observed silhouettes disagree (IoU {iou:.2f} < '
-                            f'{cfg.min_iou}) for {self._frames_inconsistent} frames')
+            self._reason = (f'diverged: {"; ".join(evidence)} ({self._frames_inconsistent} '
+                            f'implausible frames in a row)')
+            self.divergences += self._frames_inconsistent == cfg.lost_after_frames
             return
-        if image_accepted:
+        if image_accepted and confirmed is not False:
             self._frames_without_update = 0
             self._status, self._reason = TrackStatus.TRACKING, 'image measurements accepted'
             return
@@ -327,11 +423,25 @@ class ObjectTracker:
             self._reason = (f'no image measurement accepted for {self._frames_without_update} '
                             f'frames' + (f' ({gated[0]})' if gated else ''))
         elif self._status == TrackStatus.TRACKING:
-            self._reason = ('predict only: ' + (updates[0].reason if updates else
-                            'no image measurement'))
+            self._reason = ('predict only: ' + ('; '.join(evidence) if evidence else
+                            updates[0].reason if updates else 'no image measurement'))
+
+    def _penetration(self, Ts: list[np.ndarray], hand: HandFrame) -> np.ndarray:
+        """(H,) how deep [m] the hand's surface samples reach inside the object at each pose
+        (0 when outside): one batched SDF query."""
+        p = hand.points_cam.detach().to('cpu', torch.float64).numpy()
+        q = np.stack([(p - T[:3, 3]) @ T[:3, :3] for T in Ts])  # R^T (p - t)
+        d = self.sdf.signed_distance(torch.as_tensor(q, dtype=torch.float32,
+                                                     device=self.sdf.device)).distance
+        return np.maximum(0.0, -d.detach().cpu().numpy().min(axis=1))
 
     def _reinitialise(self, ctx: StepContext) -> None:
-        """Local multi-hypothesis render-and-compare around the last pose and the mask."""
+        """Multi-hypothesis render-and-compare around the last pose and the mask: small
+        rotations about each axis, and (after a divergence: a wrong orientation) the 24
+        rotations of the object by multiples of 90 degrees about its own axes, each also
+        moved onto the mask's centroid. A hypothesis must overlap the mask at least
+        ``reinit_min_iou`` and keep the hand within ``max_penetration_m`` of the object's
+        surface; the best IoU wins. None: the track stays LOST (reported)."""
         cfg = self.config
         frame, mask = ctx.frame, ctx.mask
         T0 = self.ekf.T.numpy()
@@ -346,34 +456,64 @@ class ObjectTracker:
         ray = np.array([(centroid[0] - cam.cx) / cam.fx, (centroid[1] - cam.cy) / cam.fy, 1.0])
         shifted = T0.copy()
         shifted[:3, 3] += ray * c[2] - c
+
+        def rotated(base: np.ndarray, R_obj: np.ndarray) -> np.ndarray:
+            """base with its orientation changed by R_obj (object axes) about its centre."""
+            T = base.copy()
+            cb = base[:3, :3] @ center + base[:3, 3]
+            T[:3, :3] = base[:3, :3] @ R_obj
+            T[:3, 3] = cb - T[:3, :3] @ center
+            return T
+
         for base in (T0, shifted):
             hyps.append(base)
             for axis in np.eye(3):
                 for ang in (-0.35, 0.35):
-                    T = base.copy()
-                    R = Rotation.from_rotvec(axis * ang).as_matrix()
-                    cb = base[:3, :3] @ center + base[:3, 3]
-                    T[:3, :3] = R @ base[:3, :3]
-                    T[:3, 3] = R @ (base[:3, 3] - cb) + cb
-                    hyps.append(T)
+                    hyps.append(rotated(base, Rotation.from_rotvec(axis * ang).as_matrix()))
+        n_local = len(hyps)
+        if self._reason.startswith('diverged'):
+            for R in _CUBE_ROTATIONS[1:]:
+                hyps += [rotated(T0, R), rotated(shifted, R)]
         roi = make_roi(cam, shifted, self.scene.proxy_vertices_np, 64, margin=0.8)
         if roi is None:
             return
         hand_v = ctx.hand_vertices()
         obs = roi.crop(mask.astype(np.float32)) > 0.5
+        plausible = self._penetration(hyps, ctx.hand) <= cfg.max_penetration_m
         best, best_iou = None, -1.0
-        for T in hyps:
+        for i, (T, ok) in enumerate(zip(hyps, plausible)):
+            if not ok:
+                continue
             r = self.scene.render(roi, T, hand_v)
             inter = (r.object_visible & obs).sum()
             union = (r.object_visible | obs).sum()
             iou = inter / union if union else 0.0
-            if iou > best_iou:
+            # A far orientation must fit clearly better than the local ones: many objects have
+            # near-symmetric silhouettes, and a flip that fits as well is no improvement.
+            margin = _GLOBAL_IOU_MARGIN if i >= n_local and best is not None else 0.0
+            if iou > best_iou + margin:
                 best, best_iou = T, iou
         if best is not None and best_iou >= cfg.reinit_min_iou:
             initial = self._initial_T
             self.initialise(best)
             self._initial_T = initial
             self._reason = f're-initialised by render-and-compare (IoU {best_iou:.2f})'
+        else:
+            self._reason += (f'; no re-initialisation hypothesis fits (best IoU '
+                             f'{max(best_iou, 0.0):.2f}, {int(plausible.sum())} of {len(hyps)} '
+                             f'clear of the hand)')
+
+
+#: IoU by which a re-initialisation hypothesis far from the last orientation (a multiple of
+#: 90 degrees) must beat the best near one.
+_GLOBAL_IOU_MARGIN = 0.1
+
+#: The 24 rotations that map the coordinate axes onto themselves (identity first).
+_CUBE_ROTATIONS = tuple(
+    np.array(m, dtype=np.float64)
+    for m in sorted({tuple(map(tuple, np.round(R).astype(int)))
+                     for R in Rotation.create_group('O').as_matrix()},
+                    key=lambda m: m != ((1, 0, 0), (0, 1, 0), (0, 0, 1))))
 
 
 def make_tracker(object_model: ObjectModel, hand: HandModel,

@@ -23,6 +23,7 @@ import torch
 
 from handypriors_ros.core.frames import Frame
 from handypriors_ros.core.models.hand import HandModel
+from handypriors_ros.core.models.object_model import ObjectModel
 from handypriors_ros.core.physics.sdf import WarpMeshSDF
 from handypriors_ros.core.render.mesh import RenderMesh
 from handypriors_ros.core.render.renderer import Renderer
@@ -71,6 +72,8 @@ class TrackingScene:
         hand_faces: (Fh, 3) the hand's triangles (``HandModel.mesh_faces``), on the device.
         renderer: the project's :class:`Renderer` of the proxy with the hand's faces, on the
             device: every ROI render goes through it.
+        object_model: the object (its texture or colours: the appearance measurement), or
+            None.
     """
     proxy_vertices: torch.Tensor
     proxy_faces: torch.Tensor
@@ -80,6 +83,7 @@ class TrackingScene:
     sdf: WarpMeshSDF
     hand_faces: torch.Tensor
     renderer: Renderer
+    object_model: ObjectModel | None = None
 
     def render(self, roi: RoiView, T_cam_obj: np.ndarray,
                hand_vertices_cam: torch.Tensor | None = None) -> RoiRender:
@@ -144,6 +148,11 @@ class Measurement(abc.ABC):
         from_image: an image measurement: not gated while the track is initialising (the
             initial pose is only as good as the user's guess until the image has been accepted
             once), and its acceptance is what keeps the track alive (status TRACKING).
+        confirms_track: an accepted update of this type is evidence that the whole pose is
+            right (the contour: the shape; not the object centre, which a wrong orientation
+            satisfies as well); a track none of whose ``confirms_track`` measurements passes
+            its gate for ``lost_after_frames`` frames is LOST. A tracker configured with none
+            uses its ``from_image`` measurements instead.
         iterated: re-linearised at each new estimate (iterated EKF, :meth:`iterations` times);
             else one ordinary EKF update.
 
@@ -152,6 +161,7 @@ class Measurement(abc.ABC):
     """
     name: ClassVar[str]
     from_image: ClassVar[bool] = True
+    confirms_track: ClassVar[bool] = False
     iterated: ClassVar[bool] = False
 
     def __init__(self, config: TrackerConfig) -> None:

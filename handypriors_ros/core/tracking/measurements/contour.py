@@ -235,6 +235,7 @@ class Contour(Measurement):
     iteration after the first re-renders the ROI at the new estimate)."""
     name = 'contour'
     iterated = True
+    confirms_track = True
 
     def iterations(self, ctx: StepContext) -> int:
         cfg = self.config

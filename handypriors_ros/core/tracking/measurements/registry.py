@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from handypriors_ros.core.errors import InputError
+from handypriors_ros.core.tracking.measurements.appearance import Appearance
 from handypriors_ros.core.tracking.measurements.base import Measurement
 from handypriors_ros.core.tracking.measurements.center import ObjectCenter
 from handypriors_ros.core.tracking.measurements.contour import Contour
@@ -23,6 +24,7 @@ _BUILTIN: tuple[type[Measurement], ...] = (
     ObjectCenter,
     Contour,
     FingertipContact,
+    Appearance,
 )
 
 _REGISTRY: dict[str, type[Measurement]] = {cls.name: cls for cls in _BUILTIN}
