@@ -205,7 +205,9 @@ def test_argument_choices_match_the_parameters():
         arguments = _declared_arguments(path)
         for name, choices in (('device', DEVICES), ('renderer', RENDERERS), ('mode', MODES),
                               ('image_qos_reliability', RELIABILITY_CHOICES)):
-            if name in arguments:
+            # image_qos_reliability offers no choices: '' leaves the params_file's value and the
+            # node checks the rest (its own choices, which may grow).
+            if name in arguments and _choices(arguments[name]) is not None:
                 assert set(_choices(arguments[name])) == set(choices), f'{path.name}: {name}'
     tracker = _declared_arguments(TRACKER_LAUNCH)
     hand_sides = _choices(tracker['hand_side'])
@@ -236,6 +238,45 @@ def test_replay_forwards_only_arguments_tracker_declares():
     assert set(forwarded) | {'mode', 'use_sim_time', 'use_camera'} <= tracker_args
     text = REPLAY_LAUNCH.read_text()
     assert "'bag', 'play'" in text and "'--clock'" in text
+
+
+def _default(call: ast.Call):
+    return _const(_keyword(call, 'default_value'))
+
+
+def test_defaults_fit_beside_the_robots_drivers():
+    for path in (TRACKER_LAUNCH, REPLAY_LAUNCH):
+        arguments = _declared_arguments(path)
+        # The Allegro bringup runs robot_state_publisher already.
+        assert _default(arguments['use_robot_state_publisher']) == 'false', path.name
+        assert _default(arguments['namespace']) == 'handypriors', path.name
+    tracker = _declared_arguments(TRACKER_LAUNCH)
+    # realsense2_camera gives camera_color_optical_frame its parent: calibrate its root.
+    assert _default(tracker['calibration_frame']) == 'camera_link'
+    assert _default(tracker['mask_topic']) is None  # interfaces.MASK_TOPIC (a Name)
+
+
+def test_tracker_names_are_relative_and_remapped_by_arguments():
+    tree = _tree(TRACKER_LAUNCH)
+    remapped = next(ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.Assign)
+                    and any(getattr(t, 'id', '') == 'REMAPPED' for t in n.targets))
+    arguments = _declared_arguments(TRACKER_LAUNCH)
+    names = {name for name, _ in remapped}
+    assert names == {'initial_pose', 'object_pose', 'track', 'markers', 'reset'}
+    for name, argument in remapped:
+        assert not name.startswith('/')
+        # The default maps the name onto itself: relative, so it follows the namespace.
+        assert _default(arguments[argument]) == name, argument
+    call, _ = _node_by_executable(TRACKER_LAUNCH, 'tracker_node')
+    assert _keyword(call, 'namespace') is not None and _keyword(call, 'remappings') is not None
+    for path in LAUNCH_FILES:  # nothing spells the tracker's absolute names
+        assert "'/handypriors" not in path.read_text(), path.name
+
+
+def test_replay_shuts_down_when_playback_exits():
+    text = REPLAY_LAUNCH.read_text()
+    assert 'OnProcessExit(target_action=play' in text
+    assert 'Shutdown(' in text and 'end_delay' in text
 
 
 def test_package_installs_the_launch_and_config_files():
@@ -348,10 +389,50 @@ def test_static_transforms_only_when_calibration_is_given():
     context.launch_configurations.update(
         {'world_frame': 'world', 'camera_frame': interfaces.CAMERA_FRAME, 'joint_prefix': 'ah_',
          'camera_xyz': '', 'camera_rpy': '0 0 0', 'hand_xyz': '', 'hand_rpy': '0 0 0',
-         'use_sim_time': 'false'})
+         'use_sim_time': 'false', 'calibration_frame': 'camera_link', 'use_camera': 'false'})
     assert module._static_transforms(context) == []
+
     context.launch_configurations.update({'camera_xyz': '0.6 0 0.4', 'camera_rpy': '-2 0 -1.5'})
     (node,) = module._static_transforms(context)
     assert node.node_executable == 'static_transform_publisher'
+    # Beside realsense2_camera: the calibration goes to camera_link, not the optical frame.
+    assert _static_frames(node) == ('world', 'camera_link')
     context.launch_configurations.update({'hand_xyz': '0 0 0.1'})
-    assert len(module._static_transforms(context)) == 2
+    assert [_static_frames(n) for n in module._static_transforms(context)] == \
+        [('world', 'camera_link'), ('world', 'ah_base_link')]
+    # With realsense_node (no TF of its own): camera_link -> optical frame is added.
+    context.launch_configurations.update({'use_camera': 'true', 'hand_xyz': ''})
+    assert [_static_frames(n) for n in module._static_transforms(context)] == \
+        [('world', 'camera_link'), ('camera_link', interfaces.CAMERA_FRAME)]
+    # The calibration named as the optical frame itself: one transform.
+    context.launch_configurations.update({'calibration_frame': interfaces.CAMERA_FRAME})
+    assert [_static_frames(n) for n in module._static_transforms(context)] == \
+        [('world', interfaces.CAMERA_FRAME)]
+
+
+def _static_frames(node) -> tuple[str, str]:
+    """(parent, child) of a static_transform_publisher Node (its literal arguments)."""
+    args = [a if isinstance(a, str) else ''.join(getattr(s, 'text', '?') for s in a)
+            for a in node._Node__arguments]
+    return args[args.index('--frame-id') + 1], args[args.index('--child-frame-id') + 1]
+
+
+@needs_launch
+def test_replay_playback_exit_ends_the_launch():
+    from launch import LaunchContext
+    from launch.actions import LogInfo, TimerAction
+    from launch.events.process import ProcessExited
+    module = _load(REPLAY_LAUNCH)
+    context = LaunchContext()
+    context.launch_configurations['end_delay'] = '2.5'
+
+    def exited(code):
+        return ProcessExited(returncode=code, action=None, name='bag_play-1',
+                             cmd=['ros2', 'bag', 'play'], cwd=None, env=None, pid=1)
+
+    log, timer = module.playback_ended(exited(0), context)
+    assert isinstance(log, LogInfo) and isinstance(timer, TimerAction)
+    assert float(timer.period[0].text if isinstance(timer.period, list) else timer.period) \
+        == 2.5
+    with pytest.raises(module.PlaybackFailed, match=r'bag_play-1.*exit status 3'):
+        module.playback_ended(exited(3), context)

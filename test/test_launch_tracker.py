@@ -26,7 +26,6 @@ import atexit
 import os
 import shutil
 import signal
-import stat
 import subprocess
 import sys
 import tempfile
@@ -70,27 +69,6 @@ POSE_TIMEOUT_S = 120.0  # 6 frames; ends when all have come
 MAX_MEAN_ADD_S_M = 0.015  # initial pose 1 cm and 5 degrees off
 
 
-def _overlay_prefix(folder: Path) -> Path:
-    """An ament prefix whose handypriors_ros is this checkout (module docstring)."""
-    prefix = folder / 'prefix'
-    index = prefix / 'share' / 'ament_index' / 'resource_index' / 'packages'
-    index.mkdir(parents=True)
-    (index / PACKAGE).write_text('')
-    share = prefix / 'share' / PACKAGE
-    share.mkdir()
-    for name in ('launch', 'config', 'urdf', 'package.xml'):
-        (share / name).symlink_to(ROOT / name)
-    lib = prefix / 'lib' / PACKAGE
-    lib.mkdir(parents=True)
-    for executable in ('tracker_node', 'realsense_node'):
-        script = lib / executable
-        script.write_text(f'#!{sys.executable}\nimport sys\n'
-                          f'from handypriors_ros.ros.{executable} import main\n'
-                          f'sys.exit(main())\n')
-        script.chmod(script.stat().st_mode | stat.S_IXUSR)
-    return prefix
-
-
 def _has_package(name: str) -> bool:
     from ament_index_python.packages import PackageNotFoundError, get_package_prefix
     try:
@@ -102,6 +80,7 @@ def _has_package(name: str) -> bool:
 
 @pytest.mark.launch_test
 def generate_test_description():
+    from ros_helpers.launch_overlay import overlay_prefix
     from ros_helpers.synthetic import tiny_config
 
     from handypriors_ros.synth.generate import generate
@@ -109,7 +88,7 @@ def generate_test_description():
     folder = Path(tempfile.mkdtemp(prefix='handypriors_launch_test_'))
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
     generate(tiny_config(), folder / 'sequence')
-    prefix = _overlay_prefix(folder)
+    prefix = overlay_prefix(folder)
     os.environ['AMENT_PREFIX_PATH'] = os.pathsep.join(
         [str(prefix)] + [p for p in os.environ.get('AMENT_PREFIX_PATH', '').split(os.pathsep)
                          if p])

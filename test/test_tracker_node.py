@@ -23,6 +23,7 @@ from handypriors_ros.core import metrics  # noqa: E402
 from handypriors_ros.core.errors import InputError, ModelError  # noqa: E402
 from handypriors_ros.core.models.object_model import ObjectModel  # noqa: E402
 from handypriors_ros.core.tracking.config import TrackerConfig  # noqa: E402
+from handypriors_ros.ros.compat import same_parameter_type  # noqa: E402
 from handypriors_ros.jobs import track as track_job  # noqa: E402
 from handypriors_ros.ros.conversions import (pose_to_matrix, pose_stamped_to_matrix,  # noqa: E402
                                              stamp_to_ns)
@@ -144,7 +145,9 @@ def test_parameters_declared_with_descriptors(ros_context, sequence):
         assert node.get_parameter('image_qos_reliability').value == 'reliable'
         assert node.get_parameter('object_frame').value == interfaces.OBJECT_FRAME
         # Declared by type only (rclpy cannot type an empty list): unset means empty.
-        assert node.describe_parameter('initial_pose').type == Parameter.Type.DOUBLE_ARRAY
+        # compat: Parameter.Type is a plain Enum in Jazzy and Humble (int != member there).
+        assert same_parameter_type(node.describe_parameter('initial_pose').type,
+                                   Parameter.Type.DOUBLE_ARRAY)
         assert not node.has_parameter('initial_pose') or node.config.initial_pose == ()
         assert node.hand_root_frame == interfaces.HAND_ROOT_FRAME
     finally:
