@@ -74,3 +74,35 @@ def test_installed_executable_runs(colcon_install):
         capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert 'track' in proc.stdout and 'demo' in proc.stdout
+
+
+def test_colcon_test_runs_the_pytest_suite(tmp_path):
+    """`colcon test` runs the package's pytest suite (CMakeLists.txt: ament_add_pytest_test).
+
+    Built with BUILD_TESTING=ON; the suite is narrowed to test_compat.py (PYTEST_ADDOPTS, which
+    pytest reads) so that this check stays short: what is checked is that colcon test starts
+    pytest on test/ and collects its result."""
+    if shutil.which('colcon') is None:
+        pytest.skip('colcon is not installed in this environment (run ./run.sh test)')
+    ws = tmp_path / 'ws'
+    (ws / 'src').mkdir(parents=True)
+    (ws / 'src' / 'handypriors_ros').symlink_to(REPO)
+    build = subprocess.run(
+        ['colcon', 'build', '--packages-select', 'handypriors_ros',
+         '--cmake-args', '-DBUILD_TESTING=ON', f'-DPython3_EXECUTABLE={sys.executable}'],
+        cwd=ws, capture_output=True, text=True, timeout=600)
+    assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
+    env = dict(os.environ, PYTEST_ADDOPTS='-k test_compat -p no:cacheprovider')
+    test = subprocess.run(
+        ['colcon', 'test', '--packages-select', 'handypriors_ros', '--event-handlers',
+         'console_direct+'], cwd=ws, capture_output=True, text=True, timeout=600, env=env)
+    assert test.returncode == 0, test.stdout[-3000:] + test.stderr[-3000:]
+    results = list((ws / 'build' / 'handypriors_ros').rglob('handypriors_ros_pytest.xunit.xml'))
+    assert len(results) == 1, test.stdout[-3000:]
+    import xml.etree.ElementTree as ET
+    suite = ET.parse(results[0]).getroot()
+    suite = suite if suite.tag == 'testsuite' else suite.find('testsuite')
+    assert int(suite.get('tests')) >= 10, ET.tostring(suite)[:500]
+    assert int(suite.get('failures')) == 0 and int(suite.get('errors')) == 0
+    names = {case.get('classname') for case in suite.iter('testcase')}
+    assert names and all('test_compat' in (n or '') for n in names), names
