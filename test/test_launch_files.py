@@ -296,8 +296,11 @@ def rviz():
 
 
 def _displays(rviz) -> dict[str, dict]:
-    """class (without the plugin prefix) -> display."""
-    return {d['Class'].split('/')[-1]: d for d in rviz['Visualization Manager']['Displays']}
+    """class (without the plugin prefix) -> display (the first of its class)."""
+    displays = {}
+    for d in rviz['Visualization Manager']['Displays']:
+        displays.setdefault(d['Class'].split('/')[-1], d)
+    return displays
 
 
 def test_rviz_fixed_frame_is_the_camera_optical_frame(rviz):
@@ -318,8 +321,20 @@ def test_rviz_shows_the_interfaces_topics(rviz):
     # robot_state_publisher latches the description: the display must ask for it.
     assert robot['Description Topic']['Durability Policy'] == 'Transient Local'
     # The tracker publishes reliable (qos.OUTPUT_QOS); RViz subscribes reliable too.
-    for cls in expected:
+    for cls in ('MarkerArray', 'PoseWithCovariance'):
         assert displays[cls]['Topic']['Reliability Policy'] == 'Reliable', cls
+
+
+def test_rviz_images_are_best_effort_and_show_the_tracking_overlay(rviz):
+    """A best-effort subscription matches reliable and best-effort cameras alike (a reliable
+    one gets nothing from a best-effort camera); the second image is the tracker's overlay."""
+    images = [d for d in rviz['Visualization Manager']['Displays']
+              if d['Class'].endswith('/Image')]
+    assert [d['Topic']['Value'] for d in images] == \
+        [interfaces.IMAGE_TOPIC, '/handypriors/debug_image']
+    for display in images:
+        assert display['Topic']['Reliability Policy'] == 'Best Effort'
+        assert display['Enabled'] is True
 
 
 def test_rviz_tf_display_shows_the_frames(rviz):
