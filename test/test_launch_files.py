@@ -451,3 +451,16 @@ def test_replay_playback_exit_ends_the_launch():
         == 2.5
     with pytest.raises(module.PlaybackFailed, match=r'bag_play-1.*exit status 3'):
         module.playback_ended(exited(3), context)
+
+
+@needs_launch
+def test_optical_rotation_is_rep103():
+    """camera_link (x forward, y left, z up) -> optical frame (z forward, x right, y down), as
+    static_transform_publisher composes roll, pitch, yaw (fixed axes x, y, z)."""
+    from scipy.spatial.transform import Rotation
+    R = Rotation.from_euler('xyz', _load(TRACKER_LAUNCH).OPTICAL_RPY).as_matrix()
+    # Columns: the optical axes in camera_link.
+    np_x, np_y, np_z = R[:, 0], R[:, 1], R[:, 2]
+    assert np_z.round(12).tolist() == [1.0, 0.0, 0.0]  # forward
+    assert np_x.round(12).tolist() == [0.0, -1.0, 0.0]  # right
+    assert np_y.round(12).tolist() == [0.0, 0.0, -1.0]  # down

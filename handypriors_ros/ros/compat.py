@@ -8,9 +8,10 @@ test/test_compat.py):
 - ``Node.add_post_set_parameters_callback``: rclpy 4.x (Humble) has only
   ``add_on_set_parameters_callback`` (called *before* the values are set, may reject them).
   :func:`add_post_set_parameters_callback` emulates the post-set call there.
-- ``rclpy.parameter.Parameter.Type``: an ``IntEnum`` in Kilted, a plain ``Enum`` in Jazzy and
-  Humble, so ``descriptor.type == Parameter.Type.X`` (an int against an Enum) is False there.
-  :func:`parameter_type_id` gives the integer of either.
+- ``rclpy.parameter.Parameter.Type``: an ``IntEnum`` in Kilted, a plain ``Enum`` in Jazzy
+  (measured with the ros-jazzy wheels) and before, so ``descriptor.type == Parameter.Type.X``
+  (an int against an Enum) is False there. :func:`parameter_type_id` gives the integer of
+  either.
 - Discovery: ``ROS_AUTOMATIC_DISCOVERY_RANGE`` (Jazzy and later) is ignored by Humble, which
   has ``ROS_LOCALHOST_ONLY``. :func:`isolated_discovery_env` gives the variables for a
   distribution.
@@ -86,7 +87,7 @@ def _same_value(a: Any, b: Any) -> bool:
 
 def parameter_type_id(kind: Any) -> int:
     """The ``rcl_interfaces/ParameterType`` integer of a ``Parameter.Type`` member (an IntEnum
-    in Kilted, a plain Enum in Jazzy and Humble) or of an integer."""
+    in Kilted, a plain Enum in Jazzy) or of an integer."""
     return int(getattr(kind, 'value', kind))
 
 
