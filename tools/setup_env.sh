@@ -51,7 +51,8 @@ if ! stamp_ok requirements "$req_hash"; then
 fi
 
 # 3. libusb for pyrealsense2 (a Debian package)
-if ! ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so.0'; then
+LDCONFIG="$(PATH="$PATH:/usr/sbin:/sbin" command -v ldconfig || echo ldconfig)"  # root's PATH only may have it
+if ! "$LDCONFIG" -p 2>/dev/null | grep -q 'libusb-1.0.so.0'; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     log "installing libusb-1.0-0 (pyrealsense2 needs it)"
     (apt-get install -y -q libusb-1.0-0 >/dev/null 2>&1 \
