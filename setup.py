@@ -33,6 +33,7 @@ setup(
             'tracker_node = handypriors_ros.ros.tracker_node:main',
             'realsense_node = handypriors_ros.ros.realsense_node:main',
             'refiner_node = handypriors_ros.ros.refiner_node:main',
+            'tracker_with_camera = handypriors_ros.ros.composed:main',
         ],
     },
 )

@@ -43,7 +43,7 @@ def main() -> None:
     gt = np.load(out / 'ground_truth.npz')
     obj = ObjectModel.from_file(out / 'object.ply')
     kin = HandKinematics.from_urdf(default_hand_urdf())
-    mesh = RenderMesh.from_arrays(obj.proxy.vertices, obj.proxy.faces, obj.proxy.vertex_colors)
+    mesh = RenderMesh.from_object_model(obj)
     sdf = WarpMeshSDF(np.asarray(obj.mesh.vertices), np.asarray(obj.mesh.faces))
     T_cam_world = np.linalg.inv(gt['T_world_cam'])
     T_cam_base = torch.as_tensor(T_cam_world @ gt['T_world_base'], dtype=torch.float32)
@@ -63,16 +63,16 @@ def main() -> None:
         s = size / (2 * half)
         crop = PinholeCamera(fx=cam.fx * s, fy=cam.fy * s, cx=(cam.cx - cx0 + half) * s,
                              cy=(cam.cy - cy0 + half) * s, width=size, height=size)
-        renderer = Renderer(crop, mesh, hand_faces=hand_f, backend='soft')
+        renderer = Renderer(mesh, hand_faces=hand_f, backend='soft')
         with torch.no_grad():
-            observed = renderer.render(T_gt[2:], hand_v)
+            observed = renderer.render(crop, T_gt[2:], hand_v)
         obs_mask = (observed.object_mask > 0.5).float()
         obs_rgb = observed.object_rgb
 
         def step() -> None:
             delta = torch.zeros(1, 6, requires_grad=True)
             T = se3_exp(delta) @ T_gt[2:]
-            out = renderer.render(T, hand_v)
+            out = renderer.render(crop, T, hand_v)
             loss = mask_loss(out.object_mask, obs_mask).sum() \
                 + rgb_loss(out.object_rgb, obs_rgb, obs_mask).sum()
             T_all = torch.cat([T_gt[:2], T])

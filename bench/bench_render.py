@@ -1,9 +1,8 @@
 """Benchmark of the rendering priors on this machine (prints figures; asserts nothing).
 
 Measures, for an icosphere object of ~1.3k and ~5k faces filling ~45 % of the image width:
-- soft silhouette forward + backward w.r.t. a 6-DoF pose at 64, 128 and 256 px (p50 / p99 over
-  --runs runs), the number of (face, pixel) pairs evaluated, and a dense (unculled) baseline at
-  64 px;
+- the soft backend's silhouette (hard z-buffer + analytic antialiasing) forward + backward
+  w.r.t. a 6-DoF pose at 64, 128 and 256 px (p50 / p99 over --runs runs);
 - the whole soft renderer (silhouette with a hand occluder, depth, RGB) forward + backward;
 - one contour-residual Gauss-Newton step (selection + jacfwd Jacobian, K = 200);
 - the hard rasterizer: a shaded 640x480 scene of a ~5k-face object and a hand bar.
@@ -23,18 +22,14 @@ import numpy as np
 import torch
 import trimesh
 
-from handypriors_ros.core.geometry import make_transform, se3_exp, transform_points
+from handypriors_ros.core.geometry import make_transform, se3_exp
 from handypriors_ros.core.render import (
     PinholeCamera,
     Renderer,
     RenderMesh,
     contour_residual,
-    front_facing,
     signed_distance_transform,
-    soft_silhouette,
 )
-from handypriors_ros.core.render.binning import enumerate_pixel_pairs, face_bounding_boxes
-from handypriors_ros.core.render.soft_rasterizer import cull_distance
 
 
 def timed(fn, runs: int, warmup: int = 3) -> tuple[float, float, float]:
@@ -65,35 +60,22 @@ def object_pose() -> torch.Tensor:
 
 
 def bench_soft_silhouette(runs: int) -> None:
-    print('soft silhouette, forward + backward w.r.t. a 6-DoF pose (sigma 0.3 px, eps 1e-3)')
-    print(f'{"faces":>6} {"px":>5} {"pairs":>8} {"p50 ms":>8} {"p99 ms":>8} {"cpu ms":>8}')
+    print('soft silhouette (hard z-buffer + analytic antialiasing), forward + backward w.r.t. a '
+          '6-DoF pose')
+    print(f'{"faces":>6} {"px":>5} {"p50 ms":>8} {"p99 ms":>8} {"cpu ms":>8}')
     T0 = object_pose()
     for subdiv in (3, 4):
         mesh = trimesh.creation.icosphere(subdivisions=subdiv, radius=0.05)
-        V = torch.tensor(mesh.vertices, dtype=torch.float32)
-        faces = torch.tensor(mesh.faces)
+        r = Renderer(RenderMesh.from_trimesh(mesh), backend='soft')
         for size in (64, 128, 256):
             cam = camera(size)
             xi = torch.zeros(1, 6, requires_grad=True)
 
-            def step(cam=cam, xi=xi, V=V, faces=faces, size=size, eps=1e-3):
-                verts = transform_points(se3_exp(xi) @ T0, V)
-                s = soft_silhouette(cam.project(verts), verts[..., 2], faces, size, size,
-                                    sigma=0.3, cull_eps=eps, face_mask=front_facing(verts, faces))
-                s.sum().backward()
+            def step(cam=cam, xi=xi, r=r):
+                r.render(cam, se3_exp(xi) @ T0).object_mask.sum().backward()
 
-            with torch.no_grad():
-                verts = transform_points(T0, V)
-                px = cam.project(verts)[:, faces].reshape(-1, 3, 2)
-                boxes = face_bounding_boxes(px, cull_distance(0.3, 1e-3), size, size,
-                                            front_facing(verts, faces).reshape(-1))
-                pairs = enumerate_pixel_pairs(*boxes, len(faces), size, size).face.numel()
             p50, p99, cpu = timed(step, runs)
-            print(f'{len(faces):>6} {size:>5} {pairs:>8} {p50:>8.1f} {p99:>8.1f} {cpu:>8.1f}')
-            if subdiv == 3 and size == 64:
-                d50, d99, dcpu = timed(lambda: step(eps=1e-30), max(3, runs // 10), warmup=1)
-                print(f'{len(faces):>6} {size:>5} {"dense":>8} {d50:>8.1f} {d99:>8.1f} '
-                      f'{dcpu:>8.1f}   (no culling: every front face at every pixel)')
+            print(f'{len(mesh.faces):>6} {size:>5} {p50:>8.1f} {p99:>8.1f} {cpu:>8.1f}')
 
 
 def bench_renderer(runs: int) -> None:
@@ -105,14 +87,15 @@ def bench_renderer(runs: int) -> None:
     for subdiv, size in ((3, 128), (4, 128)):
         m = trimesh.creation.icosphere(subdivisions=subdiv, radius=0.05)
         m.visual.vertex_colors = (np.abs(m.vertices) / 0.05 * 255).astype(np.uint8)
-        r = Renderer(camera(size), RenderMesh.from_trimesh(m), hand_faces=torch.tensor(bar.faces),
+        cam = camera(size)
+        r = Renderer(RenderMesh.from_trimesh(m), hand_faces=torch.tensor(bar.faces),
                      backend='soft')
         T0 = object_pose()
-        target = r.render(T0, hand)
+        target = r.render(cam, T0, hand)
         xi = torch.zeros(1, 6, requires_grad=True)
 
-        def step(r=r, xi=xi, T0=T0, target=target):
-            out = r.render(se3_exp(xi) @ T0, hand)
+        def step(r=r, xi=xi, T0=T0, target=target, cam=cam):
+            out = r.render(cam, se3_exp(xi) @ T0, hand)
             loss = ((out.object_mask - target.object_mask) ** 2).sum() + \
                 ((out.object_rgb - target.object_rgb) ** 2).sum()
             loss.backward()
@@ -128,21 +111,23 @@ def bench_contour(runs: int) -> None:
     box = trimesh.creation.box((0.08, 0.05, 0.04))
     m = trimesh.creation.icosphere(subdivisions=3, radius=0.05)
     for name, mesh in (('box', box), ('icosphere 1280', m)):
-        r = Renderer(camera(128), RenderMesh.from_trimesh(mesh), backend='soft')
+        r = Renderer(RenderMesh.from_trimesh(mesh), backend='soft')
+        cam = camera(128)
         T0 = object_pose()
-        sdt = signed_distance_transform(r.render_scene(T0).object_mask)
+        sdt = signed_distance_transform(r.render_scene(cam, T0).object_mask)
         T_est = se3_exp(torch.tensor([[0.003, 0.0, 0.0, 0.0, 0.02, 0.0]])) @ T0
 
-        def analytic(r=r, sdt=sdt, T_est=T_est):
-            res = contour_residual(r, T_est, sdt, with_jacobian=True)
+        def analytic(r=r, sdt=sdt, T_est=T_est, cam=cam):
+            res = contour_residual(r, cam, T_est, sdt, with_jacobian=True)
             J, rv = res.jacobian[0], res.residual[0]
             torch.linalg.solve(J.T @ J + 1e-6 * torch.eye(6), J.T @ rv)
 
-        def autodiff(r=r, sdt=sdt, T_est=T_est):
-            samples = contour_residual(r, T_est, sdt).samples
+        def autodiff(r=r, sdt=sdt, T_est=T_est, cam=cam):
+            samples = contour_residual(r, cam, T_est, sdt).samples
 
             def res(xi):
-                return contour_residual(r, se3_exp(xi) @ T_est, sdt, samples=samples).residual[0]
+                return contour_residual(r, cam, se3_exp(xi) @ T_est, sdt,
+                                        samples=samples).residual[0]
 
             xi0 = torch.zeros(1, 6)
             J = torch.func.jacfwd(res)(xi0)[:, 0]
@@ -159,12 +144,12 @@ def bench_hard(runs: int) -> None:
     m.visual.vertex_colors = (np.abs(m.vertices) / 0.05 * 255).astype(np.uint8)
     bar = trimesh.creation.box((0.015, 0.3, 0.015))
     cam = PinholeCamera(615.0, 615.0, 319.5, 239.5, 640, 480)
-    r = Renderer(cam, RenderMesh.from_trimesh(m), hand_faces=torch.tensor(bar.faces),
+    r = Renderer(RenderMesh.from_trimesh(m), hand_faces=torch.tensor(bar.faces),
                  backend='soft')
     hand = torch.tensor(bar.vertices, dtype=torch.float32)[None] + torch.tensor([0.0, 0.0, 0.3])
     T0 = make_transform(torch.eye(3), torch.tensor([0.0, 0.0, 0.35]))[None]
-    p50, p99, cpu = timed(lambda: r.render_scene(T0, hand), runs)
-    covered = int(r.render_scene(T0, hand).object_mask.sum())
+    p50, p99, cpu = timed(lambda: r.render_scene(cam, T0, hand), runs)
+    covered = int(r.render_scene(cam, T0, hand).object_mask.sum())
     print(f'{len(m.faces) + len(bar.faces):>6} faces, {covered} object px: '
           f'p50 {p50:.1f} ms, p99 {p99:.1f} ms, cpu {cpu:.1f} ms')
 

@@ -1,12 +1,15 @@
 """Soak test of the tracker node: memory over a long replay (prints figures, asserts nothing).
 
-The tracker node runs in-process (own context, discovery off, replay mode, as
-``handypriors track`` runs it) and is fed a synthetic bag's messages again and again, every
-pass's stamps shifted past the previous pass's, for ``--minutes`` of wall time. The process's
+The tracker node runs in-process (own context, discovery off) and is fed a synthetic bag's
+messages again and again, every pass's stamps shifted past the previous pass's, for
+``--minutes`` of wall time: ``--mode replay`` (default, as ``handypriors track`` runs it: every
+frame) or ``--mode live`` (the worker thread; images delivered at ``--rate`` Hz with a DDS-like
+message info, so the drop and reception bookkeeping is soaked too). The process's
 resident memory (VmRSS) is sampled every ``--every`` frames; the script prints it after the
 first pass (warm), at the end, the maximum, and the least-squares growth per 1000 frames.
 
 Usage: python bench/soak_tracker.py [--minutes 10] [--frames 90] [--every 100]
+                                    [--mode replay|live] [--rate 30]
 """
 from __future__ import annotations
 
@@ -43,6 +46,8 @@ def main() -> None:
     parser.add_argument('--minutes', type=float, default=10.0)
     parser.add_argument('--frames', type=int, default=90)
     parser.add_argument('--every', type=int, default=100)
+    parser.add_argument('--mode', choices=('replay', 'live'), default='replay')
+    parser.add_argument('--rate', type=float, default=30.0, help='live: images per second')
     args = parser.parse_args()
 
     import rclpy
@@ -50,6 +55,7 @@ def main() -> None:
     from rclpy.parameter import Parameter
     from rclpy.serialization import deserialize_message
 
+    from handypriors_ros import interfaces
     from handypriors_ros.bag import BagReader
     from handypriors_ros.ros.tracker_node import TrackerNode
     from handypriors_ros.synth.generate import GenerateConfig, generate
@@ -63,7 +69,7 @@ def main() -> None:
     rclpy.init(context=context, args=['soak'])
     node = TrackerNode(context=context, publish_hook=lambda topic, msg: None,
                        parameter_overrides=[Parameter('object_mesh', value=str(seq / 'object.ply')),
-                                            Parameter('mode', value='replay'),
+                                            Parameter('mode', value=args.mode),
                                             Parameter('publish_markers', value=True)])
     from geometry_msgs.msg import PoseStamped
     from sensor_msgs.msg import CameraInfo, Image, JointState
@@ -74,7 +80,7 @@ def main() -> None:
              cfg.mask_topic: (Image, node.on_mask),
              cfg.joint_states_topic: (JointState, node.on_joint_states),
              '/tf': (TFMessage, node.on_tf), '/tf_static': (TFMessage, node.on_tf_static),
-             cfg.initial_pose_topic: (PoseStamped, node.on_initial_pose)}
+             interfaces.resolve(cfg.initial_pose_topic): (PoseStamped, node.on_initial_pose)}
     with BagReader(seq / 'bag') as reader:
         messages = [(m.topic, m.rawdata) for m in reader.messages(route)]
     period_ns = int((args.frames / 30.0 + 1.0) * 1e9)
@@ -85,15 +91,20 @@ def main() -> None:
     try:
         while time.monotonic() - start < args.minutes * 60:
             for topic, raw in messages:
-                if topic == cfg.initial_pose_topic and passes:
+                if topic == interfaces.resolve(cfg.initial_pose_topic) and passes:
                     continue
                 msg_type, callback = route[topic]
                 msg = deserialize_message(raw, msg_type)
                 shift(msg, passes * period_ns)
-                callback(msg)
+                if topic == cfg.image_topic and args.mode == 'live':
+                    time.sleep(1.0 / args.rate)
+                    callback(msg, {'source_timestamp': time.time_ns()})
+                else:
+                    callback(msg)
                 if topic == cfg.image_topic and node.frames_tracked % args.every == 0:
                     samples.append((node.frames_tracked, rss_mb()))
-            node.process_pending(flush=True)
+            if args.mode == 'replay':
+                node.process_pending(flush=True)
             passes += 1
             if passes == 1:
                 warm_rss = rss_mb()

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-EXECUTABLES = ('tracker_node', 'realsense_node', 'refiner_node', 'handypriors')
+EXECUTABLES = ('tracker_node', 'realsense_node', 'refiner_node', 'tracker_with_camera',
+               'handypriors')
 
 
 @pytest.fixture(scope='module')

@@ -159,3 +159,24 @@ def test_undistorter_maps_rectified_pixels_to_raw_pixels():
     mask[200:280, 300:340] = 255
     out = und.undistort_mask(mask)
     assert out.dtype == np.uint8 and set(np.unique(out)) <= {0, 255}
+
+
+def test_camera_batch_projects_each_frame_with_its_camera():
+    from handypriors_ros.core.render.camera import CameraBatch, optical_to_clip
+    a = PinholeCamera(100.0, 110.0, 31.5, 20.0, 64, 48)
+    b = PinholeCamera(80.0, 80.0, 15.5, 15.5, 32, 32)
+    batch = CameraBatch.of([a, b])
+    assert (batch.width, batch.height) == (64, 48) and len(batch) == 2
+    pts = torch.tensor([[[0.01, -0.02, 0.4], [0.0, 0.0, 0.3]],
+                        [[0.02, 0.01, 0.5], [-0.01, 0.0, 0.35]]], dtype=torch.float64)
+    uv = batch.project(pts)
+    torch.testing.assert_close(uv[0:1], a.project(pts[0:1]))
+    torch.testing.assert_close(uv[1:2], b.project(pts[1:2]))
+    # clip space: each frame's camera, on the batch's canvas
+    clip = optical_to_clip(pts, batch, 0.01, 10.0)
+    canvas_b = PinholeCamera(b.fx, b.fy, b.cx, b.cy, batch.width, batch.height)
+    torch.testing.assert_close(clip[1:2], optical_to_clip(pts[1:2], canvas_b, 0.01, 10.0))
+    with pytest.raises(InputError, match='^points_cam: expected a batch of 2'):
+        batch.project(pts[:1])
+    with pytest.raises(InputError, match='^cameras: expected a non-empty sequence'):
+        CameraBatch.of([])

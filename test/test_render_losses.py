@@ -32,7 +32,7 @@ def pose(t, rotvec=(0.3, -0.2, 0.1)) -> torch.Tensor:
 
 def box_renderer(**kwargs) -> Renderer:
     box = trimesh.creation.box((0.08, 0.05, 0.04))
-    return Renderer(CAM, RenderMesh.from_trimesh(box), backend='soft', **kwargs)
+    return Renderer(RenderMesh.from_trimesh(box), backend='soft', **kwargs)
 
 
 def test_mask_loss_values_weights_and_errors():
@@ -94,8 +94,8 @@ def test_bilinear_sample_is_exact_for_linear_fields_and_jacfwd_works():
 def test_contour_residual_is_zero_at_the_observed_pose():
     r = box_renderer()
     T = pose((0.01, -0.005, 0.4))
-    observed = r.render_scene(T).object_mask
-    res = contour_residual(r, T, signed_distance_transform(observed), num_points=150)
+    observed = r.render_scene(CAM, T).object_mask
+    res = contour_residual(r, CAM, T, signed_distance_transform(observed), num_points=150)
     assert res.residual.shape == (1, 150) and res.points_2d.shape == (1, 150, 2)
     assert bool(res.valid.all())
     # The observed mask is the pixel-sampled silhouette: residuals within its quantisation.
@@ -110,13 +110,13 @@ def test_contour_residual_gauss_newton_step_recovers_a_shift():
     shift_px = 2.0
     dx = shift_px * 0.4 / CAM.fx  # metres at the box's depth
     T_est = pose((0.01 - dx, -0.005, 0.4))
-    sdt = signed_distance_transform(r.render_scene(T_true).object_mask)
-    res = contour_residual(r, T_est, sdt, num_points=200)
+    sdt = signed_distance_transform(r.render_scene(CAM, T_true).object_mask)
+    res = contour_residual(r, CAM, T_est, sdt, num_points=200)
     assert float(res.residual[res.valid].abs().max()) > 1.5
     samples = res.samples
 
     def residual_of(xi):  # left perturbation in the camera frame, fixed association
-        return contour_residual(r, se3_exp(xi) @ T_est, sdt, samples=samples).residual[0]
+        return contour_residual(r, CAM, se3_exp(xi) @ T_est, sdt, samples=samples).residual[0]
 
     xi0 = torch.zeros(1, 6)
     J = torch.func.jacfwd(residual_of)(xi0)[:, 0, :]  # (K, 6)
@@ -126,11 +126,11 @@ def test_contour_residual_gauss_newton_step_recovers_a_shift():
     # The gradient of 0.5 |r|^2 points against +x: the step moves the box towards the mask.
     assert float((J.T @ rv)[0]) < 0
     assert float(step[0]) == pytest.approx(dx, rel=0.35)
-    after = contour_residual(r, se3_exp(step[None]) @ T_est, sdt, num_points=200)
+    after = contour_residual(r, CAM, se3_exp(step[None]) @ T_est, sdt, num_points=200)
     assert float(after.residual[after.valid].abs().mean()) < \
         0.5 * float(res.residual[res.valid].abs().mean())
     # The analytic Jacobian (left perturbation) equals the autodiff one.
-    analytic = contour_residual(r, T_est, sdt, samples=samples, with_jacobian=True)
+    analytic = contour_residual(r, CAM, T_est, sdt, samples=samples, with_jacobian=True)
     torch.testing.assert_close(analytic.residual[0], rv)
     torch.testing.assert_close(analytic.jacobian[0], J, rtol=1e-4, atol=1e-2)
 
@@ -140,9 +140,9 @@ def test_contour_points_hidden_by_the_hand_are_excluded():
     r = box_renderer(hand_faces=torch.tensor(bar.faces))
     T = pose((0.0, 0.0, 0.4), rotvec=(0.0, 0.0, 0.0))
     hand = torch.tensor(bar.vertices, dtype=torch.float32)[None] + torch.tensor([0.0, 0.0, 0.3])
-    sdt = signed_distance_transform(r.render_scene(T).object_mask)
-    free = contour_residual(r, T, sdt, num_points=100)
-    occluded = contour_residual(r, T, sdt, hand_vertices_cam=hand, num_points=100)
+    sdt = signed_distance_transform(r.render_scene(CAM, T).object_mask)
+    free = contour_residual(r, CAM, T, sdt, num_points=100)
+    occluded = contour_residual(r, CAM, T, sdt, hand_vertices_cam=hand, num_points=100)
     u_free = free.points_2d[0, :, 0][free.valid[0]]
     u_occ = occluded.points_2d[0, :, 0][occluded.valid[0]]
     bar_half_px = 0.01 / 0.3 * CAM.fx  # the bar's half width in pixels at its depth
@@ -154,12 +154,12 @@ def test_contour_points_hidden_by_the_hand_are_excluded():
 def test_contour_points_are_differentiable_and_validated():
     r = box_renderer()
     T = pose((0.0, 0.0, 0.4))
-    sdt = signed_distance_transform(r.render_scene(T).object_mask)
-    res = contour_residual(r, T, sdt, num_points=50)
+    sdt = signed_distance_transform(r.render_scene(CAM, T).object_mask)
+    res = contour_residual(r, CAM, T, sdt, num_points=50)
     xi = torch.zeros(1, 6, requires_grad=True)
-    p = contour_points(r, se3_exp(xi) @ T, res.samples)
+    p = contour_points(r, CAM, se3_exp(xi) @ T, res.samples)
     torch.testing.assert_close(p.detach(), res.points_2d)
     g, = torch.autograd.grad(p[..., 0].sum(), xi)
     assert float(g[0, 0]) == pytest.approx(50 * CAM.fx / 0.4, rel=0.2)  # d u / d x = fx / z
     with pytest.raises(InputError, match=r'^observed_sdt: expected shape \(1, 128, 128\)'):
-        contour_residual(r, T, sdt[0])
+        contour_residual(r, CAM, T, sdt[0])

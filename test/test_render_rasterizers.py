@@ -1,4 +1,4 @@
-"""Hard and soft rasterizers: against ray casting, gradients against finite differences."""
+"""Hard rasterizer (z-buffer) against ray casting, and the renderer's occlusion and batching."""
 import numpy as np
 import pytest
 import torch
@@ -8,10 +8,11 @@ from handypriors_ros.core.errors import InputError
 from handypriors_ros.core.geometry import make_transform, se3_exp, transform_points
 from handypriors_ros.core.render import (
     PinholeCamera,
+    Renderer,
+    RenderMesh,
     front_facing,
     interpolate,
     rasterize_hard,
-    soft_silhouette,
 )
 
 CAM32 = PinholeCamera(40.0, 40.0, 15.5, 15.5, 32, 32)
@@ -92,137 +93,54 @@ def test_interpolate_and_validation():
         rasterize_hard(CAM32.project(verts), verts[0, :, 2], faces, 32, 32)
 
 
-def test_soft_silhouette_matches_hard_at_small_sigma():
-    mesh = trimesh.creation.icosphere(subdivisions=3, radius=0.05)
-    cam = CAM64
-    verts = posed(mesh, (0.003, -0.002, 0.22), dtype=torch.float32)
-    faces = torch.tensor(mesh.faces)
-    front = front_facing(verts, faces)
-    px, z = cam.project(verts), verts[..., 2]
-    hard = rasterize_hard(px, z, faces, 64, 64, face_mask=front).covered
-    soft = soft_silhouette(px, z, faces, 64, 64, sigma=0.05, face_mask=front)
-    assert soft.shape == (1, 64, 64) and soft.dtype == torch.float32
-    assert float(soft.min()) >= 0.0 and float(soft.max()) <= 1.0
-    s = soft > 0.5
-    iou = (s & hard).sum() / (s | hard).sum()
-    assert iou > 0.98
-    # Culling to front faces does not change the silhouette of a closed mesh.
-    soft_all = soft_silhouette(px, z, faces, 64, 64, sigma=0.05)
-    iou_all = ((soft_all > 0.5) & s).sum() / ((soft_all > 0.5) | s).sum()
-    assert iou_all > 0.99
+def _sphere_renderer(subdivisions=3):
+    mesh = trimesh.creation.icosphere(subdivisions=subdivisions, radius=0.05)
+    return Renderer(RenderMesh.from_trimesh(mesh), backend='soft')
 
 
-def test_soft_silhouette_culling_changes_values_by_at_most_eps():
-    mesh = trimesh.creation.icosphere(subdivisions=2, radius=0.05)
-    verts = posed(mesh, (0.0, 0.004, 0.25))
-    faces = torch.tensor(mesh.faces)
-    px, z = CAM32.project(verts), verts[..., 2]
-    dense = soft_silhouette(px, z, faces, 32, 32, sigma=0.7, cull_eps=1e-14)
-    culled = soft_silhouette(px, z, faces, 32, 32, sigma=0.7, cull_eps=1e-4)
-    # Each skipped pair had coverage < eps; a pixel skips at most a few dozen pairs.
-    assert float((dense - culled).abs().max()) < 50 * 1e-4
-
-
-def _silhouette_of_pose(xi, V, faces, T0, front, occluder=None, sigma=0.7):
-    T = se3_exp(xi) @ T0
-    verts = transform_points(T, V)[None]
-    return soft_silhouette(CAM32.project(verts), verts[..., 2], faces, 32, 32, sigma=sigma,
-                           cull_eps=1e-10, face_mask=front, occluder_depth=occluder,
-                           depth_softness=0.01)
-
-
-@pytest.mark.parametrize('with_occluder', [False, True])
-def test_soft_silhouette_pose_gradient_matches_finite_differences(with_occluder):
-    mesh = trimesh.creation.icosphere(subdivisions=1, radius=0.05)
-    V = torch.tensor(mesh.vertices, dtype=torch.float64)
-    faces = torch.tensor(mesh.faces)
-    T0 = make_transform(se3_exp(torch.tensor([0, 0, 0, 0.4, -0.3, 0.2],
-                                             dtype=torch.float64))[:3, :3],
-                        torch.tensor([0.01, -0.005, 0.25], dtype=torch.float64))
-    # Fixed culling mask (the one of T0), so the function is smooth in the pose.
-    front = front_facing(transform_points(T0, V)[None], faces)
-    occluder = None
-    if with_occluder:
-        occluder = torch.full((1, 32, 32), float('inf'), dtype=torch.float64)
-        occluder[:, :, 12:18] = 0.22  # a bar in front of the sphere (its front is at 0.20)
-    xi = (torch.randn(6, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
-          * 0.01).requires_grad_()
-    assert torch.autograd.gradcheck(
-        lambda x: _silhouette_of_pose(x, V, faces, T0, front, occluder), (xi,),
-        eps=1e-6, atol=1e-6, rtol=1e-4, fast_mode=True)
-    # And a full 6-DoF gradient of a weighted sum against central differences.
-    w = torch.rand(1, 32, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
-
-    def loss(x):
-        return (w * _silhouette_of_pose(x, V, faces, T0, front, occluder)).sum()
-
-    grad, = torch.autograd.grad(loss(xi), xi)
-    h = 1e-6
-    with torch.no_grad():
-        fd = torch.stack([(loss(xi + h * e) - loss(xi - h * e)) / (2 * h)
-                          for e in torch.eye(6, dtype=torch.float64)])
-    torch.testing.assert_close(grad, fd, rtol=1e-5, atol=1e-6)
-    assert grad.abs().max() > 1.0  # not trivially zero
+def _pose(t, rotvec=(0.3, -0.2, 0.1)):
+    R = se3_exp(torch.tensor([0.0, 0.0, 0.0, *rotvec]))[:3, :3]
+    return make_transform(R, torch.tensor(t, dtype=torch.float32))[None]
 
 
 def test_occluder_hides_only_what_it_is_in_front_of():
-    mesh = trimesh.creation.icosphere(subdivisions=3, radius=0.05)
-    verts = posed(mesh, (0.0, 0.0, 0.25), dtype=torch.float32)
-    faces = torch.tensor(mesh.faces)
-    front = front_facing(verts, faces)
-    px, z = CAM64.project(verts), verts[..., 2]
-    free = soft_silhouette(px, z, faces, 64, 64, sigma=0.5, face_mask=front)
+    r = _sphere_renderer()
+    T = _pose((0.0, 0.0, 0.25))
+    free = r.render(CAM64, T).object_mask
     bar = torch.zeros(1, 64, 64, dtype=torch.bool)
     bar[:, :, 28:36] = True
     inf = torch.full((1, 64, 64), float('inf'))
     in_front = torch.where(bar, torch.full_like(inf, 0.15), inf)  # sphere front at 0.20
     behind = torch.where(bar, torch.full_like(inf, 0.35), inf)  # sphere back at 0.30
-    hidden = soft_silhouette(px, z, faces, 64, 64, sigma=0.5, face_mask=front,
-                             occluder_depth=in_front)
-    shown = soft_silhouette(px, z, faces, 64, 64, sigma=0.5, face_mask=front,
-                            occluder_depth=behind)
+    hidden = r.render(CAM64, T, hand_depth=in_front)
+    shown = r.render(CAM64, T, hand_depth=behind).object_mask
     assert float(free[bar].max()) > 0.9
-    assert float(hidden[bar].max()) < 1e-3  # removed where the hand is in front
-    torch.testing.assert_close(hidden[~bar], free[~bar])  # untouched elsewhere
+    assert float(hidden.object_mask[bar].max()) == 0.0  # removed where the hand is in front
+    assert bool((hidden.hand_mask[bar] == 1).all()) and float(hidden.hand_mask[~bar].max()) == 0
+    # elsewhere untouched, except the object's pixels next to the hand (no object edge there:
+    # the hand's edge is not the object's, so they stay as the hard mask has them)
+    near_bar = torch.zeros_like(bar)
+    near_bar[:, :, 27:37] = True
+    torch.testing.assert_close(hidden.object_mask[~near_bar], free[~near_bar])
     torch.testing.assert_close(shown, free)  # a hand behind changes nothing
 
 
-def test_soft_silhouette_validation():
-    verts = torch.rand(1, 4, 3) + torch.tensor([0.0, 0.0, 1.0])
-    faces = torch.tensor([[0, 1, 2], [0, 2, 3]])
-    px = CAM32.project(verts)
-    with pytest.raises(InputError, match='^sigma'):
-        soft_silhouette(px, verts[..., 2], faces, 32, 32, sigma=0.0)
-    with pytest.raises(InputError, match='^cull_eps'):
-        soft_silhouette(px, verts[..., 2], faces, 32, 32, sigma=1.0, cull_eps=0.7)
-    with pytest.raises(InputError, match='^occluder_depth'):
-        soft_silhouette(px, verts[..., 2], faces, 32, 32, sigma=1.0,
-                        occluder_depth=torch.zeros(1, 16, 16))
-    # Faces behind the camera are dropped, not rendered mirrored.
-    behind = verts * torch.tensor([1.0, 1.0, -1.0])
-    out = soft_silhouette(CAM32.project(behind), behind[..., 2], faces, 32, 32, sigma=1.0)
-    assert float(out.max()) == 0.0
+def test_faces_behind_the_camera_are_dropped():
+    r = _sphere_renderer(1)
+    out = r.render(CAM32, _pose((0.0, 0.0, -0.3)))
+    assert float(out.object_mask.max()) == 0.0 and float(out.object_depth.max()) == 0.0
 
 
 def test_batches_render_like_single_frames():
-    mesh = trimesh.creation.icosphere(subdivisions=2, radius=0.05)
-    faces = torch.tensor(mesh.faces)
-    a = posed(mesh, (0.01, 0.0, 0.25), dtype=torch.float32)
-    b = posed(mesh, (-0.01, 0.005, 0.3), dtype=torch.float32, rotvec=(0.0, 0.5, 0.0))
-    both = torch.cat([a, b])
+    r = _sphere_renderer(2)
+    T = torch.cat([_pose((0.01, 0.0, 0.25)), _pose((-0.01, 0.005, 0.3), (0.0, 0.5, 0.0))])
     occ = torch.full((2, 32, 32), float('inf'))
     occ[:, 10:14] = 0.2
-
-    def run(v, o):
-        px, z = CAM32.project(v), v[..., 2]
-        fm = front_facing(v, faces)
-        hard = rasterize_hard(px, z, faces, 32, 32, face_mask=fm)
-        soft = soft_silhouette(px, z, faces, 32, 32, sigma=0.5, face_mask=fm, occluder_depth=o)
-        return hard, soft
-
-    hard2, soft2 = run(both, occ)
-    for i, v in enumerate((a, b)):
-        hard1, soft1 = run(v, occ[i:i + 1])
-        torch.testing.assert_close(hard2.face_index[i:i + 1], hard1.face_index)
+    both = r.render(CAM32, T, hand_depth=occ)
+    hard2 = r.rasterize(CAM32, T)
+    for i in range(2):
+        one = r.render(CAM32, T[i:i + 1], hand_depth=occ[i:i + 1])
+        hard1 = r.rasterize(CAM32, T[i:i + 1])
+        torch.testing.assert_close(hard2.raster.face_index[i:i + 1], hard1.raster.face_index)
         torch.testing.assert_close(hard2.depth[i:i + 1], hard1.depth)
-        torch.testing.assert_close(soft2[i:i + 1], soft1)
+        torch.testing.assert_close(both.object_mask[i:i + 1], one.object_mask)

@@ -7,6 +7,7 @@ import trimesh
 from handypriors_ros.core.errors import InputError
 from handypriors_ros.core.geometry import make_transform, rotate_vectors, se3_exp
 from handypriors_ros.core.render import (
+    CameraBatch,
     PinholeCamera,
     Renderer,
     RenderMesh,
@@ -44,7 +45,7 @@ def hand_at(z: float, batch: int = 1, dtype=torch.float32) -> torch.Tensor:
 
 def make_renderer(**kwargs) -> Renderer:
     kwargs.setdefault('hand_faces', torch.tensor(finger_box().faces))
-    return Renderer(CAM, sphere_mesh(), backend='soft', **kwargs)
+    return Renderer(sphere_mesh(), backend='soft', **kwargs)
 
 
 def test_render_output_shapes_and_ranges():
@@ -52,7 +53,7 @@ def test_render_output_shapes_and_ranges():
     assert r.backend == 'soft'
     T = pose((0.0, 0.0, 0.3), batch=2)
     tips = torch.tensor([[[0.0, 0.0, 0.3], [0.01, 0.02, 0.25]]]).expand(2, -1, -1)
-    out = r.render(T, hand_at(0.24, batch=2), hand_keypoints_cam=tips)
+    out = r.render(CAM, T, hand_at(0.24, batch=2), hand_keypoints_cam=tips)
     assert out.object_mask.shape == (2, 96, 96)
     assert out.hand_mask.shape == (2, 96, 96)
     assert out.object_depth.shape == (2, 96, 96)
@@ -74,8 +75,8 @@ def test_render_output_shapes_and_ranges():
 def test_hand_behind_object_changes_nothing():
     r = make_renderer()
     T = pose((0.0, 0.0, 0.3))
-    alone = r.render(T)
-    behind = r.render(T, hand_at(0.40))
+    alone = r.render(CAM, T)
+    behind = r.render(CAM, T, hand_at(0.40))
     torch.testing.assert_close(behind.object_mask, alone.object_mask)
     torch.testing.assert_close(behind.object_rgb, alone.object_rgb)
     assert float(alone.hand_mask.max()) == 0.0
@@ -87,15 +88,15 @@ def test_hand_behind_object_changes_nothing():
 def test_pose_gradients_flow_through_mask_and_rgb():
     r = make_renderer()
     T0 = pose((0.0, 0.0, 0.3), rotvec=(0.2, 0.3, 0.0))
-    target = r.render(pose((0.004, -0.003, 0.3), rotvec=(0.25, 0.3, 0.0)))
+    target = r.render(CAM, pose((0.004, -0.003, 0.3), rotvec=(0.25, 0.3, 0.0)))
     xi = torch.zeros(1, 6, requires_grad=True)
-    out = r.render(se3_exp(xi) @ T0, hand_at(0.24))
+    out = r.render(CAM, se3_exp(xi) @ T0, hand_at(0.24))
     loss = mask_loss(out.object_mask, target.object_mask).sum() + \
         rgb_loss(out.object_rgb, target.object_rgb, target.object_mask > 0.5).sum()
     grad, = torch.autograd.grad(loss, xi)
     assert torch.isfinite(grad).all() and float(grad.abs().sum()) > 0
     # The rgb loss alone also has a gradient (barycentrics and shading).
-    out = r.render(se3_exp(xi) @ T0)
+    out = r.render(CAM, se3_exp(xi) @ T0)
     g_rgb, = torch.autograd.grad(rgb_loss(out.object_rgb, target.object_rgb,
                                           target.object_mask > 0.5).sum(), xi)
     assert float(g_rgb.abs().sum()) > 0
@@ -105,24 +106,15 @@ def test_float64_and_to():
     r = make_renderer()
     r64 = r.to(dtype=torch.float64)
     assert r64.object_mesh.vertices.dtype == torch.float64 and r64.backend == 'soft'
-    out = r64.render(pose((0.0, 0.0, 0.3), dtype=torch.float64))
+    out = r64.render(CAM, pose((0.0, 0.0, 0.3), dtype=torch.float64))
     assert out.object_mask.dtype == torch.float64
-    out32 = r.render(pose((0.0, 0.0, 0.3)))
+    out32 = r.render(CAM, pose((0.0, 0.0, 0.3)))
     torch.testing.assert_close(out.object_mask.float(), out32.object_mask, atol=1e-4, rtol=0)
-
-
-def test_soft_hand_mask_option():
-    r = make_renderer(settings=RenderSettings(soft_hand_mask=True))
-    hand = hand_at(0.24).requires_grad_()
-    out = r.render(pose((0.0, 0.0, 0.3)), hand)
-    assert 0.0 < float(out.hand_mask.detach()[0, 10, 47]) <= 1.0
-    grad, = torch.autograd.grad(out.hand_mask.sum(), hand)
-    assert float(grad.abs().sum()) > 0
 
 
 def test_render_scene_hard_image():
     r = make_renderer()
-    scene = r.render_scene(pose((0.0, 0.0, 0.3)), hand_at(0.24))
+    scene = r.render_scene(CAM, pose((0.0, 0.0, 0.3)), hand_at(0.24))
     assert scene.rgb.shape == (1, 96, 96, 3) and scene.depth.shape == (1, 96, 96)
     assert not (scene.object_mask & scene.hand_mask).any()
     assert bool(scene.hand_mask[0, 48, 48]) and float(scene.depth[0, 48, 48]) == \
@@ -130,8 +122,8 @@ def test_render_scene_hard_image():
     assert bool(scene.object_mask[0, 48, 40])
     assert float(scene.depth[0, 0, 0]) == 0.0 and float(scene.rgb[0, 0, 0].sum()) == 0.0
     # Lambertian: the sphere is brighter facing the camera than at its rim.
-    albedo_free = Renderer(CAM, RenderMesh.from_trimesh(trimesh.creation.icosphere(3, 0.05)),
-                           backend='soft').render_scene(pose((0.0, 0.0, 0.3)))
+    albedo_free = Renderer(RenderMesh.from_trimesh(trimesh.creation.icosphere(3, 0.05)),
+                           backend='soft').render_scene(CAM, pose((0.0, 0.0, 0.3)))
     centre = float(albedo_free.rgb[0, 48, 48, 0])
     rim = float(albedo_free.rgb[0, 48, 47 + 23, 0])
     assert centre == pytest.approx(0.7 * (0.4 + 0.6), abs=0.02) and rim < centre - 0.1
@@ -140,26 +132,32 @@ def test_render_scene_hard_image():
 def test_input_validation():
     r = make_renderer()
     with pytest.raises(InputError, match=r'^T_cam_obj: expected a tensor \(B, 4, 4\)'):
-        r.render(torch.eye(4))
+        r.render(CAM, torch.eye(4))
     with pytest.raises(InputError, match=r'^T_cam_obj: expected torch.float32'):
-        r.render(pose((0, 0, 0.3), dtype=torch.float64))
+        r.render(CAM, pose((0, 0, 0.3), dtype=torch.float64))
     with pytest.raises(InputError, match=r'^hand_vertices_cam: expected a tensor \(2, Vh, 3\)'):
-        r.render(pose((0, 0, 0.3), batch=2), hand_at(0.24))
-    no_hand = Renderer(CAM, sphere_mesh(1), backend='soft')
+        r.render(CAM, pose((0, 0, 0.3), batch=2), hand_at(0.24))
+    no_hand = Renderer(sphere_mesh(1), backend='soft')
     with pytest.raises(InputError, match='built without hand_faces'):
-        no_hand.render(pose((0, 0, 0.3)), hand_at(0.24))
+        no_hand.render(CAM, pose((0, 0, 0.3)), hand_at(0.24))
     with pytest.raises(InputError, match='^backend'):
-        Renderer(CAM, sphere_mesh(1), backend='opengl')
-    with pytest.raises(InputError, match='^sigma_px'):
-        RenderSettings(sigma_px=0.0)
+        Renderer(sphere_mesh(1), backend='opengl')
+    with pytest.raises(InputError, match='^near_m'):
+        RenderSettings(near_m=0.0)
+    with pytest.raises(InputError, match='^camera: expected a PinholeCamera'):
+        r.render(CAM.K, pose((0, 0, 0.3)))
+    with pytest.raises(InputError, match=r'^hand_vertices_cam: expected a tensor \(B, Vh, 3\)'):
+        r.hand_depth(CAM, hand_at(0.24)[0])
+    with pytest.raises(InputError, match='^camera: expected a CameraBatch of 2'):
+        r.render(CameraBatch.of([CAM]), pose((0, 0, 0.3), batch=2))
     with pytest.raises(InputError, match='^far_m'):
         RenderSettings(near_m=1.0, far_m=0.5)
 
 
 def test_backend_selection_on_cpu():
-    assert Renderer(CAM, sphere_mesh(1), backend='auto').backend == 'soft'
+    assert Renderer(sphere_mesh(1), backend='auto').backend == 'soft'
     with pytest.raises(InputError, match="^backend: 'nvdiffrast' needs a CUDA device"):
-        Renderer(CAM, sphere_mesh(1), backend='nvdiffrast')
+        Renderer(sphere_mesh(1), backend='nvdiffrast')
 
 
 needs_nvdiffrast = pytest.mark.skipif(
@@ -169,35 +167,47 @@ needs_nvdiffrast = pytest.mark.skipif(
 
 @needs_nvdiffrast
 def test_nvdiffrast_matches_soft_backend():
+    """Both backends antialias the same hard z-buffer analytically: at 128x128 their
+    silhouettes agree (soft IoU >= 0.99) and their pose gradients point the same way."""
+    cam = PinholeCamera(200.0, 200.0, 63.5, 63.5, 128, 128)
     faces = torch.tensor(finger_box().faces)
-    soft = Renderer(CAM, sphere_mesh(), hand_faces=faces, backend='soft', device='cuda')
-    nvd = Renderer(CAM, sphere_mesh(), hand_faces=faces, backend='auto', device='cuda')
+    soft = Renderer(sphere_mesh(), hand_faces=faces, backend='soft', device='cuda')
+    nvd = Renderer(sphere_mesh(), hand_faces=faces, backend='auto', device='cuda')
     assert nvd.backend == 'nvdiffrast'
     T = pose((0.005, -0.01, 0.3), rotvec=(0.3, 0.1, 0.0)).cuda()
     hand = hand_at(0.24).cuda()
-    a = soft.render(T, hand)
-    b = nvd.render(T, hand)
+    a = soft.render(cam, T, hand)
+    b = nvd.render(cam, T, hand)
     both = (a.object_depth > 0) & (b.object_depth > 0)
     only = (a.object_depth > 0) ^ (b.object_depth > 0)
-    assert only.sum() <= 0.02 * both.sum()  # same pixels (edges may differ)
+    assert only.sum() <= 0.01 * both.sum()  # same pixels (a few on edges may differ)
     torch.testing.assert_close(a.object_depth[both], b.object_depth[both], atol=1e-4, rtol=0)
     torch.testing.assert_close(a.object_rgb[both], b.object_rgb[both], atol=2e-3, rtol=0)
-    torch.testing.assert_close(a.hand_mask.round(), b.hand_mask.round(), atol=0, rtol=0)
-    iou = ((a.object_mask > 0.5) & (b.object_mask > 0.5)).sum() / \
-        ((a.object_mask > 0.5) | (b.object_mask > 0.5)).sum()
-    assert iou > 0.95
+    iou = torch.minimum(a.object_mask, b.object_mask).sum() / \
+        torch.maximum(a.object_mask, b.object_mask).sum()
+    assert iou >= 0.99, float(iou)
+    target = soft.render(cam, pose((0.009, -0.006, 0.31), rotvec=(0.35, 0.1, 0.05)).cuda(),
+                         hand).object_mask
+    grads = []
+    for r in (soft, nvd):
+        xi = torch.zeros(1, 6, device='cuda', requires_grad=True)
+        out = r.render(cam, se3_exp(xi) @ T, hand)
+        grad, = torch.autograd.grad(mask_loss(out.object_mask, target).sum(), xi)
+        grads.append(grad[0])
+    cosine = torch.nn.functional.cosine_similarity(grads[0], grads[1], dim=0)
+    assert cosine >= 0.95, (float(cosine), grads)
 
 
 @needs_nvdiffrast
 def test_nvdiffrast_image_orientation_and_gradient():
-    r = Renderer(CAM, sphere_mesh(), backend='nvdiffrast', device='cuda')
+    r = Renderer(sphere_mesh(), backend='nvdiffrast', device='cuda')
     # Object above the optical axis (negative y, image top): rows above the centre.
-    out = r.render(pose((0.0, -0.04, 0.3)).cuda())
+    out = r.render(CAM, pose((0.0, -0.04, 0.3)).cuda())
     rows = torch.nonzero(out.object_depth[0] > 0)[:, 0]
     assert float(rows.float().mean()) < 47.5 - 10
     xi = torch.zeros(1, 6, device='cuda', requires_grad=True)
-    target = r.render(pose((0.005, 0.0, 0.3)).cuda()).object_mask
-    out = r.render(se3_exp(xi) @ pose((0.0, 0.0, 0.3)).cuda())
+    target = r.render(CAM, pose((0.005, 0.0, 0.3)).cuda()).object_mask
+    out = r.render(CAM, se3_exp(xi) @ pose((0.0, 0.0, 0.3)).cuda())
     grad, = torch.autograd.grad(mask_loss(out.object_mask, target).sum(), xi)
     assert torch.isfinite(grad).all() and float(grad[0, 0]) < 0  # move +x towards target
 
@@ -248,8 +258,22 @@ def test_nvdiffrast_backend_wiring_with_a_cpu_stand_in():
                               rotate_vectors(T, r.object_mesh.vertex_normals))
     mask, hand_mask, depth, rgb = backend.render(CAM, r.settings, verts, r.object_mesh.faces,
                                                  colors, hand, r.hand_faces)
-    ref = r.render(T, hand)
+    ref = r.render(CAM, T, hand)
     torch.testing.assert_close(depth, ref.object_depth, atol=1e-5, rtol=0)
     torch.testing.assert_close(rgb, ref.object_rgb, atol=1e-5, rtol=0)
     torch.testing.assert_close(hand_mask, ref.hand_mask)
     torch.testing.assert_close(mask, (ref.object_depth > 0).float())
+    # rasterize: object and hand in one z-buffer, as the torch path gives it
+    r._nvdiffrast, r.backend = backend, 'nvdiffrast'
+    via_nvd = r.rasterize(CAM, T, hand)
+    r._nvdiffrast, r.backend = None, 'soft'
+    via_torch = r.rasterize(CAM, T, hand)
+    # (the torch path culls back faces, nvdiffrast does not: a face may differ on a shared edge)
+    same = via_nvd.raster.face_index == via_torch.raster.face_index
+    assert int((~same).sum()) <= 3
+    torch.testing.assert_close(via_nvd.object_visible, via_torch.object_visible)
+    torch.testing.assert_close(via_nvd.hand_visible, via_torch.hand_visible)
+    torch.testing.assert_close(via_nvd.depth, via_torch.depth, atol=1e-5, rtol=0)
+    torch.testing.assert_close(via_nvd.raster.bary[same], via_torch.raster.bary[same], atol=2e-4,
+                               rtol=0)
+    assert via_nvd.object_visible.any() and via_nvd.hand_visible.any()

@@ -15,6 +15,8 @@ from handypriors_ros.core.models.kinematics import HandKinematics
 from handypriors_ros.core.models.object_model import ObjectModel
 from handypriors_ros.core.physics.sdf import WarpMeshSDF
 from handypriors_ros.core.render.camera import PinholeCamera
+from handypriors_ros.core.render.mesh import RenderMesh
+from handypriors_ros.core.render.renderer import Renderer, RenderSettings
 from handypriors_ros.core.models.hand import HandModel
 from handypriors_ros.core.tracking.config import MEASUREMENTS, TrackerConfig, ablation_configs
 from handypriors_ros.core.tracking.dynamics import pose_hand, predict_motion
@@ -85,13 +87,19 @@ def test_contact_dynamics_follow_the_hand(seq):
     np.testing.assert_array_equal(pred_far.dT, np.eye(4))
 
 
+def _proxy_renderer(obj, hand_faces):
+    """The object's proxy with the hand as the tracker renders it (no culling)."""
+    return Renderer(RenderMesh.from_arrays(obj.proxy.vertices, obj.proxy.faces.long()),
+                    hand_faces=hand_faces, settings=RenderSettings(cull_backfaces=False))
+
+
 def _clean_mask(seq, i, T):
     kin, obj, cam = seq['kin'], seq['obj'], seq['cam']
     f = seq['frames'][i]
     hv, hf = kin.posed_mesh(torch.as_tensor(f.q[None], dtype=kin.dtype),
                             torch.as_tensor(f.T_cam_base[None], dtype=kin.dtype))
     full = make_roi(cam, T, obj.proxy.vertices.numpy().astype(np.float64), 10_000)
-    r = render_roi(full, T, obj.proxy.vertices.float(), obj.proxy.faces, hv[0].float(), hf)
+    r = render_roi(_proxy_renderer(obj, hf), full, T, hv[0].float())
     mask = np.zeros((cam.height, cam.width), bool)
     mask[full.y0:full.y1, full.x0:full.x1] = r.object_visible
     return mask, hv[0].float(), hf
@@ -107,7 +115,7 @@ def test_contour_residual_is_small_at_the_truth_and_an_update_reduces_the_error(
 
     def measure(T):
         roi = make_roi(cam, T, verts, 128)
-        render = render_roi(roi, T, obj.proxy.vertices.float(), obj.proxy.faces, hv, hf)
+        render = render_roi(_proxy_renderer(obj, hf), roi, T, hv)
         return contour_measurement(cam, roi, render, tracker.scene.mesh, torch.as_tensor(T),
                                    ObservedField.from_mask(mask, roi),
                                    max_points=120, sigma_px=1.0, common_px=0.5,
@@ -447,7 +455,7 @@ def test_the_roi_render_on_cuda_matches_the_cpu(seq):
     roi = make_roi(cam, T, obj.proxy.vertices.numpy().astype(np.float64), 128)
     renders = {}
     for device in ('cpu', 'cuda'):
-        scene = ObjectTracker(obj, kin, device=device).scene
+        scene = ObjectTracker(obj, kin, device=device, renderer='soft').scene
         assert scene.hand_faces.device.type == device
         renders[device] = scene.render(roi, T, hv[0].float().to(device))
     for field in ('object_visible', 'hand'):

@@ -23,7 +23,6 @@ from handypriors_ros.core import metrics  # noqa: E402
 from handypriors_ros.core.errors import InputError, ModelError  # noqa: E402
 from handypriors_ros.core.models.object_model import ObjectModel  # noqa: E402
 from handypriors_ros.core.tracking.config import TrackerConfig  # noqa: E402
-from handypriors_ros.ros.compat import same_parameter_type  # noqa: E402
 from handypriors_ros.jobs import track as track_job  # noqa: E402
 from handypriors_ros.ros.conversions import (pose_to_matrix, pose_stamped_to_matrix,  # noqa: E402
                                              stamp_to_ns)
@@ -76,10 +75,13 @@ class Outputs:
         return self.by_topic.get(topic, [])
 
 
-def _node(context, sequence, outputs=None, **params):
+def _node(context, sequence, outputs=None, *, threaded=False, node_kwargs=None, **params):
+    """A tracker node; live mode without its worker thread unless ``threaded`` (the tests
+    call process_pending themselves)."""
     overrides = [Parameter('object_mesh', value=str(sequence / 'object.ply'))]
     overrides += [Parameter(k, value=v) for k, v in params.items()]
-    return TrackerNode(context=context, parameter_overrides=overrides, publish_hook=outputs)
+    return TrackerNode(context=context, parameter_overrides=overrides, publish_hook=outputs,
+                       threaded=threaded, **(node_kwargs or {}))
 
 
 def _feed(node, messages, *, skip=()):
@@ -142,12 +144,16 @@ def test_parameters_declared_with_descriptors(ros_context, sequence):
         sigma = node.describe_parameter('contour_sigma_px')
         assert not sigma.read_only and '[px]' in sigma.description
         assert 'one of: live, replay' in node.describe_parameter('mode').description
-        assert node.get_parameter('image_qos_reliability').value == 'reliable'
+        assert node.get_parameter('image_qos_reliability').value == 'auto'
+        # No image publisher yet: auto waits for one before subscribing.
+        assert node.image_reliability is None
+        assert node.get_subscriptions_info_by_topic(interfaces.IMAGE_TOPIC) == []
         assert node.get_parameter('object_frame').value == interfaces.OBJECT_FRAME
         # Declared by type only (rclpy cannot type an empty list): unset means empty.
-        # compat: Parameter.Type is a plain Enum in Jazzy and Humble (int != member there).
-        assert same_parameter_type(node.describe_parameter('initial_pose').type,
-                                   Parameter.Type.DOUBLE_ARRAY)
+        # (an int in the descriptor; Parameter.Type is an IntEnum in Kilted, a plain Enum in
+        # Jazzy: compare with its value)
+        assert node.describe_parameter('initial_pose').type == \
+            Parameter.Type.DOUBLE_ARRAY.value
         assert not node.has_parameter('initial_pose') or node.config.initial_pose == ()
         assert node.hand_root_frame == interfaces.HAND_ROOT_FRAME
     finally:
@@ -316,4 +322,284 @@ def test_reset_service(isolated_context, sequence, messages):
     finally:
         executor.shutdown()
         client_node.destroy_node()
+        node.destroy_node()
+
+
+# ---------------------------------------------------------------------------------------------
+# Real time, names, QoS, outputs (issues 12 and 14)
+# ---------------------------------------------------------------------------------------------
+def test_live_worker_thread_tracks_newest_frames_without_a_backlog(ros_context, sequence,
+                                                                   messages):
+    """Callbacks only store; the worker thread tracks. Everything delivered at once: the
+    callbacks return at once, the worker tracks the newest frames, the others are dropped and
+    counted, and none is left waiting."""
+    _, pose = _initial_pose_param(messages)
+    out = Outputs()
+    node = _node(ros_context, sequence, out, threaded=True, mode='live', initial_pose=pose,
+                 publish_markers=False)
+    try:
+        images = [m for t, m in messages if t == interfaces.IMAGE_TOPIC]
+        t0 = time.perf_counter()
+        _feed(node, messages)
+        feed_s = time.perf_counter() - t0
+        deadline = time.monotonic() + 60.0
+        while time.monotonic() < deadline and (
+                node.frames_tracked + node.problem_counts['dropped'] < len(images)):
+            time.sleep(0.02)
+        tracked = [stamp_to_ns(m.header.stamp) for m in out[interfaces.TRACK_TOPIC]]
+        assert tracked, 'the worker tracked nothing'
+        assert tracked == sorted(tracked)
+        assert tracked[-1] == stamp_to_ns(images[-1].header.stamp)  # the newest one
+        assert node.frames_tracked + node.problem_counts['dropped'] == len(images)
+        assert node._assembler.pending_count == 0
+        # Storing 6 frames' messages cost far less than tracking one frame.
+        assert feed_s < max(node.processing_s), (feed_s, node.processing_s)
+        stages = [s.stage for s in out[interfaces.TRACK_TOPIC][-1].latency]
+        for stage in ('wait', 'input', 'track', 'publish', 'total'):
+            assert stage in stages, stages
+    finally:
+        node.destroy_node()
+    assert not node._worker.is_alive()
+
+
+def test_reception_latency_from_the_message_info(ros_context, sequence, messages):
+    """The DDS source timestamp of an image gives the 'reception' stage and 'end_to_end'."""
+    _, pose = _initial_pose_param(messages)
+    out = Outputs()
+    node = _node(ros_context, sequence, out, mode='replay', initial_pose=pose)
+    try:
+        for topic, msg in messages:
+            if topic == interfaces.IMAGE_TOPIC:
+                node.on_image(msg, {'source_timestamp': time.time_ns() - 7_000_000})
+            elif topic != interfaces.INITIAL_POSE_TOPIC:
+                _feed(node, [(topic, msg)])
+        node.process_pending(flush=True)
+        tracks = out[interfaces.TRACK_TOPIC]
+        assert tracks
+        for track in tracks:
+            lat = {s.stage: s.seconds for s in track.latency}
+            assert 0.007 <= lat['reception'] < 5.0, lat
+            assert lat['end_to_end'] == pytest.approx(lat['reception'] + lat['total'])
+    finally:
+        node.destroy_node()
+
+
+def test_names_follow_the_namespace(ros_context, sequence):
+    node = _node(ros_context, sequence)
+    moved = _node(ros_context, sequence, node_kwargs={'namespace': '/robot2'},
+                  image_qos_reliability='reliable')  # (auto waits for a camera to subscribe)
+    try:
+        assert node._pose_pub.topic_name == interfaces.OBJECT_POSE_TOPIC
+        assert node._track_pub.topic_name == interfaces.TRACK_TOPIC
+        assert node._markers_pub.topic_name == interfaces.MARKERS_TOPIC
+        assert node._debug_pub.topic_name == interfaces.DEBUG_IMAGE_TOPIC
+        services = dict(node.get_service_names_and_types_by_node('tracker_node', '/handypriors'))
+        assert interfaces.RESET_SERVICE in services
+        assert moved._pose_pub.topic_name == '/robot2/object_pose'
+        assert moved._track_pub.topic_name == '/robot2/track'
+        assert moved._markers_pub.topic_name == '/robot2/markers'
+        services = dict(moved.get_service_names_and_types_by_node('tracker_node', '/robot2'))
+        assert '/robot2/reset' in services
+        subs = dict(moved.get_subscriber_names_and_types_by_node('tracker_node', '/robot2'))
+        assert '/robot2/initial_pose' in subs
+        assert interfaces.IMAGE_TOPIC in subs and interfaces.JOINT_STATES_TOPIC in subs
+        assert moved._tf_pub.topic_name == '/tf'
+    finally:
+        moved.destroy_node()
+        node.destroy_node()
+
+
+def _subscription_reliability(node, topic):
+    from rclpy.qos import QoSReliabilityPolicy
+    infos = [i for i in node.get_subscriptions_info_by_topic(topic)
+             if i.node_name == node.get_name() and i.node_namespace == node.get_namespace()]
+    assert len(infos) == 1, infos
+    return {QoSReliabilityPolicy.RELIABLE: 'reliable',
+            QoSReliabilityPolicy.BEST_EFFORT: 'best_effort'}[infos[0].qos_profile.reliability]
+
+
+@pytest.mark.parametrize('publisher', ['reliable', 'best_effort'])
+def test_image_qos_auto_matches_the_publisher(ros_context, sequence, publisher):
+    from sensor_msgs.msg import Image
+    from handypriors_ros.ros.qos import image_qos
+    camera = rclpy.create_node('fake_camera', context=ros_context)
+    camera.create_publisher(Image, interfaces.IMAGE_TOPIC, image_qos(publisher, 5))
+    node = _node(ros_context, sequence)
+    try:
+        assert node.image_reliability == publisher
+        assert _subscription_reliability(node, interfaces.IMAGE_TOPIC) == publisher
+        assert _subscription_reliability(node, interfaces.CAMERA_INFO_TOPIC) == publisher
+    finally:
+        node.destroy_node()
+        camera.destroy_node()
+
+
+def test_image_qos_auto_waits_for_the_camera_then_falls_back_to_best_effort(ros_context,
+                                                                           sequence):
+    from sensor_msgs.msg import Image
+    from handypriors_ros.ros.qos import image_qos
+    node = _node(ros_context, sequence)
+    camera = rclpy.create_node('fake_camera', context=ros_context)
+    late = rclpy.create_node('late_camera', context=ros_context)
+    try:
+        # A camera that comes within the wait: subscribed like it at once (no swap).
+        camera.create_publisher(Image, interfaces.IMAGE_TOPIC, image_qos('reliable', 5))
+        node._check_image_publishers()
+        assert _subscription_reliability(node, interfaces.IMAGE_TOPIC) == 'reliable'
+        # No camera within the wait: best-effort (matches any), reliable once a reliable one
+        # appears.
+        other = _node(ros_context, sequence, image_topic='/other/image_raw',
+                      camera_info_topic='/other/camera_info')
+        try:
+            other._check_image_publishers()
+            assert other.image_reliability is None
+            other._auto_deadline = 0.0
+            other._check_image_publishers()
+            assert _subscription_reliability(other, '/other/image_raw') == 'best_effort'
+            late.create_publisher(Image, '/other/image_raw', image_qos('reliable', 5))
+            other._check_image_publishers()
+            assert other.image_reliability == 'reliable'
+            assert _subscription_reliability(other, '/other/image_raw') == 'reliable'
+            assert _subscription_reliability(other, '/other/camera_info') == 'reliable'
+        finally:
+            other.destroy_node()
+    finally:
+        late.destroy_node()
+        camera.destroy_node()
+        node.destroy_node()
+
+
+def test_qos_overrides_and_joint_states_qos_are_honoured(ros_context, sequence):
+    from sensor_msgs.msg import Image
+    from handypriors_ros.ros.qos import image_qos
+    camera = rclpy.create_node('fake_camera', context=ros_context)
+    camera.create_publisher(Image, interfaces.IMAGE_TOPIC, image_qos('reliable', 5))
+    override = f'qos_overrides.{interfaces.IMAGE_TOPIC}.subscription.reliability'
+    node = _node(ros_context, sequence, joint_states_qos_reliability='best_effort',
+                 **{override: 'best_effort',
+                    f'qos_overrides.{interfaces.JOINT_STATES_TOPIC}.subscription.depth': 7})
+    try:
+        assert node.get_parameter(override).value == 'best_effort'
+        assert _subscription_reliability(node, interfaces.IMAGE_TOPIC) == 'best_effort'
+        # auto matched the reliable camera where no override was given
+        assert _subscription_reliability(node, interfaces.CAMERA_INFO_TOPIC) == 'reliable'
+        assert _subscription_reliability(node, interfaces.JOINT_STATES_TOPIC) == 'best_effort'
+        (sub,) = [s for s in node.subscriptions if s.topic_name == interfaces.JOINT_STATES_TOPIC]
+        assert sub.qos_profile.depth == 7  # (endpoint info does not carry the depth)
+    finally:
+        node.destroy_node()
+        camera.destroy_node()
+
+
+@pytest.mark.parametrize('publish_lost', [False, True])
+def test_lost_frames_give_no_tf_and_no_pose_unless_asked(ros_context, sequence, messages,
+                                                         publish_lost):
+    """Every other frame comes out of the tracker LOST (the session's step wrapped): those
+    give their TrackedObject only, unless publish_lost."""
+    import dataclasses
+    from handypriors_ros.core.tracking.types import TrackStatus
+    _, pose = _initial_pose_param(messages)
+    out = Outputs()
+    node = _node(ros_context, sequence, out, mode='replay', initial_pose=pose,
+                 publish_lost=publish_lost)
+    step = node.session.step
+
+    def every_other_lost(frame, camera_frame):
+        result = step(frame, camera_frame)
+        if result is not None and node.session.frames_tracked % 2 == 0:
+            result = dataclasses.replace(result, status=TrackStatus.LOST, status_reason='test')
+        return result
+
+    node.session.step = every_other_lost
+    try:
+        _feed(node, messages)
+        node.process_pending(flush=True)
+        tracks = out[interfaces.TRACK_TOPIC]
+        lost = [stamp_to_ns(t.header.stamp) for t in tracks if t.status == t.STATUS_LOST]
+        assert len(tracks) == 6 and len(lost) == 3
+        posed = [stamp_to_ns(p.header.stamp) for p in out[interfaces.OBJECT_POSE_TOPIC]]
+        tfs = [stamp_to_ns(m.transforms[0].header.stamp) for m in out[interfaces.TF_TOPIC]]
+        expected = [stamp_to_ns(t.header.stamp) for t in tracks
+                    if publish_lost or t.status != t.STATUS_LOST]
+        assert posed == expected and tfs == expected
+    finally:
+        node.destroy_node()
+
+
+def test_diagnostics_warn_when_an_input_stalls_and_error_when_it_is_gone(ros_context, sequence,
+                                                                          messages):
+    _, pose = _initial_pose_param(messages)
+    out = Outputs()
+    node = _node(ros_context, sequence, out, mode='replay', initial_pose=pose,
+                 input_stall_s=0.3, input_gone_s=1.0)
+    try:
+        _feed(node, messages)
+        node.process_pending(flush=True)
+        node.publish_diagnostics()
+        first = out['/diagnostics'][-1].status[0]
+        values = {kv.key: float(kv.value) for kv in first.values if kv.key.startswith('silent_')}
+        assert set(values) == {'silent_image_s', 'silent_camera_info_s',
+                               'silent_joint_states_s', 'silent_tf_s', 'silent_mask_s'}
+        assert first.level != first.ERROR and 'stalled' not in first.message
+        time.sleep(0.4)
+        node.publish_diagnostics()
+        warn = out['/diagnostics'][-1].status[0]
+        assert warn.level == warn.WARN and 'stalled: image' in warn.message, warn.message
+        time.sleep(0.7)
+        node.publish_diagnostics()
+        error = out['/diagnostics'][-1].status[0]
+        assert error.level == error.ERROR, error.message
+        assert 'no image for' in error.message and 'joint_states' in error.message
+        values = {kv.key: kv.value for kv in error.values}
+        assert float(values['rate_image_hz']) == 0.0
+    finally:
+        node.destroy_node()
+
+
+def test_debug_image_draws_the_outline_over_the_camera_image(ros_context, sequence, messages):
+    _, pose = _initial_pose_param(messages)
+    out = Outputs()
+    node = _node(ros_context, sequence, out, mode='replay', initial_pose=pose,
+                 debug_image=True, debug_image_period_s=0.0)
+    try:
+        _feed(node, messages)
+        node.process_pending(flush=True)
+        debug = out[interfaces.DEBUG_IMAGE_TOPIC]
+        images = {stamp_to_ns(m.header.stamp): m for t, m in messages
+                  if t == interfaces.IMAGE_TOPIC}
+        assert len(debug) == len(out[interfaces.TRACK_TOPIC]) > 0
+        for msg in debug:
+            src = images[stamp_to_ns(msg.header.stamp)]
+            assert (msg.width, msg.height, msg.encoding) == (src.width, src.height, 'rgb8')
+            drawn = np.frombuffer(bytes(msg.data), np.uint8).reshape(msg.height, msg.width, 3)
+            green = np.all(drawn == (40, 230, 40), axis=2) | np.all(drawn == (230, 40, 40),
+                                                                    axis=2)
+            assert green.sum() > 50  # an outline, not a dot
+        # Throttled: one per period.
+        node.set_parameters([Parameter('debug_image_period_s', value=60.0)])
+        n = len(debug)
+        _feed(node, [(t, m) for t, m in messages if t != interfaces.INITIAL_POSE_TOPIC])
+        node._on_reset(*_trigger())
+        _feed(node, messages)
+        node.process_pending(flush=True)
+        assert len(out[interfaces.DEBUG_IMAGE_TOPIC]) == n
+    finally:
+        node.destroy_node()
+
+
+def _trigger():
+    from std_srvs.srv import Trigger
+    return Trigger.Request(), Trigger.Response()
+
+
+@pytest.mark.parametrize('mode, expected', [('live', 'best_effort'), ('replay', 'reliable')])
+def test_state_streams_best_effort_live_reliable_in_replay(ros_context, sequence, mode,
+                                                           expected):
+    """joint_states / tf reliability auto: a lost sample never holds the later ones live."""
+    node = _node(ros_context, sequence, mode=mode)
+    try:
+        assert _subscription_reliability(node, interfaces.JOINT_STATES_TOPIC) == expected
+        assert _subscription_reliability(node, interfaces.TF_TOPIC) == expected
+        assert _subscription_reliability(node, interfaces.TF_STATIC_TOPIC) == 'reliable'
+    finally:
         node.destroy_node()

@@ -82,7 +82,9 @@ def test_node_over_dds_tracks_good_frames_and_survives_bad_ones(bad_bag):
     tracker = subprocess.Popen(
         [sys.executable, '-m', 'handypriors_ros.ros.tracker_node', '--ros-args',
          '-p', f'object_mesh:={sequence / "object.ply"}', '-p', 'mode:=replay',
-         '-p', 'diagnostics_period_s:=0.2', '-p', 'replay_idle_s:=1.0'],
+         '-p', 'diagnostics_period_s:=0.2', '-p', 'replay_idle_s:=1.0',
+         # every good frame's pose, LOST or not (the bad inputs may lose the track)
+         '-p', 'publish_lost:=true'],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     publisher = None
     try:

@@ -129,25 +129,17 @@ def write_overlay(path: Path, seq_dir: Path, stamps: np.ndarray, T_est: np.ndarr
     from handypriors_ros.core.frames import HandNaming
     from handypriors_ros.core.models.kinematics import HandKinematics
     from handypriors_ros.core.models.object_model import ObjectModel
-    from handypriors_ros.core.tracking.measurements import make_roi, render_roi
+    from handypriors_ros.core.render.mesh import RenderMesh
+    from handypriors_ros.core.render.overlay import draw_outline
+    from handypriors_ros.core.render.renderer import Renderer, RenderSettings
     from handypriors_ros.resources import default_hand_urdf
 
     model = ObjectModel.from_file(seq_dir / 'object.ply')
-    verts = model.proxy.vertices.float()
-    faces = model.proxy.faces
+    renderer = Renderer(RenderMesh.from_object_model(model),
+                        settings=RenderSettings(cull_backfaces=False))
     hand = HandKinematics.from_urdf(default_hand_urdf())
     seq = read_sequence(seq_dir / 'bag', HandNaming.resolve(hand.joint_names, hand.root_link))
     frames_by_stamp = {f.stamp_ns: f for f in seq.frames}
-
-    def outline(img, cam, T, colour):
-        roi = make_roi(cam, T, verts.numpy().astype(np.float64), 10_000, margin=0.05)
-        if roi is None:
-            return
-        r = render_roi(roi, T, verts, faces, None, None)
-        full = np.zeros((cam.height, cam.width), np.uint8)
-        full[roi.y0:roi.y1, roi.x0:roi.x1] = r.object_visible
-        contours, _ = cv2.findContours(full, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-        cv2.drawContours(img, contours, -1, colour, 2)
 
     frames = []
     with torch.no_grad():
@@ -155,8 +147,8 @@ def write_overlay(path: Path, seq_dir: Path, stamps: np.ndarray, T_est: np.ndarr
             frame = frames_by_stamp[int(stamps[i])]
             img, cam = frame.rgb.copy(), frame.camera
             h, w = img.shape[:2]
-            outline(img, cam, T_gt[i], (255, 255, 255))
-            outline(img, cam, T_est[i], (40, 255, 40))
+            draw_outline(img, renderer, cam, T_gt[i], (255, 255, 255), 2)
+            draw_outline(img, renderer, cam, T_est[i], (40, 255, 40), 2)
             cv2.putText(img, f'frame {i}', (10, 28), cv2.FONT_HERSHEY_SIMPLEX, 0.8,
                         (255, 255, 255), 2, cv2.LINE_AA)
             frames.append(cv2.resize(img, (w // 2, h // 2), interpolation=cv2.INTER_AREA))

@@ -134,8 +134,10 @@ def input_options(*, run_time: bool) -> tuple[Option, ...]:
                "from an external segmenter; '' = none", group=INPUTS),
         Option('joint_states_topic', 'str', interfaces.JOINT_STATES_TOPIC, 'hand joint states',
                group=INPUTS),
-        Option('initial_pose_topic', 'str', interfaces.INITIAL_POSE_TOPIC,
-               'initial / re-initialisation pose (geometry_msgs/PoseStamped)', group=INPUTS),
+        Option('initial_pose_topic', 'str', interfaces.relative(interfaces.INITIAL_POSE_TOPIC),
+               'initial / re-initialisation pose (geometry_msgs/PoseStamped); a relative name '
+               f'is in the node\'s namespace ({interfaces.NAMESPACE} by default; bags: there)',
+               group=INPUTS),
         Option('stamp_tolerance_s', 'float', 0.001, 'camera_info and masks match an image whose '
                'stamp differs by at most this [s]', read_only=fixed, range=(0.0, 0.1),
                group=MATCHING),
@@ -202,7 +204,7 @@ class InputOptions:
 
         return SequenceTopics(image=self.image_topic, camera_info=self.camera_info_topic,
                               joint_states=self.joint_states_topic, mask=self.mask_topic,
-                              initial_pose=self.initial_pose_topic)
+                              initial_pose=interfaces.resolve(self.initial_pose_topic))
 
     def assembly(self, hand_root_frame: str, *, mode: str = 'replay',
                  wall_wait_s: float = 0.5, max_pending: int = 30,

@@ -44,8 +44,8 @@ if TYPE_CHECKING:
 Log = Callable[[str], None]
 RENDERERS = ('auto', 'nvdiffrast', 'soft')
 MARKER_MESHES = ('triangle_list', 'mesh_resource')
-#: Accepted image QoS reliabilities (as handypriors_ros.ros.qos.RELIABILITY_CHOICES).
-RELIABILITIES = ('reliable', 'best_effort')
+#: Accepted image QoS reliabilities (handypriors_ros.ros.qos.RELIABILITY_CHOICES + 'auto').
+RELIABILITIES = ('auto', 'reliable', 'best_effort')
 #: measurements value that means "no measurement" (an empty string array cannot be set).
 NO_MEASUREMENT = 'none'
 NODE = 'the node: mode, renderer, outputs, live inputs, threads'
@@ -56,27 +56,60 @@ JOB = 'the track job'
 # declarations
 # --------------------------------------------------------------------------------------------
 _RENDERER = Option(
-    'renderer', 'str', 'auto', 'rasterizer of the tracker; this version renders with the '
-    'pure-torch hard rasterizer on the CPU (the choice is validated and reported)',
+    'renderer', 'str', 'auto', 'backend of the tracker\'s renderer: auto (nvdiffrast when the '
+    'device is CUDA and nvdiffrast imports, else the torch z-buffer), soft (the torch z-buffer '
+    'on the device) or nvdiffrast (CUDA only)',
     choices=RENDERERS, group=NODE)
 _MODE = Option(
     'mode', 'str', 'live', 'live: newest frame only, dropped frames counted; replay: every frame '
     'in stamp order (handypriors track always replays)', choices=MODES, offline=False,
     group=NODE)
 _NODE_OPTIONS = (
-    Option('object_pose_topic', 'str', interfaces.OBJECT_POSE_TOPIC,
-           'output: pose with covariance (geometry_msgs/PoseWithCovarianceStamped)', group=NODE),
-    Option('track_topic', 'str', interfaces.TRACK_TOPIC, 'output: handypriors_ros/TrackedObject',
+    Option('object_pose_topic', 'str', interfaces.relative(interfaces.OBJECT_POSE_TOPIC),
+           'output: pose with covariance (geometry_msgs/PoseWithCovarianceStamped); relative '
+           f'names are in the node\'s namespace ({interfaces.NAMESPACE} by default; bags: there)',
            group=NODE),
-    Option('markers_topic', 'str', interfaces.MARKERS_TOPIC, 'output: RViz MarkerArray',
-           offline=False, group=NODE),
-    Option('image_qos_reliability', 'str', 'reliable', 'reliability of the image, camera_info '
-           'and mask subscriptions (reliable: every frame arrives; a best-effort camera needs '
-           'best_effort)', choices=RELIABILITIES, offline=False, group=NODE),
+    Option('track_topic', 'str', interfaces.relative(interfaces.TRACK_TOPIC),
+           'output: handypriors_ros/TrackedObject', group=NODE),
+    Option('markers_topic', 'str', interfaces.relative(interfaces.MARKERS_TOPIC),
+           'output: RViz MarkerArray', offline=False, group=NODE),
+    Option('image_qos_reliability', 'str', 'auto', 'reliability of the image, camera_info '
+           "and mask subscriptions: auto = the publishers' (queried when the subscription is "
+           'made; none yet: best_effort, which matches any publisher, made reliable once only '
+           'reliable publishers are seen); qos_overrides.<topic>.subscription.reliability wins',
+           choices=RELIABILITIES, offline=False, group=NODE),
     Option('image_qos_depth', 'int', 0, 'keep-last depth of the image, camera_info and mask '
            'subscriptions [messages]; 0 = auto: 1 in live mode (the newest frame, never a stale '
            'one queued while the previous was tracked), 10 in replay', range=(0, 100),
            offline=False, group=NODE),
+    Option('joint_states_qos_reliability', 'str', 'auto', 'reliability of the joint states '
+           'subscription: auto = best_effort in live mode (a lost sample is interpolated over; a '
+           'reliable stream waits for a lost sample to be repaired, up to seconds on a loaded '
+           'machine: measured), reliable in replay (every sample)', choices=RELIABILITIES,
+           offline=False, group=NODE),
+    Option('tf_qos_reliability', 'str', 'auto', 'reliability of the /tf subscription (/tf_static '
+           'stays reliable, transient local): auto = best_effort in live mode, reliable in replay '
+           '(as joint_states_qos_reliability); qos_overrides./tf.subscription.reliability wins',
+           choices=RELIABILITIES, offline=False, group=NODE),
+    Option('joint_states_qos_depth', 'int', 50, 'keep-last depth of the joint states '
+           'subscription [messages] (50 = 0.5 s at 100 Hz)', range=(1, 1000), offline=False,
+           group=NODE),
+    Option('publish_lost', 'bool', False, 'also publish /tf and the pose for frames whose '
+           'status is LOST (the TrackedObject is always published)', read_only=False,
+           offline=False, group=NODE),
+    Option('debug_image', 'bool', False, 'publish debug_image_topic: the tracked outline and '
+           'the contacts drawn over the camera image (throttled)', read_only=False,
+           offline=False, group=NODE),
+    Option('debug_image_topic', 'str', 'debug_image', 'output: debug image (rgb8)',
+           offline=False, group=NODE),
+    Option('debug_image_period_s', 'float', 0.5, 'at most one debug image per this period '
+           '[s]', read_only=False, range=(0.0, 60.0), offline=False, group=NODE),
+    Option('input_stall_s', 'float', 1.0, 'diagnostics WARN when an input (image, camera_info, '
+           'joint_states, tf; mask once seen) has been silent this long [s]', read_only=False,
+           range=(0.01, 600.0), offline=False, group=NODE),
+    Option('input_gone_s', 'float', 5.0, 'diagnostics ERROR when an input has been silent this '
+           'long (or never came this long after start) [s]', read_only=False,
+           range=(0.01, 3600.0), offline=False, group=NODE),
     Option('replay_idle_s', 'float', 0.5, 'replay: a frame whose inputs never come leaves this '
            'long after it arrived (end of a stream) [s]', read_only=False, range=(0.0, 60.0),
            offline=False, group=NODE),
@@ -235,6 +268,15 @@ class TrackerOptions:
     markers_topic: str
     image_qos_reliability: str
     image_qos_depth: int
+    joint_states_qos_reliability: str
+    tf_qos_reliability: str
+    joint_states_qos_depth: int
+    publish_lost: bool
+    debug_image: bool
+    debug_image_topic: str
+    debug_image_period_s: float
+    input_stall_s: float
+    input_gone_s: float
     replay_idle_s: float
     live_wait_s: float
     live_mask_wait_s: float
@@ -257,7 +299,8 @@ class TrackerOptions:
         v = TRACKER_NODE_SCHEMA.validate({k: values[k] for k in values
                                           if k in TRACKER_NODE_SCHEMA})
         check_initial_pose(v['initial_pose'])
-        for name in ('object_frame', 'object_pose_topic', 'track_topic', 'markers_topic'):
+        for name in ('object_frame', 'object_pose_topic', 'track_topic', 'markers_topic',
+                     'debug_image_topic'):
             if not v[name]:
                 raise InputError(f'{name}: expected a non-empty string, got {v[name]!r}')
         tracker_values = {}
@@ -328,10 +371,12 @@ def load_tracker(options: TrackerOptions, *, info: Log | None = None,
     model = load_object(options.object_mesh, options.object_scale)
     hand = options.input.load_hand()
     naming = options.input.naming(hand.joint_names, hand.root_link)
-    tracker = ObjectTracker(model, hand, options.tracker, device=device)
+    tracker = ObjectTracker(model, hand, options.tracker, device=device,
+                            renderer=options.renderer)
     if info is not None:
         info(f'device {tracker.device} (requested {options.device}); renderer '
-             f'{options.renderer}; torch threads {torch.get_num_threads()}')
+             f'{tracker.scene.renderer.backend} (requested {options.renderer}); torch threads '
+             f'{torch.get_num_threads()}')
     return LoadedTracker(model, hand, options.input.urdf_path, naming, tracker, device)
 
 
@@ -459,12 +504,15 @@ def run_track(job: TrackJob, *, progress: Callable[[int, int], None] | None = No
             write_messages(writer, [
                 (interfaces.TF_TOPIC, track_result_to_tf(result, event.frame_id,
                                                          opts.object_frame), t),
-                (opts.object_pose_topic, track_result_to_pose(result, event.frame_id), t)])
+                (interfaces.resolve(opts.object_pose_topic),
+                 track_result_to_pose(result, event.frame_id), t)])
             t_written = time.monotonic_ns()
             latency['publish'] = (t_written - t_track) / 1e9
             latency['total'] = (t_written - event.arrival_ns) / 1e9
-            write_messages(writer, [(opts.track_topic, track_result_to_tracked_object(
-                result, event.frame_id, opts.object_frame, latency_s=latency), t)])
+            write_messages(writer, [(interfaces.resolve(opts.track_topic),
+                                     track_result_to_tracked_object(
+                                         result, event.frame_id, opts.object_frame,
+                                         latency_s=latency), t)])
             processing.append((time.monotonic_ns() - event.release_ns) / 1e9)
         if progress is not None:
             progress(reader.images_read, n_images)

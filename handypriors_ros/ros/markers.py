@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from builtin_interfaces.msg import Duration
@@ -116,3 +117,35 @@ def frame_markers(frame_id: str, stamp_ns: int, contact_points: np.ndarray,
         markers.append(spheres_marker(FINGERTIPS_ID, frame_id, stamp_ns, fingertips,
                                       diameter_m=0.024, rgba=FINGERTIP_RGBA))
     return markers
+
+
+def debug_overlay(rgb: np.ndarray, camera, T_cam_obj: np.ndarray, renderer,
+                  contact_points: np.ndarray, *, tracking: bool = True) -> np.ndarray:
+    """The tracker's debug image: the object's outline at ``T_cam_obj`` (drawn with
+    :func:`~handypriors_ros.core.render.overlay.draw_outline` through the tracker's own
+    :class:`~handypriors_ros.core.render.renderer.Renderer`; green while tracking, red
+    otherwise) and the contact points (camera frame, metres; yellow dots) over a copy of the
+    (undistorted) ``rgb`` image of ``camera``.
+
+    Args:
+        rgb: (H, W, 3) uint8 image; camera: its :class:`PinholeCamera`.
+        renderer: the object's renderer (the tracker's ``scene.renderer``).
+        contact_points: (N, 3) contact points in the camera frame [m].
+    Returns:
+        (H, W, 3) uint8, a new array (``rgb`` is not modified).
+    """
+    import cv2
+    import torch
+
+    from handypriors_ros.core.render.overlay import draw_outline
+
+    img = np.array(rgb, dtype=np.uint8, copy=True)
+    colour = (40, 230, 40) if tracking else (230, 40, 40)
+    with torch.no_grad():
+        draw_outline(img, renderer, camera, np.asarray(T_cam_obj, dtype=np.float64), colour, 2)
+    P = np.asarray(contact_points, dtype=np.float64).reshape(-1, 3)
+    for x, y, z in P[P[:, 2] > 1e-6]:
+        u = int(round(camera.fx * x / z + camera.cx))
+        v = int(round(camera.fy * y / z + camera.cy))
+        cv2.circle(img, (u, v), 4, (255, 220, 0), -1, cv2.LINE_AA)
+    return img

@@ -38,7 +38,8 @@ from handypriors_ros.core.models.kinematics import HandKinematics
 from handypriors_ros.core.models.object_model import load_object_mesh
 from handypriors_ros.core.physics.sdf import WarpMeshSDF
 from handypriors_ros.core.render.camera import PinholeCamera
-from handypriors_ros.core.render.hard_rasterizer import rasterize_hard
+from handypriors_ros.core.render.mesh import RenderMesh
+from handypriors_ros.core.render.renderer import Renderer, RenderSettings
 from handypriors_ros.resources import default_hand_urdf
 from handypriors_ros.synth.corruption import (SegmenterNoise, SensorNoise, add_sensor_noise,
                                               corrupt_mask)
@@ -119,61 +120,44 @@ def _background(cfg: GenerateConfig, rng: np.random.Generator) -> np.ndarray:
 
 
 class SceneRenderer:
-    """Renders the hand and the object of a frame with the hard rasterizer (Lambertian)."""
+    """Composes a frame: the hand and the object rendered by the project's one
+    :class:`~handypriors_ros.core.render.renderer.Renderer` (``render_scene``: z-buffer,
+    two-sided flat Lambertian shading, the object's vertex colours or texture) over the
+    background image."""
 
     def __init__(self, kin: HandKinematics, object_mesh, cfg: GenerateConfig,
                  background: np.ndarray) -> None:
         self.kin = kin
         self.cam = cfg.camera
         self.cfg = cfg
-        self.background = background
-        self.obj_vertices = torch.as_tensor(object_mesh.vertices, dtype=torch.float32)
-        self.obj_faces = torch.as_tensor(object_mesh.faces, dtype=torch.int64)
-        colors = np.asarray(object_mesh.visual.vertex_colors)[:, :3] / 255.0
-        self.obj_colors = torch.as_tensor(colors, dtype=torch.float32)
-        hand_faces = kin.mesh_faces.long()
-        self.n_hand_faces = hand_faces.shape[0]
-        self.faces = torch.cat([hand_faces, self.obj_faces + kin.mesh_vertices_link.shape[0]])
+        self.background = torch.as_tensor(background, dtype=torch.float32)
         # Hand colours: dark grey links, white fingertips.
         tip_ids = [kin.link_index(n) for n in kin.fingertip_links]
         is_tip = torch.isin(kin.vertex_link_ids, torch.as_tensor(tip_ids))
         hand_colors = torch.full((kin.mesh_vertices_link.shape[0], 3), 0.18)
         hand_colors[is_tip] = 0.92
-        self.colors = torch.cat([hand_colors, self.obj_colors])
         light = np.array([0.3, -0.6, 1.0])
-        self.light_cam = torch.as_tensor(light / np.linalg.norm(light), dtype=torch.float32)
+        # Neither mesh is culled: the generator's meshes need not be consistently wound.
+        self.renderer = Renderer(
+            RenderMesh.from_trimesh(object_mesh), hand_faces=kin.mesh_faces.long(),
+            hand_vertex_colors=hand_colors,
+            settings=RenderSettings(cull_backfaces=False, flat_shading=True,
+                                    light_dir_cam=tuple(light / np.linalg.norm(light)),
+                                    ambient=0.35, diffuse=0.65))
 
     def render(self, q: np.ndarray, T_cam_base: np.ndarray, T_cam_obj: np.ndarray
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Returns clean rgb (H, W, 3) float, visible object mask, full object mask,
         hand mask (all (H, W))."""
-        cfg = self.cfg
         hand_v, _ = self.kin.posed_mesh(torch.as_tensor(q[None], dtype=self.kin.dtype),
                                         torch.as_tensor(T_cam_base[None], dtype=self.kin.dtype))
-        T = torch.as_tensor(T_cam_obj, dtype=torch.float32)
-        obj_v = self.obj_vertices @ T[:3, :3].T + T[:3, 3]
-        verts = torch.cat([hand_v[0].float(), obj_v])[None]  # (1, V, 3)
-        px = self.cam.project(verts)
-        raster = rasterize_hard(px, verts[..., 2], self.faces, cfg.height, cfg.width)
-        fi = raster.face_index[0]
-        covered = fi >= 0
-        # Flat Lambertian shading with the face normal (facing the camera).
-        tri = verts[0][self.faces]  # (F, 3, 3)
-        n = torch.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0], dim=-1)
-        n = n / n.norm(dim=-1, keepdim=True).clamp(min=1e-12)
-        centre = tri.mean(1)
-        n = torch.where(((n * centre).sum(-1) > 0)[:, None], -n, n)  # towards the camera
-        shade = 0.35 + 0.65 * (n @ -self.light_cam).clamp(min=0.0).abs()
-        vi = self.faces[fi.clamp(min=0)]  # (H, W, 3)
-        col = (self.colors[vi] * raster.bary[0][..., None]).sum(-2)  # (H, W, 3)
-        col = col * shade[fi.clamp(min=0)][..., None]
-        rgb = torch.where(covered[..., None], col * 255.0,
-                          torch.as_tensor(self.background, dtype=torch.float32))
-        visible = (fi >= self.n_hand_faces).numpy()
-        hand = (covered & (fi < self.n_hand_faces)).numpy()
-        full = rasterize_hard(px[:, -obj_v.shape[0]:], verts[:, -obj_v.shape[0]:, 2],
-                              self.obj_faces, cfg.height, cfg.width).covered[0].numpy()
-        return rgb.numpy(), visible, full, hand
+        T = torch.as_tensor(T_cam_obj, dtype=torch.float32)[None]
+        scene = self.renderer.render_scene(self.cam, T, hand_v.float())
+        covered = scene.object_mask[0] | scene.hand_mask[0]
+        rgb = torch.where(covered[..., None], scene.rgb[0] * 255.0, self.background)
+        full = self.renderer.rasterize(self.cam, T).object_visible[0]
+        return (rgb.numpy(), scene.object_mask[0].numpy(), full.numpy(),
+                scene.hand_mask[0].numpy())
 
 
 def _time_msg(T, ns: int):
@@ -323,7 +307,7 @@ def generate(cfg: GenerateConfig, out_dir: str | Path, *, preview: bool = False,
                                                                frame_id=cam_frame),
                               pose=_pose_msg(Ty, T_init)))
             if i in preview_idx:
-                frames_for_preview[i] = (rgb, full)
+                frames_for_preview[i] = rgb
             if progress is not None:
                 progress(i + 1, N)
 
@@ -350,5 +334,6 @@ def generate(cfg: GenerateConfig, out_dir: str | Path, *, preview: bool = False,
         {'config': config_dict, 'summary': summary}, indent=2, default=str))
     if preview:
         from handypriors_ros.synth.preview import write_contact_sheet
-        write_contact_sheet(out_dir / 'preview.png', frames_for_preview, traj, kin, cfg)
+        write_contact_sheet(out_dir / 'preview.png', frames_for_preview, traj, kin, cfg,
+                            renderer.renderer)
     return summary

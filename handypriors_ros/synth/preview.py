@@ -9,6 +9,8 @@ import numpy as np
 import torch
 
 from handypriors_ros.core.models.kinematics import HandKinematics
+from handypriors_ros.core.render.overlay import draw_outline
+from handypriors_ros.core.render.renderer import Renderer
 
 # BGR-free: images here are RGB.
 _FINGER_COLOURS = {'0': (255, 60, 60), '1': (60, 120, 255), '2': (255, 200, 40),
@@ -32,14 +34,8 @@ def skeleton_lines(kin: HandKinematics, q: np.ndarray, T_cam_base: np.ndarray
     return chains
 
 
-def draw_overlay(rgb: np.ndarray, object_mask: np.ndarray | None, chains, K: np.ndarray,
-                 outline_colour=(40, 255, 40)) -> np.ndarray:
-    """Draw an object outline (from a mask) and skeleton chains on a copy of ``rgb``."""
-    img = np.ascontiguousarray(rgb.copy())
-    if object_mask is not None:
-        contours, _ = cv2.findContours(object_mask.astype(np.uint8), cv2.RETR_EXTERNAL,
-                                       cv2.CHAIN_APPROX_NONE)
-        cv2.drawContours(img, contours, -1, outline_colour, 2)
+def draw_skeleton(img: np.ndarray, chains, K: np.ndarray) -> np.ndarray:
+    """Draw skeleton chains (camera frame) on ``img`` in place and return it."""
     for finger, pts in chains:
         uv = (pts[:, :2] / pts[:, 2:3]) * np.diag(K)[:2] + K[:2, 2]
         uv = np.round(uv).astype(int)
@@ -52,15 +48,18 @@ def draw_overlay(rgb: np.ndarray, object_mask: np.ndarray | None, chains, K: np.
 
 
 def write_contact_sheet(path: Path, frames: dict, traj, kin: HandKinematics, cfg,
-                        columns: int = 4) -> None:
-    """Write ``frames`` ({index: (rgb, full object mask)}) as a grid with overlays."""
+                        renderer: Renderer, columns: int = 4) -> None:
+    """Write ``frames`` ({index: rgb}) as a grid with the object's whole outline at its true
+    pose (drawn by ``renderer``, :func:`~handypriors_ros.core.render.overlay.draw_outline`)
+    and the hand's skeleton."""
     K = np.array([[cfg.fx, 0, cfg.cx], [0, cfg.fy, cfg.cy], [0, 0, 1.0]])
     T_cam_world = np.linalg.inv(traj.T_world_cam)
     tiles = []
     for i in sorted(frames):
-        rgb, mask = frames[i]
-        chains = skeleton_lines(kin, traj.q[i], T_cam_world @ traj.T_world_base[i])
-        tile = draw_overlay(rgb, mask, chains, K)
+        tile = np.ascontiguousarray(frames[i].copy())
+        draw_outline(tile, renderer, cfg.camera, traj.T_cam_obj[i], (40, 255, 40), 2)
+        draw_skeleton(tile, skeleton_lines(kin, traj.q[i], T_cam_world @ traj.T_world_base[i]),
+                      K)
         cv2.putText(tile, f'frame {i}', (10, 28), cv2.FONT_HERSHEY_SIMPLEX, 0.8,
                     (255, 255, 255), 2, cv2.LINE_AA)
         tiles.append(cv2.resize(tile, (cfg.width // 2, cfg.height // 2),

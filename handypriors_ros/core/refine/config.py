@@ -96,10 +96,6 @@ class RefineConfig:
         'the object is rendered with at most this many faces (its proxy, reduced by vertex '
         'clustering when larger; clustering rounds the corners of boxes and biases the '
         'silhouette by millimetres, so keep it at the proxy size unless time is short)'))
-    sigma_px: float = field(default=0.3, metadata=_doc(
-        'softness of the rendered silhouette edges [ROI px]'))
-    depth_softness_m: float = field(default=0.003, metadata=_doc(
-        'softness of the depth test of the object against the hand [m]'))
     light_dir_cam: tuple[float, float, float] = field(default=(0.0, 0.0, 1.0), metadata=_doc(
         'direction the light travels in the camera optical frame (colour loss)'))
     ambient: float = field(default=0.4, metadata=_doc('ambient shading of the colour render'))
@@ -136,9 +132,9 @@ class RefineConfig:
             raise InputError(f'render_faces: expected >= 4, got {self.render_faces}')
         if self.roi_size_px < 16:
             raise InputError(f'roi_size_px: expected >= 16 px, got {self.roi_size_px}')
-        for name in ('lr_translation_m', 'lr_rotation', 'lr_hand_root', 'sigma_px',
-                     'depth_softness_m', 'contact_threshold_m', 'init_contact_threshold_m',
-                     'near_hand_m', 'sdf_max_distance_m', 'output_std_m', 'output_std_rad'):
+        for name in ('lr_translation_m', 'lr_rotation', 'lr_hand_root', 'contact_threshold_m',
+                     'init_contact_threshold_m', 'near_hand_m', 'sdf_max_distance_m',
+                     'output_std_m', 'output_std_rad'):
             _check_number(name, getattr(self, name), minimum=0.0, strict=True)
         for name in ('lr_final_fraction', 'adam_beta1', 'adam_beta2', 'ambient', 'diffuse',
                      'physics_warmup_fraction'):

@@ -157,14 +157,8 @@ class Refiner:
             if not idx:
                 continue
             T = self.poses(start, stop)
-            l_mask = T.new_zeros(())
-            l_rgb = T.new_zeros(())
-            for i in idx:
-                out = p.image_losses(i, T[i - start], hand_depth=None if hand_depth is None
-                                     else hand_depth[i])
-                l_mask = l_mask + out.mask
-                l_rgb = l_rgb + out.rgb
-            l_mask, l_rgb = l_mask / n_masks, l_rgb / n_masks
+            out = p.image_losses(idx, T[[i - start for i in idx]], hand_depth=hand_depth)
+            l_mask, l_rgb = out.mask.sum() / n_masks, out.rgb.sum() / n_masks
             batch_total = w.mask * l_mask + w.rgb * l_rgb
             if backward and batch_total.requires_grad:
                 batch_total.backward()
@@ -262,11 +256,11 @@ class Refiner:
         T_base = p.corrected_base(T_corr)
         hand_depth = p.hand_depths(T_base) if T_corr is not None else None
         mask = np.full(p.num_frames, np.nan)
-        for i in range(p.num_frames):
-            if p.has_mask[i]:
-                out = p.image_losses(i, T[i], with_rgb=False,
-                                     hand_depth=None if hand_depth is None else hand_depth[i])
-                mask[i] = float(out.mask)
+        idx = [int(i) for i in np.flatnonzero(p.has_mask)]
+        for start in range(0, len(idx), self.config.batch_frames):
+            chunk = idx[start:start + self.config.batch_frames]
+            out = p.image_losses(chunk, T[chunk], with_rgb=False, hand_depth=hand_depth)
+            mask[chunk] = out.mask.cpu().numpy()
         phys = p.physics_losses(T, T_base)
         depth = (-phys.distance).clamp(min=0.0).max(dim=1).values.cpu().numpy()
         return RefineResult(

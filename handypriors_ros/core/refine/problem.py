@@ -12,10 +12,13 @@
   measured, so forward kinematics runs once), ``T_cam_base``, the object's signed distance
   field (Warp) and object surface samples for the temporal priors.
 
-:meth:`RefineProblem.image_losses` renders one frame's soft silhouette (and colour) at a pose
-and returns the rendering priors (eqs. 1-2); :meth:`RefineProblem.physics_losses` returns the
-physics priors (eqs. 3-5) of the whole sequence. Both are differentiable w.r.t. the object
-poses and the hand-root correction. Units and normalisation: ``config`` module.
+:meth:`RefineProblem.image_losses` renders a set of frames at their poses in one call of the
+project's :class:`~handypriors_ros.core.render.renderer.Renderer` (the frames' ROI cameras as a
+:class:`~handypriors_ros.core.render.camera.CameraBatch` on one canvas; on CUDA one nvdiffrast
+call) and returns their rendering priors (eqs. 1-2, ``core.render.losses``);
+:meth:`RefineProblem.physics_losses` returns the physics priors (eqs. 3-5) of the whole
+sequence. Both are differentiable w.r.t. the object poses and the hand-root correction.
+Units and normalisation: ``config`` module.
 
 :func:`quasistatic_poses` is the initialisation without a tracker: the first pose carried
 through the sequence by the rigid motion of the hand's contact points (eq. 9).
@@ -31,7 +34,6 @@ import torch
 from handypriors_ros.core.errors import InputError
 from handypriors_ros.core.geometry.se3 import (
     invert_transform,
-    rotate_vectors,
     transform_points,
 )
 from handypriors_ros.core.models.kinematics import HandKinematics
@@ -46,11 +48,10 @@ from handypriors_ros.core.physics.losses import (
 from handypriors_ros.core.physics.quasistatic import quasistatic_step
 from handypriors_ros.core.physics.sdf import WarpMeshSDF
 from handypriors_ros.core.refine.config import RefineConfig
-from handypriors_ros.core.render.camera import PinholeCamera
-from handypriors_ros.core.render.hard_rasterizer import interpolate, rasterize_hard
+from handypriors_ros.core.render.camera import CameraBatch
 from handypriors_ros.core.render.losses import mask_loss, rgb_loss
-from handypriors_ros.core.render.mesh import RenderMesh, front_facing
-from handypriors_ros.core.render.soft_rasterizer import soft_silhouette
+from handypriors_ros.core.render.mesh import RenderMesh
+from handypriors_ros.core.render.renderer import Renderer, RenderSettings
 from handypriors_ros.core.tracking.measurements import RoiView, make_roi
 from handypriors_ros.core.frames import Frame
 from handypriors_ros.core.tracking.types import ContactReport
@@ -58,18 +59,17 @@ from handypriors_ros.core.tracking.types import ContactReport
 _M2_TO_MM2 = 1e6
 _RAD2_TO_DEG2 = (180.0 / np.pi) ** 2
 _NEAR_M = 0.01
-_CULL_EPS = 1e-3
-_MIN_FACE_AREA_PX2 = 1e-3
 
 
 @dataclass(frozen=True)
 class ImageLosses:
-    """Rendering priors of one frame (0-dim tensors; zero when the frame has no mask).
+    """Rendering priors of B frames ((B,) tensors; zero for a frame without a mask).
 
     Attributes:
-        mask: eq. 2, mean over the ROI pixels.
-        rgb: eq. 1, mean over the observed mask's pixels (0 when its weight is 0).
-        silhouette: (h, w) the rendered soft silhouette (detached), for reports.
+        mask: eq. 2, mean over each ROI's pixels.
+        rgb: eq. 1, mean over the observed mask's pixels (0 when not computed).
+        silhouette: (B, Hc, Wc) the rendered silhouettes on the common canvas (each ROI at
+            its top left; detached), for reports.
     """
 
     mask: torch.Tensor
@@ -147,21 +147,6 @@ def quasistatic_poses(hand_points_cam: torch.Tensor, T_cam_base: torch.Tensor,
         return torch.stack(poses), modes
 
 
-def _visible_faces(verts_cam: torch.Tensor, verts_px: torch.Tensor,
-                   faces: torch.Tensor) -> torch.Tensor:
-    """(B, F) bool: front-facing faces whose projection covers more than a sliver of a pixel.
-
-    A face seen (nearly) edge-on covers nothing, but its screen-space barycentrics divide by
-    its projected area: at ~1e-6 px^2 in float32 the soft rasterizer's depth test against the
-    hand returned non-finite gradients (measured on the soup can). Such faces are culled.
-    """
-    with torch.no_grad():
-        tri = verts_px.detach()[:, faces]  # (B, F, 3, 2)
-        e1, e2 = tri[:, :, 1] - tri[:, :, 0], tri[:, :, 2] - tri[:, :, 0]
-        area = 0.5 * (e1[..., 0] * e2[..., 1] - e1[..., 1] * e2[..., 0]).abs()
-        return front_facing(verts_cam, faces) & (area > _MIN_FACE_AREA_PX2)
-
-
 def _subsample(count: int, wanted: int, seed: int) -> torch.Tensor:
     """Sorted indices of ``wanted`` of ``count`` items (all when wanted is 0 or >= count)."""
     if wanted <= 0 or wanted >= count:
@@ -191,6 +176,9 @@ class RefineProblem:
         sdf: the object's :class:`WarpMeshSDF`.
         mesh: the :class:`RenderMesh` rendered (the object model's proxy reduced to
             ``config.render_faces`` faces).
+        renderer: the :class:`Renderer` of ``mesh`` with the hand as occluder (backend
+            ``'auto'``: nvdiffrast on a CUDA device where it imports).
+        canvas: (Wc, Hc) the common image size the frames' ROIs are rendered on.
     """
 
     def __init__(self) -> None:  # use build()
@@ -269,6 +257,10 @@ class RefineProblem:
             obj.proxy.vertices.detach().cpu().numpy(), obj.proxy.faces.cpu().numpy(),
             obj.proxy.vertex_colors.detach().cpu().numpy(), config.render_faces)
         self.mesh = RenderMesh.from_arrays(v, f, c, dtype=f32, device=dev)
+        self.renderer = Renderer(
+            self.mesh, hand_faces=self.hand_faces, device=dev, dtype=f32,
+            settings=RenderSettings(near_m=_NEAR_M, light_dir_cam=tuple(config.light_dir_cam),
+                                    ambient=config.ambient, diffuse=config.diffuse))
         n_obj = obj.sample_points.shape[0]
         self.object_points = obj.sample_points[_subsample(n_obj, config.object_points, 1)
                                                .to(dev)].contiguous()
@@ -310,8 +302,31 @@ class RefineProblem:
             rgb = roi.crop(f.rgb.astype(np.float32) / 255.0)
             self._rgbs.append(torch.as_tensor(np.clip(rgb, 0, 1), dtype=f32, device=dev))
         self.has_mask = np.array([m is not None for m in self._masks])
+        # the observations on one canvas (each ROI at its top left), weights 1 inside the ROI
+        sizes = [m.shape for m in self._masks if m is not None] or [(1, 1)]
+        Hc, Wc = max(h for h, _ in sizes), max(w for _, w in sizes)
+        self.canvas = (Wc, Hc)
+        self._obs_mask = torch.zeros(N, Hc, Wc, dtype=f32, device=dev)
+        self._obs_rgb = torch.zeros(N, Hc, Wc, 3, dtype=f32, device=dev)
+        self._roi_weight = torch.zeros(N, Hc, Wc, dtype=f32, device=dev)
+        for i, (m, rgb) in enumerate(zip(self._masks, self._rgbs)):
+            if m is not None:
+                h, w = m.shape
+                self._obs_mask[i, :h, :w] = m
+                self._obs_rgb[i, :h, :w] = rgb
+                self._roi_weight[i, :h, :w] = 1.0
         self._hand_depth = self.hand_depths(self.T_cam_base)
         return self
+
+    def cameras(self, frames: Sequence[int]) -> CameraBatch:
+        """The ROI cameras of frames with a mask, on the common canvas."""
+        cams = []
+        for i in frames:
+            if not self.has_mask[i]:
+                raise InputError(f'frames: frame {i} has no observed mask (or is out of view)')
+            cams.append(self.rois[i].camera)
+        Wc, Hc = self.canvas
+        return CameraBatch(tuple(cams), Wc, Hc)
 
     # -- hand --------------------------------------------------------------------------------
 
@@ -324,74 +339,68 @@ class RefineProblem:
         T = self.T_cam_base if T_cam_base is None else T_cam_base
         return transform_points(T, self.hand_points_base)
 
+    def hand_vertices_cam(self, T_cam_base: torch.Tensor | None = None) -> torch.Tensor:
+        """(N, Vh, 3) posed hand mesh vertices in the camera frame."""
+        T = self.T_cam_base if T_cam_base is None else T_cam_base
+        return transform_points(T.detach(), self.hand_vertices_base)
+
     @torch.no_grad()
-    def hand_depths(self, T_cam_base: torch.Tensor) -> list[torch.Tensor | None]:
-        """Per frame, (1, h, w) camera z of the hand in the frame's ROI (+inf where none)."""
-        verts = transform_points(T_cam_base.detach(), self.hand_vertices_base)  # (N, Vh, 3)
-        out: list[torch.Tensor | None] = []
-        for i, roi in enumerate(self.rois):
-            if roi is None or self._masks[i] is None:
-                out.append(None)
-                continue
-            v = verts[i:i + 1]
-            cam = roi.camera
-            raster = rasterize_hard(cam.project(v), v[..., 2], self.hand_faces, cam.height,
-                                    cam.width, face_mask=front_facing(v, self.hand_faces),
-                                    near=_NEAR_M)
-            out.append(raster.depth)
+    def hand_depths(self, T_cam_base: torch.Tensor) -> torch.Tensor:
+        """(N, Hc, Wc) camera z of the hand in each frame's ROI on the canvas (+inf where none;
+        frames without a mask: +inf), rendered by :meth:`Renderer.hand_depth`."""
+        Wc, Hc = self.canvas
+        out = torch.full((self.num_frames, Hc, Wc), float('inf'), device=self.device)
+        idx = [int(i) for i in np.flatnonzero(self.has_mask)]
+        verts = self.hand_vertices_cam(T_cam_base)
+        for start in range(0, len(idx), 64):  # bounded memory
+            chunk = idx[start:start + 64]
+            out[chunk] = self.renderer.hand_depth(self.cameras(chunk), verts[chunk])
         return out
 
     # -- losses ------------------------------------------------------------------------------
 
-    def image_losses(self, index: int, T_cam_obj: torch.Tensor, *,
+    def image_losses(self, frames: Sequence[int], T_cam_obj: torch.Tensor, *,
                      hand_depth: torch.Tensor | None = None,
                      with_rgb: bool | None = None) -> ImageLosses:
-        """Rendering priors of frame ``index`` at a pose.
+        """Rendering priors (eqs. 1-2) of B frames at their poses, in one renderer call.
 
         Args:
-            index: frame index.
-            T_cam_obj: (4, 4) or (1, 4, 4) object pose (differentiable).
-            hand_depth: (1, h, w) the hand's depth in the ROI; None: the one prepared at the
-                uncorrected hand root.
+            frames: (B,) frame indices.
+            T_cam_obj: (B, 4, 4) object poses (differentiable).
+            hand_depth: (N, Hc, Wc) the hands' depths (:meth:`hand_depths`, e.g. at a
+                corrected hand root); None: the ones prepared at the measured hand root.
             with_rgb: compute the colour loss; None: when its weight is > 0.
         Returns:
-            :class:`ImageLosses`.
+            :class:`ImageLosses`; zero losses (and an empty silhouette) for frames without a
+            mask.
         """
-        zero = T_cam_obj.new_zeros(())
-        observed = self._masks[index]
-        if observed is None:
-            return ImageLosses(mask=zero, rgb=zero, silhouette=None)
-        cfg = self.config
-        T = T_cam_obj.reshape(1, 4, 4)
-        cam: PinholeCamera = self.rois[index].camera
-        H, W = cam.height, cam.width
-        depth = self._hand_depth[index] if hand_depth is None else hand_depth
-        mesh = self.mesh
-        verts = transform_points(T, mesh.vertices)  # (1, V, 3)
-        px = cam.project(verts)
-        z = verts[..., 2]
-        face_mask = _visible_faces(verts, px, mesh.faces)
-        sil = soft_silhouette(px, z, mesh.faces, H, W, sigma=cfg.sigma_px, cull_eps=_CULL_EPS,
-                              face_mask=face_mask, occluder_depth=depth,
-                              depth_softness=cfg.depth_softness_m, near=_NEAR_M)  # (1, H, W)
-        l_mask = mask_loss(sil, observed[None])[0]
-        l_rgb = zero
-        if with_rgb if with_rgb is not None else cfg.weights.rgb > 0:
-            raster = rasterize_hard(px, z, mesh.faces, H, W, face_mask=face_mask, near=_NEAR_M)
-            light = torch.tensor(cfg.light_dir_cam, dtype=T.dtype, device=T.device)
-            light = light / torch.linalg.vector_norm(light)
-            normals = rotate_vectors(T, mesh.vertex_normals)
-            lambert = (-(normals * light).sum(-1, keepdim=True)).clamp(min=0.0)
-            colors = mesh.vertex_colors * (cfg.ambient + cfg.diffuse * lambert)  # (1, V, 3)
-            bg = torch.zeros(3, dtype=T.dtype, device=T.device)
-            rgb = interpolate(colors, mesh.faces, raster, bg)
-            visible = raster.covered & (raster.depth < depth)
-            rgb = torch.where(visible[..., None], rgb, bg)
+        frames = [int(i) for i in frames]
+        T = T_cam_obj.reshape(-1, 4, 4)
+        if T.shape[0] != len(frames):
+            raise InputError(f'T_cam_obj: expected {len(frames)} poses (one per frame), got '
+                             f'{T.shape[0]}')
+        Wc, Hc = self.canvas
+        mask_l = T.new_zeros(len(frames))
+        rgb_l = T.new_zeros(len(frames))
+        silhouette = T.new_zeros(len(frames), Hc, Wc)
+        rows = [k for k, i in enumerate(frames) if self.has_mask[i]]
+        if not rows:
+            return ImageLosses(mask=mask_l, rgb=rgb_l, silhouette=silhouette)
+        sel = [frames[k] for k in rows]
+        depth = (self._hand_depth if hand_depth is None else hand_depth)[sel]
+        out = self.renderer.render(self.cameras(sel), T[rows], hand_depth=depth)
+        weight = self._roi_weight[sel]
+        observed = self._obs_mask[sel]
+        l_mask = mask_loss(out.object_mask, observed, weight)
+        mask_l = mask_l.index_put((torch.tensor(rows, device=T.device),), l_mask)
+        if with_rgb if with_rgb is not None else self.config.weights.rgb > 0:
             # Compare only where the object is both seen and rendered: elsewhere the rendered
             # background colour says nothing about the object.
-            both = observed[None] * visible.to(T.dtype)
-            l_rgb = rgb_loss(rgb, self._rgbs[index][None], both)[0]
-        return ImageLosses(mask=l_mask, rgb=l_rgb, silhouette=sil[0].detach())
+            both = observed * (out.object_depth > 0).to(T.dtype) * weight
+            l_rgb = rgb_loss(out.object_rgb, self._obs_rgb[sel], both)
+            rgb_l = rgb_l.index_put((torch.tensor(rows, device=T.device),), l_rgb)
+        silhouette[rows] = out.object_mask.detach()
+        return ImageLosses(mask=mask_l, rgb=rgb_l, silhouette=silhouette)
 
     def physics_losses(self, T_cam_obj: torch.Tensor,
                        T_cam_base: torch.Tensor | None = None) -> PhysicsLosses:

@@ -29,10 +29,9 @@ import numpy as np
 import torch
 
 from handypriors_ros.core import metrics
-from handypriors_ros.core.geometry.se3 import transform_points
-from handypriors_ros.core.render.camera import PinholeCamera
-from handypriors_ros.core.render.hard_rasterizer import rasterize_hard
-from handypriors_ros.core.render.mesh import RenderMesh, front_facing
+from handypriors_ros.core.render.mesh import RenderMesh
+from handypriors_ros.core.render.overlay import draw_outline
+from handypriors_ros.core.render.renderer import Renderer
 from handypriors_ros.core.frames import Frame
 
 
@@ -98,29 +97,12 @@ def _replace_atomically(path: Path, write) -> None:
             tmp.unlink()
 
 
-def _outline_masks(mesh: RenderMesh, camera: PinholeCamera,
-                   poses: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """(H, W) bool silhouettes of the mesh at each pose (hard raster, no hand)."""
-    out = []
-    with torch.no_grad():
-        for T in poses:
-            Tt = torch.as_tensor(T, dtype=mesh.vertices.dtype)[None]
-            v = transform_points(Tt, mesh.vertices.cpu())
-            if not bool((v[..., 2] > 0.01).all()):
-                out.append(np.zeros((camera.height, camera.width), bool))
-                continue
-            r = rasterize_hard(camera.project(v), v[..., 2], mesh.faces.cpu(), camera.height,
-                               camera.width, face_mask=front_facing(v, mesh.faces.cpu()))
-            out.append(r.covered[0].numpy())
-    return out
-
-
 def overlay_frames(frames: Sequence[Frame], mesh: RenderMesh,
                    T_refined: np.ndarray, T_initial: np.ndarray | None = None, *,
                    width: int = 320) -> list[np.ndarray]:
     """(h, w, 3) uint8 images with the refined (green) and initial (red) object outlines."""
     images = []
-    mesh = mesh.to('cpu', torch.float32)
+    renderer = Renderer(mesh.to('cpu', torch.float32))
     for i, f in enumerate(frames):
         scale = min(1.0, width / f.camera.width)
         w = max(int(round(f.camera.width * scale)), 1)
@@ -131,9 +113,7 @@ def overlay_frames(frames: Sequence[Frame], mesh: RenderMesh,
         if T_initial is not None:
             layers.insert(0, (T_initial[i], (230, 40, 40)))
         for T, colour in layers:
-            mask = _outline_masks(mesh, cam, [T])[0].astype(np.uint8)
-            contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-            cv2.drawContours(img, contours, -1, colour, 1)
+            draw_outline(img, renderer, cam, T, colour, 1)
         images.append(img)
     return images
 

@@ -1,11 +1,14 @@
-"""Differentiable rendering priors: camera model, rasterizers, renderer and image losses.
+"""The project's one renderer and the rendering priors: camera model, rasterizers, renderer,
+image losses, regions of interest and outlines.
 
 Conventions: camera optical frame (x right, y down, z forward), pixel (i, j) centred at
 ``(u, v) = (i, j)`` as in OpenCV, batch first, float32 by default. See ``camera`` for the one
 optical-to-clip-space conversion. nvdiffrast is imported only when its backend is used.
 """
 
+from handypriors_ros.core.render.antialias import antialias_silhouette
 from handypriors_ros.core.render.camera import (
+    CameraBatch,
     PinholeCamera,
     Undistorter,
     clip_to_optical,
@@ -34,16 +37,26 @@ from handypriors_ros.core.render.mesh import (
     front_facing,
     vertex_normals,
 )
+from handypriors_ros.core.render.overlay import draw_outline, outline_mask
 from handypriors_ros.core.render.renderer import (
     RenderOutput,
     Renderer,
     RenderSettings,
+    SceneRaster,
     SceneRender,
     nvdiffrast_available,
 )
-from handypriors_ros.core.render.soft_rasterizer import cull_distance, soft_silhouette
+from handypriors_ros.core.render.roi import RoiView, make_roi
+from handypriors_ros.core.render.texture import sample_texture
 
 __all__ = [
+    'RoiView',
+    'draw_outline',
+    'make_roi',
+    'outline_mask',
+    'CameraBatch',
+    'SceneRaster',
+    'antialias_silhouette',
     'ContourResidual',
     'ContourSamples',
     'HardRaster',
@@ -60,7 +73,6 @@ __all__ = [
     'contour_points',
     'contour_points_jacobian',
     'contour_residual',
-    'cull_distance',
     'face_normals',
     'front_facing',
     'interpolate',
@@ -70,8 +82,8 @@ __all__ = [
     'optical_to_clip',
     'rasterize_hard',
     'rgb_loss',
+    'sample_texture',
     'select_contour_samples',
     'signed_distance_transform',
-    'soft_silhouette',
     'vertex_normals',
 ]

@@ -169,6 +169,62 @@ class PinholeCamera:
         return torch.stack([u, v], dim=-1)
 
 
+@dataclass(frozen=True)
+class CameraBatch:
+    """B pinhole cameras rendering B frames onto one canvas of ``width`` x ``height`` px, so
+    that one renderer call covers frames with different intrinsics or regions of interest.
+
+    Each camera keeps its own intrinsics (pixel ``(u, v)`` of frame b: ``cameras[b]``'s
+    projection); its image occupies the canvas' top-left ``cameras[b].width`` x
+    ``cameras[b].height`` pixels, the rest of the canvas being more of the same image plane
+    (callers weight it out). Build with :meth:`of`.
+
+    Attributes:
+        cameras: (B,) the cameras.
+        width, height: the canvas size [px], at least every camera's size.
+    """
+
+    cameras: tuple[PinholeCamera, ...]
+    width: int
+    height: int
+
+    @classmethod
+    def of(cls, cameras: Sequence[PinholeCamera]) -> CameraBatch:
+        """The batch of ``cameras`` on a canvas as large as the largest of them."""
+        cameras = tuple(cameras)
+        if not cameras or not all(isinstance(c, PinholeCamera) for c in cameras):
+            raise InputError(f'cameras: expected a non-empty sequence of PinholeCamera, got '
+                             f'{[type(c).__name__ for c in cameras]}')
+        return cls(cameras, max(c.width for c in cameras), max(c.height for c in cameras))
+
+    def __len__(self) -> int:
+        return len(self.cameras)
+
+    def intrinsics(self, like: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """fx, fy, cx, cy as (B, 1) tensors in ``like``'s dtype and device."""
+        k = torch.tensor([[c.fx, c.fy, c.cx, c.cy] for c in self.cameras], dtype=like.dtype,
+                         device=like.device)
+        return tuple(k[:, i:i + 1] for i in range(4))
+
+    def project(self, points_cam: torch.Tensor) -> torch.Tensor:
+        """(B, N, 2) pixel coordinates of (B, N, 3) optical-frame points, frame b with
+        camera b (differentiable)."""
+        _check_points('points_cam', points_cam, 3)
+        if points_cam.shape[0] != len(self.cameras):
+            raise InputError(f'points_cam: expected a batch of {len(self.cameras)} (one per '
+                             f'camera), got {points_cam.shape[0]}')
+        fx, fy, cx, cy = self.intrinsics(points_cam)
+        x, y, z = points_cam.unbind(-1)
+        return torch.stack([fx * x / z + cx, fy * y / z + cy], dim=-1)
+
+
+def camera_intrinsics(camera: PinholeCamera | CameraBatch, like: torch.Tensor) -> tuple:
+    """fx, fy, cx, cy of a camera (floats) or of a batch ((B, 1) tensors)."""
+    if isinstance(camera, CameraBatch):
+        return camera.intrinsics(like)
+    return camera.fx, camera.fy, camera.cx, camera.cy
+
+
 def _check_camera_info(K: Sequence[float], P: Sequence[float], width: int, height: int,
                        distortion_model: str, D: Sequence[float]
                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -296,7 +352,7 @@ def _check_near_far(near: float, far: float) -> None:
         raise InputError(f'near, far: expected 0 < near < far < inf [m], got {near}, {far}')
 
 
-def optical_to_clip(points_cam: torch.Tensor, camera: PinholeCamera, near: float,
+def optical_to_clip(points_cam: torch.Tensor, camera: PinholeCamera | CameraBatch, near: float,
                     far: float) -> torch.Tensor:
     """Homogeneous clip-space coordinates of optical-frame points: THE conversion.
 
@@ -310,7 +366,7 @@ def optical_to_clip(points_cam: torch.Tensor, camera: PinholeCamera, near: float
 
     Args:
         points_cam: (B, N, 3) in the optical frame [m].
-        camera: the pinhole camera.
+        camera: the pinhole camera, or a :class:`CameraBatch` of B (its canvas size).
         near, far: clip distances along z [m], 0 < near < far.
     Returns:
         (B, N, 4) clip coordinates ``(x, y, z, w)``.
@@ -319,8 +375,9 @@ def optical_to_clip(points_cam: torch.Tensor, camera: PinholeCamera, near: float
     _check_near_far(near, far)
     x, y, z = points_cam.unbind(-1)
     W, H = camera.width, camera.height
-    x_clip = (2.0 * camera.fx / W) * x + ((2.0 * camera.cx + 1.0) / W - 1.0) * z
-    y_clip = (2.0 * camera.fy / H) * y + ((2.0 * camera.cy + 1.0) / H - 1.0) * z
+    fx, fy, cx, cy = camera_intrinsics(camera, points_cam)
+    x_clip = (2.0 * fx / W) * x + ((2.0 * cx + 1.0) / W - 1.0) * z
+    y_clip = (2.0 * fy / H) * y + ((2.0 * cy + 1.0) / H - 1.0) * z
     z_clip = (far + near) / (far - near) * z - 2.0 * far * near / (far - near)
     return torch.stack([x_clip, y_clip, z_clip, z], dim=-1)
 

@@ -167,7 +167,7 @@ def silhouette_edges(edge_faces: torch.Tensor, front: torch.Tensor) -> torch.Ten
     return torch.where(has_second, f0 != f1, f0)
 
 
-def select_contour_samples(renderer, T_cam_obj: torch.Tensor,
+def select_contour_samples(renderer, camera, T_cam_obj: torch.Tensor,
                            hand_vertices_cam: torch.Tensor | None = None, *,
                            num_points: int = 200, oversample: int = 4,
                            contour_tolerance_px: float = 1.0) -> ContourSamples:
@@ -180,7 +180,7 @@ def select_contour_samples(renderer, T_cam_obj: torch.Tensor,
     in front of it. K of the kept points, evenly spaced along the list, are returned.
 
     Args:
-        renderer: a ``Renderer``.
+        renderer: a ``Renderer``; camera: the PinholeCamera (or CameraBatch) to render with.
         T_cam_obj: (B, 4, 4) object poses.
         hand_vertices_cam: (B, Vh, 3) posed hand, or None.
         num_points: K.
@@ -193,10 +193,9 @@ def select_contour_samples(renderer, T_cam_obj: torch.Tensor,
         raise InputError(f'num_points: expected a positive int, got {num_points!r}')
     if not isinstance(oversample, int) or oversample <= 0:
         raise InputError(f'oversample: expected a positive int, got {oversample!r}')
-    camera = renderer.camera
     mesh = renderer.object_mesh
     H, W = camera.height, camera.width
-    obj_raster, hand_depth = renderer.depth_buffers(T_cam_obj, hand_vertices_cam)
+    obj_raster, hand_depth = renderer.depth_buffers(camera, T_cam_obj, hand_vertices_cam)
     B = T_cam_obj.shape[0]
     K = num_points
     device = renderer.device
@@ -259,11 +258,12 @@ def select_contour_samples(renderer, T_cam_obj: torch.Tensor,
     return ContourSamples(edge_vertices=edge_vertices, t=t_out, valid=valid)
 
 
-def contour_points(renderer, T_cam_obj: torch.Tensor, samples: ContourSamples) -> torch.Tensor:
+def contour_points(renderer, camera, T_cam_obj: torch.Tensor,
+                   samples: ContourSamples) -> torch.Tensor:
     """Pixel positions of contour samples at poses ``T_cam_obj``, differentiable.
 
     Args:
-        renderer: the ``Renderer`` the samples were selected with.
+        renderer, camera: the ``Renderer`` and camera the samples were selected with.
         T_cam_obj: (B, 4, 4).
         samples: from :func:`select_contour_samples`.
     Returns:
@@ -272,13 +272,13 @@ def contour_points(renderer, T_cam_obj: torch.Tensor, samples: ContourSamples) -
     verts = renderer.object_mesh.vertices
     va = verts[samples.edge_vertices[..., 0]]  # (B, K, 3)
     vb = verts[samples.edge_vertices[..., 1]]
-    pa = renderer.camera.project(transform_points(T_cam_obj, va))
-    pb = renderer.camera.project(transform_points(T_cam_obj, vb))
+    pa = camera.project(transform_points(T_cam_obj, va))
+    pb = camera.project(transform_points(T_cam_obj, vb))
     t = samples.t.to(pa.dtype)[..., None]
     return pa + t * (pb - pa)
 
 
-def contour_points_jacobian(renderer, T_cam_obj: torch.Tensor,
+def contour_points_jacobian(renderer, camera, T_cam_obj: torch.Tensor,
                             samples: ContourSamples) -> tuple[torch.Tensor, torch.Tensor]:
     """Contour points and their analytic Jacobian w.r.t. a left pose perturbation.
 
@@ -287,12 +287,12 @@ def contour_points_jacobian(renderer, T_cam_obj: torch.Tensor,
     ``xi = 0`` a point X moves by ``rho + phi x X``: ``dX/dxi = [I | -skew(X)]``.
 
     Args:
-        renderer, T_cam_obj, samples: as :func:`contour_points`.
+        renderer, camera, T_cam_obj, samples: as :func:`contour_points`.
     Returns:
         points (B, K, 2) and ``d points / d xi`` (B, K, 2, 6).
     """
     verts = renderer.object_mesh.vertices
-    cam = renderer.camera
+    cam = camera
     t = samples.t.to(verts.dtype)[..., None, None]  # (B, K, 1, 1)
     points = None
     jac = None

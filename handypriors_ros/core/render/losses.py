@@ -126,14 +126,15 @@ class ContourResidual:
     jacobian: torch.Tensor | None = None
 
 
-def contour_residual(renderer, T_cam_obj: torch.Tensor, observed_sdt: torch.Tensor, *,
+def contour_residual(renderer, camera, T_cam_obj: torch.Tensor, observed_sdt: torch.Tensor, *,
                      hand_vertices_cam: torch.Tensor | None = None,
                      samples: ContourSamples | None = None,
                      num_points: int = 200, with_jacobian: bool = False) -> ContourResidual:
     """Observed mask's signed distance at K points of the rendered object contour.
 
     Args:
-        renderer: a ``Renderer``; its camera fixes the image size.
+        renderer: a ``Renderer``; camera: its PinholeCamera (or CameraBatch), which fixes the
+            image size.
         T_cam_obj: (B, 4, 4) object poses (the residual is differentiable w.r.t. them).
         observed_sdt: (B, H, W) :func:`signed_distance_transform` of the observed object
             masks, at the renderer's resolution.
@@ -147,7 +148,7 @@ def contour_residual(renderer, T_cam_obj: torch.Tensor, observed_sdt: torch.Tens
     Returns:
         :class:`ContourResidual`.
     """
-    cam = renderer.camera
+    cam = camera
     B = T_cam_obj.shape[0] if isinstance(T_cam_obj, torch.Tensor) and T_cam_obj.dim() == 3 \
         else None
     if not isinstance(observed_sdt, torch.Tensor) or \
@@ -155,16 +156,16 @@ def contour_residual(renderer, T_cam_obj: torch.Tensor, observed_sdt: torch.Tens
         raise InputError(f'observed_sdt: expected shape ({B}, {cam.height}, {cam.width}), got '
                          f'{tuple(getattr(observed_sdt, "shape", ()))}')
     if samples is None:
-        samples = select_contour_samples(renderer, T_cam_obj, hand_vertices_cam,
+        samples = select_contour_samples(renderer, camera, T_cam_obj, hand_vertices_cam,
                                          num_points=num_points)
     jacobian = None
     valid = samples.valid.to(T_cam_obj.dtype)
     if with_jacobian:
-        points, d_points = contour_points_jacobian(renderer, T_cam_obj, samples)
+        points, d_points = contour_points_jacobian(renderer, camera, T_cam_obj, samples)
         grad = bilinear_gradient(observed_sdt, points)  # (B, K, 2)
         jacobian = (grad[..., None, :] @ d_points).squeeze(-2) * valid[..., None]  # (B, K, 6)
     else:
-        points = contour_points(renderer, T_cam_obj, samples)
+        points = contour_points(renderer, camera, T_cam_obj, samples)
     values = bilinear_sample(observed_sdt, points)
     residual = values * valid
     return ContourResidual(residual=residual, valid=samples.valid, points_2d=points,

@@ -30,6 +30,11 @@ class RenderMesh:
         edges: (E, 2) int64 unique undirected edges (vertex indices, smaller first).
         edge_faces: (E, 2) int64 the two faces sharing each edge; -1 for a boundary edge's
             missing second face (edges of more than two faces keep the first two).
+        uv: (V, 2) float texture coordinates, or None (module ``texture``: v = 1 is the
+            image's top row).
+        texture: (Ht, Wt, 3) float RGB texture in [0, 1], or None. When both are set the
+            renderer's colour is the texture sampled at the interpolated UV (bilinear),
+            shaded; otherwise the vertex colours.
     """
 
     vertices: torch.Tensor
@@ -38,10 +43,19 @@ class RenderMesh:
     vertex_normals: torch.Tensor
     edges: torch.Tensor
     edge_faces: torch.Tensor
+    uv: torch.Tensor | None = None
+    texture: torch.Tensor | None = None
+
+    @property
+    def textured(self) -> bool:
+        """True when the mesh has both UVs and a texture image."""
+        return self.uv is not None and self.texture is not None
 
     @classmethod
     def from_arrays(cls, vertices: np.ndarray | torch.Tensor, faces: np.ndarray | torch.Tensor,
                     vertex_colors: np.ndarray | torch.Tensor | None = None, *,
+                    uv: np.ndarray | torch.Tensor | None = None,
+                    texture: np.ndarray | torch.Tensor | None = None,
                     dtype: torch.dtype = torch.float32,
                     device: torch.device | str = 'cpu') -> RenderMesh:
         """Build from arrays; colours in [0, 1] (floats) or 0-255 (integers); default grey.
@@ -50,6 +64,9 @@ class RenderMesh:
             vertices: (V, 3) [m].
             faces: (F, 3) integer indices into ``vertices``.
             vertex_colors: (V, 3) or (V, 4) (alpha dropped); None: 0.7 grey.
+            uv: (V, 2) texture coordinates, given together with ``texture`` (or neither).
+            texture: (Ht, Wt, 3) or (Ht, Wt, 4) image (alpha dropped), floats in [0, 1] or
+                integers 0-255, row 0 the top (``v = 1``).
         Raises:
             ModelError: empty mesh, indices out of range, non-finite vertices.
             InputError: wrong shapes.
@@ -80,6 +97,7 @@ class RenderMesh:
             if np.issubdtype(c_in.dtype, np.integer):
                 c = c / 255.0
             c = np.clip(c, 0.0, 1.0)
+        uv_np, tex_np = _check_texture_arrays(uv, texture, len(v))
         normals = _vertex_normals_np(v, f)
         edges, edge_faces = _edge_adjacency(f)
         to = dict(dtype=dtype, device=device)
@@ -87,17 +105,52 @@ class RenderMesh:
                    vertex_colors=torch.as_tensor(c, **to),
                    vertex_normals=torch.as_tensor(normals, **to),
                    edges=torch.as_tensor(edges, device=device),
-                   edge_faces=torch.as_tensor(edge_faces, device=device))
+                   edge_faces=torch.as_tensor(edge_faces, device=device),
+                   uv=None if uv_np is None else torch.as_tensor(uv_np, **to),
+                   texture=None if tex_np is None else torch.as_tensor(tex_np, **to))
 
     @classmethod
     def from_trimesh(cls, mesh, *, dtype: torch.dtype = torch.float32,
                      device: torch.device | str = 'cpu') -> RenderMesh:
-        """Build from a ``trimesh.Trimesh``, with its vertex colours when it has them."""
-        colors = None
+        """Build from a ``trimesh.Trimesh``, with its vertex colours when it has them, or its
+        UVs and texture image when it is textured (the vertex colours then are the texture
+        baked per vertex)."""
+        colors = uv = texture = None
         visual = getattr(mesh, 'visual', None)
-        if visual is not None and getattr(visual, 'kind', None) in ('vertex', 'face'):
+        kind = getattr(visual, 'kind', None)
+        if kind in ('vertex', 'face'):
             colors = np.asarray(visual.vertex_colors)
+        elif kind == 'texture':
+            image = getattr(getattr(visual, 'material', None), 'image', None)
+            if image is None:
+                image = getattr(getattr(visual, 'material', None), 'baseColorTexture', None)
+            vis_uv = getattr(visual, 'uv', None)
+            if image is not None and vis_uv is not None and len(vis_uv) == len(mesh.vertices):
+                uv = np.asarray(vis_uv, dtype=np.float64)
+                texture = np.asarray(image.convert('RGB'))
+                colors = np.asarray(visual.to_color().vertex_colors)
         return cls.from_arrays(np.asarray(mesh.vertices), np.asarray(mesh.faces), colors,
+                               uv=uv, texture=texture, dtype=dtype, device=device)
+
+    @classmethod
+    def from_object_model(cls, model, *, proxy: bool = True, dtype: torch.dtype = torch.float32,
+                          device: torch.device | str = 'cpu') -> RenderMesh:
+        """The render mesh of an :class:`~handypriors_ros.core.models.object_model.ObjectModel`.
+
+        Args:
+            model: the object model.
+            proxy: render its decimated proxy (vertex colours); a textured model is rendered
+                at full resolution with its UVs and texture instead (decimation cannot keep
+                UVs).
+        """
+        if model.uv is not None and model.texture is not None:
+            return cls.from_arrays(model.vertices, model.faces.long(), model.vertex_colors,
+                                   uv=model.uv, texture=model.texture, dtype=dtype,
+                                   device=device)
+        if proxy:
+            return cls.from_arrays(model.proxy.vertices, model.proxy.faces.long(),
+                                   model.proxy.vertex_colors, dtype=dtype, device=device)
+        return cls.from_arrays(model.vertices, model.faces.long(), model.vertex_colors,
                                dtype=dtype, device=device)
 
     @property
@@ -112,7 +165,33 @@ class RenderMesh:
         return replace(self, vertices=move(self.vertices), faces=move(self.faces),
                        vertex_colors=move(self.vertex_colors),
                        vertex_normals=move(self.vertex_normals), edges=move(self.edges),
-                       edge_faces=move(self.edge_faces))
+                       edge_faces=move(self.edge_faces),
+                       uv=None if self.uv is None else move(self.uv),
+                       texture=None if self.texture is None else move(self.texture))
+
+
+def _check_texture_arrays(uv, texture, n_vertices: int
+                          ) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Validated (V, 2) UVs and (Ht, Wt, 3) float texture in [0, 1], or (None, None)."""
+    if uv is None and texture is None:
+        return None, None
+    if uv is None or texture is None:
+        raise InputError('uv, texture: expected both or neither, got only '
+                         + ('uv' if texture is None else 'texture'))
+    uv_np = np.asarray(torch.as_tensor(uv).detach().cpu(), dtype=np.float64)
+    if uv_np.shape != (n_vertices, 2):
+        raise InputError(f'uv: expected shape ({n_vertices}, 2), got {uv_np.shape}')
+    if not np.all(np.isfinite(uv_np)):
+        raise ModelError('uv: expected finite texture coordinates, got NaN or inf')
+    tex_in = (texture.detach().cpu().numpy() if isinstance(texture, torch.Tensor)
+              else np.asarray(texture))
+    if tex_in.ndim != 3 or tex_in.shape[2] not in (3, 4) or tex_in.shape[0] < 1 or \
+            tex_in.shape[1] < 1:
+        raise InputError(f'texture: expected an image (H, W, 3 or 4), got {tex_in.shape}')
+    tex = tex_in[..., :3].astype(np.float64)
+    if np.issubdtype(tex_in.dtype, np.integer):
+        tex = tex / 255.0
+    return uv_np, np.clip(tex, 0.0, 1.0)
 
 
 def _vertex_normals_np(v: np.ndarray, f: np.ndarray) -> np.ndarray:

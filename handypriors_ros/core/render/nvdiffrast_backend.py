@@ -5,7 +5,7 @@ Object and hand are rasterized together in one pass (``nvdiffrast.torch.rasteriz
 Colours and camera depth are interpolated with ``interpolate``; the object and hand
 indicator images go through ``antialias``, which blends pixels along silhouette edges by the
 edges' exact positions and so gives the silhouettes gradients w.r.t. the vertex positions
-(nvdiffrast's answer to SoftRas' blur).
+(the soft backend's ``antialias`` module does the same in torch).
 
 Vertices reach clip space only through :func:`~handypriors_ros.core.render.camera.optical_to_clip`,
 whose NDC y grows with the image row: nvdiffrast writes raster row 0 at NDC y = -1, so its
@@ -52,6 +52,33 @@ class NvdiffrastRasterizer:
             cached = (tri.clone(), self._dr.antialias_construct_topology_hash(tri))
             self._topology = cached
         return cached[1]
+
+    def rasterize(self, camera, settings, verts_cam: torch.Tensor,
+                  faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Hard z-buffer of one mesh (object and hand concatenated), no gradients.
+
+        Args:
+            camera: a PinholeCamera or CameraBatch; settings: ``RenderSettings``.
+            verts_cam: (B, V, 3) optical frame [m]; faces: (F, 3) int64.
+        Returns:
+            face_index (B, H, W) int64 (-1 where empty), depth (B, H, W) camera z (+inf where
+            empty) and bary (B, H, W, 3) barycentrics of the face's three vertices, in the
+            dtype of ``verts_cam``.
+        """
+        dr = self._dr
+        out_dtype = verts_cam.dtype
+        verts = verts_cam.detach().to(torch.float32)
+        tri = faces.to(torch.int32).contiguous()
+        pos = optical_to_clip(verts, camera, settings.near_m, settings.far_m).contiguous()
+        rast, _ = dr.rasterize(self._context, pos, tri, resolution=(camera.height, camera.width),
+                               grad_db=False)
+        face_index = rast[..., 3].to(torch.int64) - 1
+        z, _ = dr.interpolate(verts[..., 2:3].contiguous(), rast, tri)
+        covered = face_index >= 0
+        depth = torch.where(covered, z[..., 0], torch.full_like(z[..., 0], float('inf')))
+        u, v = rast[..., 0], rast[..., 1]
+        bary = torch.stack([u, v, 1.0 - u - v], dim=-1) * covered[..., None]
+        return face_index, depth.to(out_dtype), bary.to(out_dtype)
 
     def render(self, camera: PinholeCamera, settings, verts_cam: torch.Tensor,
                faces: torch.Tensor, colors: torch.Tensor, hand_cam: torch.Tensor | None,

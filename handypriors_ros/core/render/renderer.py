@@ -1,19 +1,30 @@
-"""Differentiable renderer of the object held by the hand: the rendering priors' forward model.
+"""The project's one renderer: the object held by the hand, for every path that draws it.
 
-:class:`Renderer` renders, for a batch of object poses ``T_cam_obj`` (and the posed hand as a
-known occluder), what the rendering losses compare with the camera (paper eqs. 1-2): the
-object's soft silhouette hidden where the hand is in front, its hard depth, its colour from
-vertex colours with Lambertian shading, the hand's silhouette and 2D keypoints. Two backends
-give the same :class:`RenderOutput`:
+:class:`Renderer` holds the object mesh (and the hand's triangles); the camera comes with each
+call, a :class:`~handypriors_ros.core.render.camera.PinholeCamera` or a
+:class:`~handypriors_ros.core.render.camera.CameraBatch` (B frames with different intrinsics
+or regions of interest in one call). It gives:
 
-- ``'soft'``: pure torch (any device): SoftRas-style silhouette (``soft_rasterizer``) plus
-  hard z-buffers (``hard_rasterizer``) for depth, colour and the hand's depth.
-- ``'nvdiffrast'``: ``nvdiffrast.torch`` on CUDA (``nvdiffrast_backend``); its silhouette
-  gradients come from analytic antialiasing of the hard silhouette.
+- :meth:`Renderer.render`: what the rendering priors compare with the camera (paper eqs. 1-2):
+  the object's antialiased silhouette hidden where the hand is in front (differentiable
+  w.r.t. the pose), its depth, its shaded colour (vertex colours or a texture), the hand's
+  silhouette and 2D keypoints (:class:`RenderOutput`);
+- :meth:`Renderer.rasterize`: the hard z-buffer of object and hand together (face ids,
+  barycentrics, depth; no gradients): the tracker's region-of-interest renders, outlines;
+- :meth:`Renderer.render_scene`: a hard, shaded image of object and hand (synthetic data,
+  overlays).
+
+Backends of :meth:`Renderer.render`:
+
+- ``'soft'``: pure torch (any device): the hard z-buffer (``hard_rasterizer``) plus analytic
+  antialiasing of the silhouette edges (``antialias``), which gives pixels their area
+  coverage along the silhouette and the silhouette its gradients.
+- ``'nvdiffrast'``: ``nvdiffrast.torch`` on CUDA (``nvdiffrast_backend``), the same idea in
+  CUDA kernels.
 
 ``backend='auto'`` picks nvdiffrast when the renderer's device is CUDA and nvdiffrast imports,
-else soft. :meth:`Renderer.render_scene` gives a hard, shaded image of object and hand
-together (synthetic data, overlays).
+else soft. :meth:`rasterize` runs on nvdiffrast too when that is the backend;
+:meth:`render_scene` always uses the torch z-buffer (on the renderer's device).
 """
 
 from __future__ import annotations
@@ -26,12 +37,16 @@ import torch
 
 from handypriors_ros.core.errors import InputError
 from handypriors_ros.core.geometry import rotate_vectors, transform_points
-from handypriors_ros.core.render.camera import PinholeCamera
+from handypriors_ros.core.render.antialias import antialias_silhouette
+from handypriors_ros.core.render.camera import CameraBatch, PinholeCamera
+from handypriors_ros.core.render.contour import silhouette_edges
 from handypriors_ros.core.render.hard_rasterizer import HardRaster, interpolate, rasterize_hard
 from handypriors_ros.core.render.mesh import RenderMesh, front_facing, vertex_normals
-from handypriors_ros.core.render.soft_rasterizer import soft_silhouette
+from handypriors_ros.core.render.texture import sample_texture
 
 BACKENDS = ('auto', 'soft', 'nvdiffrast')
+
+Camera = PinholeCamera | CameraBatch
 
 
 @dataclass(frozen=True)
@@ -39,50 +54,36 @@ class RenderSettings:
     """Renderer settings (units in the names).
 
     Attributes:
-        sigma_px: softness of the soft silhouette's edges [px] (soft backend). SoftRas'
-            aggregate widens the silhouette where many faces crowd the rim, more so for
-            larger sigma and denser meshes; measured (sphere of 1280 / 5120 faces, 128 px,
-            0.27 m): fitting depth alone with ``mask_loss`` to a hard mask of the true pose
-            ends 3.8 / 6.4 mm too far at 0.3 px, 8.2 / 13 mm at 0.5 px, 24 mm at 1 px.
-        cull_eps: coverage below which a face is not evaluated at a pixel (soft backend);
-            sets the evaluation radius ``sigma_px * log(1 / cull_eps - 1)``.
-        depth_softness_m: ``tau`` of the soft depth test of object faces against the hand's
-            depth [m] (soft backend).
         near_m, far_m: clip distances along the optical axis [m]; faces crossing near_m are
             dropped.
-        cull_backfaces: rasterize only faces facing the camera; exact for closed meshes, set
-            False for open ones (a bowl seen inside).
-        soft_hand_mask: make ``hand_mask`` soft and differentiable w.r.t. the hand vertices
-            (soft backend; otherwise it is the hard visible hand mask).
+        cull_backfaces: rasterize only object faces facing the camera; exact for closed
+            meshes, set False for open ones (a bowl seen inside). The hand is never culled.
         light_dir_cam: direction the light travels, in the optical frame (default: from the
             camera into the scene); need not be unit.
         ambient, diffuse: Lambertian shading ``albedo * (ambient + diffuse * max(0, -n.l))``.
         background_rgb: colour where the object (or, in scenes, anything) is absent.
-        antialias: nvdiffrast backend: antialias silhouettes (needed for their gradients).
+        antialias: antialias the silhouettes (area coverage along their edges; their only
+            source of gradients w.r.t. the pose). False: hard 0/1 masks.
+        flat_shading: :meth:`Renderer.render_scene` shades each face with its own normal,
+            turned towards the camera (two-sided: meshes of unknown winding such as the hand),
+            instead of interpolating vertex normals.
     """
 
-    sigma_px: float = 0.3
-    cull_eps: float = 1e-3
-    depth_softness_m: float = 0.003
     near_m: float = 0.01
     far_m: float = 10.0
     cull_backfaces: bool = True
-    soft_hand_mask: bool = False
     light_dir_cam: tuple[float, float, float] = (0.0, 0.0, 1.0)
     ambient: float = 0.4
     diffuse: float = 0.6
     background_rgb: tuple[float, float, float] = (0.0, 0.0, 0.0)
     antialias: bool = True
+    flat_shading: bool = False
 
     def __post_init__(self) -> None:
-        positive = ('sigma_px', 'depth_softness_m', 'near_m', 'far_m')
-        for name in positive:
+        for name in ('near_m', 'far_m'):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
                 raise InputError(f'{name}: expected a finite number > 0, got {value!r}')
-        if not 0 < self.cull_eps < 0.5:
-            raise InputError(f'cull_eps: expected a probability in (0, 0.5), got '
-                             f'{self.cull_eps!r}')
         if self.far_m <= self.near_m:
             raise InputError(f'far_m: expected > near_m ({self.near_m}), got {self.far_m}')
         for name in ('ambient', 'diffuse'):
@@ -95,7 +96,7 @@ class RenderSettings:
                 raise InputError(f'{name}: expected three finite numbers, got {value!r}')
         if math.fsum(float(x) ** 2 for x in self.light_dir_cam) == 0:
             raise InputError('light_dir_cam: expected a non-zero direction, got (0, 0, 0)')
-        for name in ('cull_backfaces', 'soft_hand_mask', 'antialias'):
+        for name in ('cull_backfaces', 'antialias', 'flat_shading'):
             if not isinstance(getattr(self, name), bool):
                 raise InputError(f'{name}: expected a bool, got {getattr(self, name)!r}')
 
@@ -105,10 +106,9 @@ class RenderOutput:
     """What the renderer predicts for a batch of B frames (H x W: the camera's size).
 
     Attributes:
-        object_mask: (B, H, W) object silhouette in [0, 1], hidden where the hand is in front;
-            differentiable w.r.t. the object pose.
-        hand_mask: (B, H, W) visible hand silhouette in [0, 1] (hard unless
-            ``soft_hand_mask``; all zeros without a hand).
+        object_mask: (B, H, W) object silhouette in [0, 1] (area coverage along its edges when
+            antialiased), hidden where the hand is in front; differentiable w.r.t. the pose.
+        hand_mask: (B, H, W) visible hand silhouette in {0, 1} (all zeros without a hand).
         object_depth: (B, H, W) camera z [m] of the visible object surface, 0 elsewhere.
         object_rgb: (B, H, W, 3) shaded object colour in [0, 1] where the object is visible,
             ``background_rgb`` elsewhere; differentiable w.r.t. the pose (through the
@@ -122,6 +122,36 @@ class RenderOutput:
     object_depth: torch.Tensor
     object_rgb: torch.Tensor
     keypoints_2d: torch.Tensor
+
+
+@dataclass(frozen=True)
+class SceneRaster:
+    """The hard z-buffer of object and hand together (no gradients).
+
+    Attributes:
+        raster: the z-buffer; face ids below ``num_object_faces`` are the object's, the others
+            the hand's (``hand_faces`` offset by ``num_object_faces``).
+        num_object_faces: F.
+    """
+
+    raster: HardRaster
+    num_object_faces: int
+
+    @property
+    def object_visible(self) -> torch.Tensor:
+        """(B, H, W) bool: the object is the nearest surface."""
+        fi = self.raster.face_index
+        return (fi >= 0) & (fi < self.num_object_faces)
+
+    @property
+    def hand_visible(self) -> torch.Tensor:
+        """(B, H, W) bool: the hand is the nearest surface."""
+        return self.raster.face_index >= self.num_object_faces
+
+    @property
+    def depth(self) -> torch.Tensor:
+        """(B, H, W) camera z of the nearest surface [m], +inf where empty."""
+        return self.raster.depth
 
 
 @dataclass(frozen=True)
@@ -155,8 +185,6 @@ class Renderer:
     """Renders an object mesh at batches of poses, with an optional hand mesh as occluder.
 
     Args:
-        camera: the (undistorted) pinhole camera to render with; use
-            ``camera.scaled(...)`` to render at a reduced resolution.
         object_mesh: the object in its own frame.
         hand_faces: (Fh, 3) triangles of the posed hand mesh whose vertices come with each
             call (the hand links concatenated into one mesh); None: no hand.
@@ -164,20 +192,18 @@ class Renderer:
         object_keypoints: (Ko, 3) object-frame points whose projections start
             ``keypoints_2d``; None: the object frame's origin.
         settings: :class:`RenderSettings`.
-        backend: ``'auto'``, ``'soft'`` or ``'nvdiffrast'``.
+        backend: ``'auto'``, ``'soft'`` or ``'nvdiffrast'`` (of :meth:`render`).
         device, dtype: where and in which float type everything is computed.
     Raises:
         InputError: bad arguments; ``backend='nvdiffrast'`` without nvdiffrast or CUDA.
     """
 
-    def __init__(self, camera: PinholeCamera, object_mesh: RenderMesh, *,
+    def __init__(self, object_mesh: RenderMesh, *,
                  hand_faces: torch.Tensor | None = None,
                  hand_vertex_colors: torch.Tensor | None = None,
                  object_keypoints: torch.Tensor | None = None,
                  settings: RenderSettings | None = None, backend: str = 'auto',
                  device: torch.device | str = 'cpu', dtype: torch.dtype = torch.float32) -> None:
-        if not isinstance(camera, PinholeCamera):
-            raise InputError(f'camera: expected a PinholeCamera, got {type(camera).__name__}')
         if not isinstance(object_mesh, RenderMesh):
             raise InputError(f'object_mesh: expected a RenderMesh, got '
                              f'{type(object_mesh).__name__}')
@@ -185,7 +211,6 @@ class Renderer:
             raise InputError(f'backend: expected one of {BACKENDS}, got {backend!r}')
         if dtype not in (torch.float32, torch.float64):
             raise InputError(f'dtype: expected torch.float32 or torch.float64, got {dtype}')
-        self.camera = camera
         self.settings = settings if settings is not None else RenderSettings()
         if not isinstance(self.settings, RenderSettings):
             raise InputError(f'settings: expected RenderSettings, got '
@@ -238,7 +263,7 @@ class Renderer:
            dtype: torch.dtype | None = None) -> Renderer:
         """A renderer on another device / dtype with the same meshes, settings and requested
         backend (``'auto'`` is resolved again for the new device)."""
-        return Renderer(self.camera, self.object_mesh,
+        return Renderer(self.object_mesh,
                         hand_faces=self.hand_faces, hand_vertex_colors=self.hand_vertex_colors,
                         object_keypoints=self.object_keypoints, settings=self.settings,
                         backend=self._requested_backend,
@@ -246,6 +271,15 @@ class Renderer:
                         dtype=dtype if dtype is not None else self.dtype)
 
     # -- inputs ------------------------------------------------------------------------------
+
+    def _check_camera(self, camera: Camera, batch: int) -> None:
+        if isinstance(camera, CameraBatch):
+            if len(camera) != batch:
+                raise InputError(f'camera: expected a CameraBatch of {batch} (one per pose), '
+                                 f'got {len(camera)}')
+        elif not isinstance(camera, PinholeCamera):
+            raise InputError(f'camera: expected a PinholeCamera or CameraBatch, got '
+                             f'{type(camera).__name__}')
 
     def _check_pose(self, T_cam_obj: torch.Tensor) -> torch.Tensor:
         if not isinstance(T_cam_obj, torch.Tensor) or T_cam_obj.dim() != 3 or \
@@ -256,6 +290,12 @@ class Renderer:
             raise InputError(f'T_cam_obj: expected {self.dtype} on {self.device}, got '
                              f'{T_cam_obj.dtype} on {T_cam_obj.device}')
         return T_cam_obj
+
+    def _check_inputs(self, camera: Camera, T_cam_obj: torch.Tensor,
+                      hand_vertices_cam: torch.Tensor | None) -> torch.Tensor | None:
+        self._check_pose(T_cam_obj)
+        self._check_camera(camera, T_cam_obj.shape[0])
+        return self._check_hand(hand_vertices_cam, T_cam_obj.shape[0])
 
     def _check_hand(self, hand_vertices_cam: torch.Tensor | None,
                     batch: int) -> torch.Tensor | None:
@@ -283,6 +323,8 @@ class Renderer:
         self._check_pose(T_cam_obj)
         return transform_points(T_cam_obj, self.object_mesh.vertices)
 
+    # -- shading -----------------------------------------------------------------------------
+
     def _shaded_colors(self, albedo: torch.Tensor, normals_cam: torch.Tensor) -> torch.Tensor:
         """(B, V, 3) Lambertian vertex colours from (V or B, V, 3) albedo and camera normals."""
         s = self.settings
@@ -291,139 +333,231 @@ class Renderer:
         lambert = (-(normals_cam * light).sum(-1, keepdim=True)).clamp(min=0.0)  # (B, V, 1)
         return albedo * (s.ambient + s.diffuse * lambert)
 
+    def _object_color_attributes(self, T_cam_obj: torch.Tensor) -> torch.Tensor:
+        """(B, V, 3) per-vertex colour attributes of the object at the poses: shaded RGB, or
+        for a textured mesh ``(u, v, shade)`` (see :meth:`_attributes_to_rgb`)."""
+        mesh = self.object_mesh
+        normals_cam = rotate_vectors(T_cam_obj, mesh.vertex_normals)
+        if not mesh.textured:
+            return self._shaded_colors(mesh.vertex_colors, normals_cam)
+        shade = self._shaded_colors(torch.ones_like(mesh.vertex_colors[:, :1]), normals_cam)
+        uv = mesh.uv.expand(T_cam_obj.shape[0], -1, -1)
+        return torch.cat([uv, shade], dim=-1)
+
+    def _attributes_to_rgb(self, attributes: torch.Tensor) -> torch.Tensor:
+        """(..., 3) shaded RGB from interpolated colour attributes: the texture (bilinear) at
+        the interpolated UV times the interpolated shading for a textured mesh, else as is."""
+        if not self.object_mesh.textured:
+            return attributes
+        return sample_texture(self.object_mesh.texture, attributes[..., :2]) * attributes[..., 2:3]
+
+    # -- z-buffers ---------------------------------------------------------------------------
+
     def _face_mask(self, vertices_cam: torch.Tensor, faces: torch.Tensor) -> torch.Tensor | None:
         return front_facing(vertices_cam, faces) if self.settings.cull_backfaces else None
 
-    def _raster(self, vertices_cam: torch.Tensor, faces: torch.Tensor,
+    def _raster(self, camera: Camera, vertices_cam: torch.Tensor, faces: torch.Tensor,
                 face_mask: torch.Tensor | None) -> HardRaster:
-        return rasterize_hard(self.camera.project(vertices_cam), vertices_cam[..., 2], faces,
-                              self.camera.height, self.camera.width, face_mask=face_mask,
+        return rasterize_hard(camera.project(vertices_cam), vertices_cam[..., 2], faces,
+                              camera.height, camera.width, face_mask=face_mask,
                               near=self.settings.near_m)
 
-    def _hand_raster(self, hand: torch.Tensor) -> HardRaster:
-        """Hard z-buffer of the hand, without back-face culling: hand meshes assembled from
-        URDF links need not be consistently wound."""
+    @torch.no_grad()
+    def hand_depth(self, camera: Camera, hand_vertices_cam: torch.Tensor) -> torch.Tensor:
+        """(B, H, W) camera z of the hand [m], +inf where there is none (no gradients).
+
+        Not culled: hand meshes assembled from URDF links need not be consistently wound.
+        Pass it to :meth:`render` to reuse it while only the object moves.
+        """
+        if not isinstance(hand_vertices_cam, torch.Tensor) or hand_vertices_cam.dim() != 3:
+            raise InputError(f'hand_vertices_cam: expected a tensor (B, Vh, 3), got '
+                             f'{tuple(getattr(hand_vertices_cam, "shape", ()))}')
+        hand = self._check_hand(hand_vertices_cam, hand_vertices_cam.shape[0])
+        self._check_camera(camera, hand.shape[0])
+        return self._raster(camera, hand.detach(), self.hand_faces, None).depth
+
+    @torch.no_grad()
+    def rasterize(self, camera: Camera, T_cam_obj: torch.Tensor,
+                  hand_vertices_cam: torch.Tensor | None = None) -> SceneRaster:
+        """Hard z-buffer of the object and the hand together (no gradients).
+
+        Object faces are culled per ``settings.cull_backfaces`` (torch z-buffer; nvdiffrast
+        does not cull, which for a closed mesh gives the same image); the hand is not. Runs
+        on nvdiffrast when that is the backend, else the torch z-buffer.
+
+        Args:
+            camera: a PinholeCamera or a CameraBatch of B.
+            T_cam_obj: (B, 4, 4); hand_vertices_cam: (B, Vh, 3) or None.
+        Returns:
+            :class:`SceneRaster`.
+        """
+        hand = self._check_inputs(camera, T_cam_obj, hand_vertices_cam)
+        verts = transform_points(T_cam_obj.detach(), self.object_mesh.vertices)
+        faces = self.object_mesh.faces
+        F = faces.shape[0]
+        face_mask = self._face_mask(verts, faces)
+        if hand is not None:
+            faces = torch.cat([faces, self.hand_faces + verts.shape[1]], dim=0)
+            verts = torch.cat([verts, hand.detach()], dim=1)
+            if face_mask is not None:
+                face_mask = torch.cat([face_mask, face_mask.new_ones(
+                    face_mask.shape[0], self.hand_faces.shape[0])], dim=1)
+        if self.backend == 'nvdiffrast':  # no culling: exact for closed meshes
+            face_index, depth, bary = self._nvdiffrast.rasterize(camera, self.settings, verts,
+                                                                 faces)
+            pixels = torch.nonzero(face_index.reshape(-1) >= 0).squeeze(-1)
+            return SceneRaster(HardRaster(face_index=face_index, depth=depth, bary=bary,
+                                          pixels=pixels), F)
+        return SceneRaster(self._raster(camera, verts, faces, face_mask), F)
+
+    def depth_buffers(self, camera: Camera, T_cam_obj: torch.Tensor,
+                      hand_vertices_cam: torch.Tensor | None = None
+                      ) -> tuple[HardRaster, torch.Tensor]:
+        """Hard z-buffers (no gradients): the object alone and the hand's depth.
+
+        Args:
+            camera: a PinholeCamera or a CameraBatch of B.
+            T_cam_obj: (B, 4, 4); hand_vertices_cam: (B, Vh, 3) or None.
+        Returns:
+            The object's :class:`HardRaster` (not hidden by the hand) and the hand's depth
+            (B, H, W) [m], +inf where there is no hand.
+        """
+        hand = self._check_inputs(camera, T_cam_obj, hand_vertices_cam)
         with torch.no_grad():
-            return self._raster(hand.detach(), self.hand_faces, None)
+            verts_cam = transform_points(T_cam_obj.detach(), self.object_mesh.vertices)
+            obj_raster = self._raster(camera, verts_cam, self.object_mesh.faces,
+                                      self._face_mask(verts_cam, self.object_mesh.faces))
+            if hand is None:
+                hand_depth = torch.full_like(obj_raster.depth, float('inf'))
+            else:
+                hand_depth = self.hand_depth(camera, hand)
+        return obj_raster, hand_depth
 
     # -- rendering ---------------------------------------------------------------------------
 
-    def render(self, T_cam_obj: torch.Tensor, hand_vertices_cam: torch.Tensor | None = None,
-               hand_keypoints_cam: torch.Tensor | None = None) -> RenderOutput:
+    def render(self, camera: Camera, T_cam_obj: torch.Tensor,
+               hand_vertices_cam: torch.Tensor | None = None,
+               hand_keypoints_cam: torch.Tensor | None = None, *,
+               hand_depth: torch.Tensor | None = None) -> RenderOutput:
         """Render a batch of object poses with the hand as occluder.
 
         Args:
+            camera: a PinholeCamera (every frame) or a CameraBatch of B (one per frame).
             T_cam_obj: (B, 4, 4) object poses in the camera optical frame.
             hand_vertices_cam: (B, Vh, 3) posed hand vertices in the optical frame, or None.
             hand_keypoints_cam: (B, Kh, 3) hand keypoints (fingertips) in the optical frame,
                 or None.
+            hand_depth: (B, H, W) the hand's depth from :meth:`hand_depth` for these cameras
+                and hand vertices, reused by the soft backend instead of rasterizing the hand
+                again (the nvdiffrast backend renders the hand with the object anyway). Without
+                ``hand_vertices_cam`` it is the occluder and ``hand_mask`` comes from it.
         Returns:
             :class:`RenderOutput`.
         """
-        self._check_pose(T_cam_obj)
+        hand = self._check_inputs(camera, T_cam_obj, hand_vertices_cam)
         B = T_cam_obj.shape[0]
-        hand = self._check_hand(hand_vertices_cam, B)
+        if hand_depth is not None and (not isinstance(hand_depth, torch.Tensor) or tuple(
+                hand_depth.shape) != (B, camera.height, camera.width)):
+            raise InputError(f'hand_depth: expected a tensor ({B}, {camera.height}, '
+                             f'{camera.width}), got {tuple(getattr(hand_depth, "shape", ()))}')
         verts_cam = transform_points(T_cam_obj, self.object_mesh.vertices)  # (B, V, 3)
-        normals_cam = rotate_vectors(T_cam_obj, self.object_mesh.vertex_normals)
-        colors = self._shaded_colors(self.object_mesh.vertex_colors, normals_cam)
-        if self.backend == 'nvdiffrast':
-            layers = self._nvdiffrast.render(self.camera, self.settings, verts_cam,
+        colors = self._object_color_attributes(T_cam_obj)
+        if self.backend == 'nvdiffrast' and (hand is not None or hand_depth is None):
+            layers = self._nvdiffrast.render(camera, self.settings, verts_cam,
                                              self.object_mesh.faces, colors, hand,
                                              self.hand_faces)
             object_mask, hand_mask, object_depth, object_rgb = layers
         else:
             object_mask, hand_mask, object_depth, object_rgb = self._render_soft(
-                verts_cam, colors, hand)
-        keypoints = [self.camera.project(transform_points(T_cam_obj, self.object_keypoints))]
+                camera, verts_cam, colors, hand, hand_depth)
+        if self.object_mesh.textured:
+            bg = torch.tensor(self.settings.background_rgb, dtype=self.dtype, device=self.device)
+            object_rgb = torch.where((object_depth > 0)[..., None],
+                                     self._attributes_to_rgb(object_rgb), bg)
+        keypoints = [camera.project(transform_points(T_cam_obj, self.object_keypoints))]
         if hand_keypoints_cam is not None:
             if not isinstance(hand_keypoints_cam, torch.Tensor) or \
                     hand_keypoints_cam.dim() != 3 or hand_keypoints_cam.shape[0] != B or \
                     hand_keypoints_cam.shape[2] != 3:
                 raise InputError(f'hand_keypoints_cam: expected a tensor ({B}, Kh, 3), got '
                                  f'{tuple(getattr(hand_keypoints_cam, "shape", ()))}')
-            keypoints.append(self.camera.project(hand_keypoints_cam.to(self.dtype)))
+            keypoints.append(camera.project(hand_keypoints_cam.to(self.dtype)))
         return RenderOutput(object_mask=object_mask, hand_mask=hand_mask,
                             object_depth=object_depth, object_rgb=object_rgb,
                             keypoints_2d=torch.cat(keypoints, dim=1))
 
-    def _render_soft(self, verts_cam: torch.Tensor, colors: torch.Tensor,
-                     hand: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+    def _render_soft(self, camera: Camera, verts_cam: torch.Tensor, colors: torch.Tensor,
+                     hand: torch.Tensor | None,
+                     hand_depth: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
         s = self.settings
-        H, W = self.camera.height, self.camera.width
-        faces = self.object_mesh.faces
+        H, W = camera.height, camera.width
+        mesh = self.object_mesh
         B = verts_cam.shape[0]
-        hand_raster = None
-        inf = torch.full((B, H, W), float('inf'), dtype=self.dtype, device=self.device)
-        hand_depth = inf
-        if hand is not None:
-            hand_raster = self._hand_raster(hand)
-            hand_depth = hand_raster.depth
-        px = self.camera.project(verts_cam)
+        if hand_depth is None:
+            hand_depth = (self.hand_depth(camera, hand) if hand is not None else
+                          torch.full((B, H, W), float('inf'), dtype=self.dtype,
+                                     device=self.device))
+        px = camera.project(verts_cam)
         z = verts_cam[..., 2]
-        face_mask = self._face_mask(verts_cam, faces)
-        obj_raster = rasterize_hard(px, z, faces, H, W, face_mask=face_mask, near=s.near_m)
-        object_mask = soft_silhouette(px, z, faces, H, W, sigma=s.sigma_px, cull_eps=s.cull_eps,
-                                      face_mask=face_mask,
-                                      occluder_depth=hand_depth if hand is not None else None,
-                                      depth_softness=s.depth_softness_m, near=s.near_m)
+        front = front_facing(verts_cam, mesh.faces)
+        obj_raster = rasterize_hard(px, z, mesh.faces, H, W,
+                                    face_mask=front if s.cull_backfaces else None,
+                                    near=s.near_m)
         visible = obj_raster.covered & (obj_raster.depth < hand_depth)
+        if s.antialias:
+            with torch.no_grad():
+                near = (z.detach() > s.near_m)
+                sil = silhouette_edges(mesh.edge_faces, front) & \
+                    near[:, mesh.edges[:, 0]] & near[:, mesh.edges[:, 1]]
+            object_mask = antialias_silhouette(visible, obj_raster.covered, px, mesh.edges, sil)
+        else:
+            object_mask = visible.to(self.dtype)
         object_depth = torch.where(visible, obj_raster.depth, torch.zeros_like(obj_raster.depth))
         bg = torch.tensor(s.background_rgb, dtype=self.dtype, device=self.device)
-        rgb = interpolate(colors, faces, obj_raster, bg)
+        if mesh.textured:  # attributes, not colours: the background is set after the lookup
+            bg = torch.zeros(colors.shape[-1], dtype=self.dtype, device=self.device)
+        rgb = interpolate(colors, mesh.faces, obj_raster, bg)
         object_rgb = torch.where(visible[..., None], rgb, bg)
-        if hand is None:
-            hand_mask = torch.zeros(B, H, W, dtype=self.dtype, device=self.device)
-        elif s.soft_hand_mask:
-            hand_mask = soft_silhouette(
-                self.camera.project(hand), hand[..., 2], self.hand_faces, H, W,
-                sigma=s.sigma_px, cull_eps=s.cull_eps,
-                occluder_depth=obj_raster.depth.detach(), depth_softness=s.depth_softness_m,
-                near=s.near_m)
-        else:
-            hand_mask = (hand_raster.covered & (hand_depth < obj_raster.depth)).to(self.dtype)
+        hand_mask = (torch.isfinite(hand_depth) & (hand_depth < obj_raster.depth)).to(self.dtype)
         return object_mask, hand_mask, object_depth, object_rgb
 
-    def depth_buffers(self, T_cam_obj: torch.Tensor,
-                      hand_vertices_cam: torch.Tensor | None = None
-                      ) -> tuple[HardRaster, torch.Tensor]:
-        """Hard z-buffers (no gradients): the object alone and the hand's depth.
-
-        Args:
-            T_cam_obj: (B, 4, 4); hand_vertices_cam: (B, Vh, 3) or None.
-        Returns:
-            The object's :class:`HardRaster` (not hidden by the hand) and the hand's depth
-            (B, H, W) [m], +inf where there is no hand.
-        """
-        self._check_pose(T_cam_obj)
-        B = T_cam_obj.shape[0]
-        hand = self._check_hand(hand_vertices_cam, B)
-        with torch.no_grad():
-            verts_cam = transform_points(T_cam_obj.detach(), self.object_mesh.vertices)
-            obj_raster = self._raster(verts_cam, self.object_mesh.faces,
-                                      self._face_mask(verts_cam, self.object_mesh.faces))
-            if hand is None:
-                hand_depth = torch.full_like(obj_raster.depth, float('inf'))
-            else:
-                hand_depth = self._hand_raster(hand).depth
-        return obj_raster, hand_depth
+    def _flat_shade(self, verts: torch.Tensor, faces: torch.Tensor,
+                    raster: HardRaster) -> torch.Tensor:
+        """(B, H, W, 1) two-sided Lambertian factor of each pixel's face (1 where empty)."""
+        s = self.settings
+        tri = verts[:, faces]  # (B, F, 3, 3)
+        n = torch.linalg.cross(tri[:, :, 1] - tri[:, :, 0], tri[:, :, 2] - tri[:, :, 0], dim=-1)
+        n = n / torch.linalg.vector_norm(n, dim=-1, keepdim=True).clamp(min=1e-12)
+        n = torch.where(((n * tri.mean(2)).sum(-1) > 0)[..., None], -n, n)  # towards the camera
+        light = torch.tensor(s.light_dir_cam, dtype=self.dtype, device=self.device)
+        light = light / torch.linalg.vector_norm(light)
+        shade = s.ambient + s.diffuse * (-(n * light).sum(-1)).clamp(min=0.0)  # (B, F)
+        fi = raster.face_index.clamp(min=0)
+        per_pixel = torch.gather(shade, 1, fi.reshape(fi.shape[0], -1)).reshape(fi.shape)
+        return torch.where(raster.covered, per_pixel, torch.ones_like(per_pixel))[..., None]
 
     @torch.no_grad()
-    def render_scene(self, T_cam_obj: torch.Tensor,
+    def render_scene(self, camera: Camera, T_cam_obj: torch.Tensor,
                      hand_vertices_cam: torch.Tensor | None = None) -> SceneRender:
         """Hard, shaded render of object and hand together (pure torch on any device).
 
         Args:
+            camera: a PinholeCamera or a CameraBatch of B.
             T_cam_obj: (B, 4, 4); hand_vertices_cam: (B, Vh, 3) or None.
         Returns:
             :class:`SceneRender`.
         """
-        self._check_pose(T_cam_obj)
+        hand = self._check_inputs(camera, T_cam_obj, hand_vertices_cam)
         B = T_cam_obj.shape[0]
-        hand = self._check_hand(hand_vertices_cam, B)
         mesh = self.object_mesh
+        flat = self.settings.flat_shading
         verts = transform_points(T_cam_obj, mesh.vertices)
-        colors = self._shaded_colors(mesh.vertex_colors, rotate_vectors(T_cam_obj,
-                                                                       mesh.vertex_normals))
+        if flat:  # albedo (or uv + 1) now, shading per face after the raster
+            colors = (mesh.vertex_colors.expand(B, -1, -1) if not mesh.textured else
+                      torch.cat([mesh.uv, torch.ones_like(mesh.uv[:, :1])], -1)
+                      .expand(B, -1, -1))
+        else:
+            colors = self._object_color_attributes(T_cam_obj)
         faces = mesh.faces
         F = faces.shape[0]
         face_mask = self._face_mask(verts, faces)
@@ -432,19 +566,24 @@ class Renderer:
             if hand_albedo is None or hand_albedo.shape[0] != hand.shape[1]:
                 hand_albedo = torch.full((hand.shape[1], 3), 0.8, dtype=self.dtype,
                                          device=self.device)
-            hand_colors = self._shaded_colors(hand_albedo, vertex_normals(hand, self.hand_faces))
+            hand_colors = (hand_albedo.expand(B, -1, -1) if flat else self._shaded_colors(
+                hand_albedo, vertex_normals(hand, self.hand_faces)))
             faces = torch.cat([faces, self.hand_faces + verts.shape[1]], dim=0)
             verts = torch.cat([verts, hand], dim=1)
             colors = torch.cat([colors, hand_colors], dim=1)
-            if face_mask is not None:  # the hand is not culled (see _hand_raster)
+            if face_mask is not None:  # the hand is not culled (see hand_depth)
                 face_mask = torch.cat([face_mask, torch.ones(B, self.hand_faces.shape[0],
                                                              dtype=torch.bool,
                                                              device=self.device)], dim=1)
-        raster = self._raster(verts, faces, face_mask)
+        raster = self._raster(camera, verts, faces, face_mask)
         bg = torch.tensor(self.settings.background_rgb, dtype=self.dtype, device=self.device)
-        rgb = interpolate(colors, faces, raster, bg).clamp(0.0, 1.0)
-        depth = torch.where(raster.covered, raster.depth, torch.zeros_like(raster.depth))
         object_mask = raster.covered & (raster.face_index < F)
+        rgb = interpolate(colors, faces, raster, bg)
+        if mesh.textured:
+            rgb = torch.where(object_mask[..., None], self._attributes_to_rgb(rgb), rgb)
+        if flat:
+            rgb = rgb * self._flat_shade(verts, faces, raster)
+        rgb = rgb.clamp(0.0, 1.0)
+        depth = torch.where(raster.covered, raster.depth, torch.zeros_like(raster.depth))
         hand_mask = raster.face_index >= F
         return SceneRender(rgb=rgb, depth=depth, object_mask=object_mask, hand_mask=hand_mask)
-

@@ -31,6 +31,7 @@ from handypriors_ros.core.models.hand import HandModel
 from handypriors_ros.core.models.object_model import ObjectModel
 from handypriors_ros.core.physics.sdf import WarpMeshSDF
 from handypriors_ros.core.render.mesh import RenderMesh
+from handypriors_ros.core.render.renderer import Renderer, RenderSettings
 from handypriors_ros.core.tracking.config import TrackerConfig
 from handypriors_ros.core.tracking.dynamics import (HandFrame, MotionPrediction, pose_hand,
                                                     predict_motion)
@@ -78,6 +79,10 @@ class ObjectTracker:
             moved to ``device`` when it lives elsewhere.
         device: where kinematics, SDF queries and rendering run: ``'cpu'``, ``'cuda'``,
             ``'cuda:N'`` or ``'auto'`` (CUDA when torch sees one, else the CPU).
+        renderer: the :class:`~handypriors_ros.core.render.renderer.Renderer` backend of the
+            region-of-interest renders: ``'auto'`` (nvdiffrast on CUDA where it imports, else
+            the torch z-buffer), ``'soft'`` (the torch z-buffer on ``device``) or
+            ``'nvdiffrast'`` (CUDA only).
     Raises:
         InputError: a config that is not a TrackerConfig, a hand without the HandModel
             members, an unknown or unavailable device.
@@ -85,7 +90,7 @@ class ObjectTracker:
 
     def __init__(self, object_model: ObjectModel, hand: HandModel,
                  config: TrackerConfig | None = None, *, sdf: WarpMeshSDF | None = None,
-                 device: str | torch.device = 'cpu') -> None:
+                 device: str | torch.device = 'cpu', renderer: str = 'auto') -> None:
         self.config = config or TrackerConfig()
         if not isinstance(self.config, TrackerConfig):
             raise InputError(f'config: expected a TrackerConfig, got '
@@ -109,7 +114,13 @@ class ObjectTracker:
             proxy_vertices=proxy_v, proxy_faces=proxy_f, proxy_vertices_np=proxy_v_np,
             mesh=RenderMesh.from_arrays(merged.vertices, merged.faces, dtype=torch.float64),
             center=self.object.center.detach().to('cpu', torch.float64), sdf=self.sdf,
-            hand_faces=self.hand.mesh_faces)
+            hand_faces=self.hand.mesh_faces,
+            # the decimated proxy need not be consistently wound: no back-face culling
+            renderer=Renderer(RenderMesh.from_arrays(proxy_v, proxy_f.long(),
+                                                     device=self.device),
+                              hand_faces=self.hand.mesh_faces, backend=renderer,
+                              settings=RenderSettings(cull_backfaces=False),
+                              device=self.device))
         self.measurements: tuple[Measurement, ...] = tuple(
             build_measurements(self.config.measurements, self.config))
         self.segmenter = ColorHistogramSegmenter()

@@ -25,6 +25,7 @@ from handypriors_ros.core.frames import Frame
 from handypriors_ros.core.models.hand import HandModel
 from handypriors_ros.core.physics.sdf import WarpMeshSDF
 from handypriors_ros.core.render.mesh import RenderMesh
+from handypriors_ros.core.render.renderer import Renderer
 from handypriors_ros.core.tracking.measurements.roi import RoiRender, RoiView, make_roi, render_roi
 from handypriors_ros.core.tracking.types import TrackStatus
 
@@ -68,6 +69,8 @@ class TrackingScene:
         center: (3,) float64 object centre, object frame (CPU).
         sdf: the object's signed distance field (on the device).
         hand_faces: (Fh, 3) the hand's triangles (``HandModel.mesh_faces``), on the device.
+        renderer: the project's :class:`Renderer` of the proxy with the hand's faces, on the
+            device: every ROI render goes through it.
     """
     proxy_vertices: torch.Tensor
     proxy_faces: torch.Tensor
@@ -76,14 +79,13 @@ class TrackingScene:
     center: torch.Tensor
     sdf: WarpMeshSDF
     hand_faces: torch.Tensor
+    renderer: Renderer
 
     def render(self, roi: RoiView, T_cam_obj: np.ndarray,
                hand_vertices_cam: torch.Tensor | None = None) -> RoiRender:
         """Hard-render the object at a pose (and the posed hand (Vh, 3), camera frame, when
         given) into a ROI; every ROI render of the tracker goes through here."""
-        return render_roi(roi, T_cam_obj, self.proxy_vertices, self.proxy_faces,
-                          hand_vertices_cam,
-                          None if hand_vertices_cam is None else self.hand_faces)
+        return render_roi(self.renderer, roi, T_cam_obj, hand_vertices_cam)
 
 
 @dataclass
