@@ -4,10 +4,12 @@ Each test starts ``ros2launch.api.launch_a_launch_file`` (the function behind ``
 in a subprocess, with an ament prefix whose handypriors_ros is this checkout
 (ros_helpers/launch_overlay.py), and listens over DDS from this process:
 
-- tracker.launch.py with its defaults (``namespace`` handypriors) and an output remapped by its
-  launch argument: a bag publisher in a third process feeds the tiny synthetic sequence; one
-  pose per image arrives on ``/handypriors/<object_pose_topic>``, and nothing on the default
-  name; SIGINT (Ctrl-C) then ends the launch with status 0.
+- tracker.launch.py in another namespace (``namespace:=hp_run``, as a second tracker would
+  run), its pose output remapped to a relative name and its initial pose input to an absolute
+  one by their launch arguments: a bag publisher in a third process feeds the tiny synthetic
+  sequence (initial pose on /handypriors/initial_pose); one pose per image arrives on
+  ``/hp_run/tracked_pose``, nothing on the default names, the reset service is
+  ``/hp_run/reset``; SIGINT (Ctrl-C) then ends the launch with status 0.
 - replay.launch.py ends by itself when the playback ends: status 0 after a playback that
   succeeded (the poses arrived first), non-zero after one that failed, the log naming the
   playback's exit status. ``ros2 bag play`` (rosbag2) has no wheel here: a stand-in ``ros2``
@@ -161,14 +163,15 @@ def _stamps(sequence: Path) -> list[int]:
     return sorted(np.load(sequence / 'ground_truth.npz')['stamps_ns'].tolist())
 
 
-def test_tracker_launch_publishes_under_the_namespace_and_remaps(workspace):
+def test_tracker_launch_in_a_namespace_with_remaps(workspace):
     _, sequence, env = workspace
-    remapped = '/handypriors/tracked_pose'  # object_pose_topic:=tracked_pose, in the namespace
+    remapped = '/hp_run/tracked_pose'  # object_pose_topic:=tracked_pose, in the namespace
     default = '/handypriors/object_pose'
     listener = Listener([remapped, default])
     proc, log = _launch(workspace, 'tracker.launch.py', {
         'object_mesh': sequence / 'object.ply', 'mode': 'replay', 'use_camera': 'false',
-        'object_pose_topic': 'tracked_pose'})
+        'namespace': 'hp_run', 'object_pose_topic': 'tracked_pose',
+        'initial_pose_topic': interfaces.INITIAL_POSE_TOPIC})
     publisher = None
     try:
         started = listener.spin_until(
@@ -180,8 +183,10 @@ def test_tracker_launch_publishes_under_the_namespace_and_remaps(workspace):
         def services():
             return dict(listener.node.get_service_names_and_types())
 
-        listener.spin_until(lambda: '/handypriors/reset' in services(), 30.0)
-        assert services().get('/handypriors/reset') == ['std_srvs/srv/Trigger'], services()
+        listener.spin_until(lambda: '/hp_run/reset' in services(), 30.0)
+        assert services().get('/hp_run/reset') == ['std_srvs/srv/Trigger'], services()
+        assert '/handypriors/reset' not in services()
+        assert listener.node.count_publishers('/hp_run/object_pose') == 0
         publisher = subprocess.run(
             [sys.executable, str(BAG_PUBLISHER), str(sequence / 'bag'), str(IMAGE_RATE_HZ),
              '--wait-for', interfaces.IMAGE_TOPIC, '--linger', '1'],
