@@ -11,8 +11,8 @@ in a subprocess, with an ament prefix whose handypriors_ros is this checkout
   ``/hp_run/tracked_pose``, nothing on the default names, the reset service is
   ``/hp_run/reset``; SIGINT (Ctrl-C) then ends the launch with status 0.
 - replay.launch.py ends by itself when the playback ends: status 0 after a playback that
-  succeeded (the poses arrived first), non-zero after one that failed, the log naming the
-  playback's exit status. ``ros2 bag play`` (rosbag2) has no wheel here: a stand-in ``ros2``
+  succeeded (the pose of the bag's last image arrived first), non-zero after one that failed,
+  the log naming the playback's exit status. ``ros2 bag play`` (rosbag2) has no wheel here: a stand-in ``ros2``
   first on PATH plays the bag with test/ros_helpers/bag_publisher.py, or exits with the status
   the test asks for (HP_FAKE_PLAY_STATUS).
 
@@ -216,7 +216,12 @@ def test_replay_ends_when_playback_succeeds(workspace):
         output = _output(log)
         assert proc.poll() == 0, output[-3000:]
         assert 'bag playback ended (exit status 0)' in output
-        assert sorted(listener.poses[topic]) == _stamps(sequence), output[-3000:]
+        # The tracker finished the bag's last frame before the shutdown (end_delay). The first
+        # poses may be missed: the playback starts as soon as the tracker subscribes, maybe
+        # before this listener has discovered the tracker's (volatile) publisher.
+        received, stamps = sorted(listener.poses[topic]), _stamps(sequence)
+        assert received and set(received) <= set(stamps), output[-3000:]
+        assert received[-1] == stamps[-1], output[-3000:]
     finally:
         _stop(proc)
         listener.close()
