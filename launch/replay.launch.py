@@ -108,9 +108,12 @@ def generate_launch_description() -> LaunchDescription:
                               description='reset service (relative: in the namespace)'),
         DeclareLaunchArgument('mask_topic', default_value=interfaces.MASK_TOPIC,
                               description="the bag's object mask topic; '' = none"),
-        DeclareLaunchArgument('image_qos_reliability', default_value='',
-                              description="the tracker's image subscriptions' reliability; "
-                                          "'' = the params_file's value"),
+        DeclareLaunchArgument('image_qos_reliability', default_value='reliable',
+                              description="the tracker's image subscriptions' reliability: "
+                                          'reliable, as ros2 bag play publishes, so that the '
+                                          'tracker subscribes at once (auto waits for a '
+                                          "publisher, on the bag's clock); '' = the "
+                                          "params_file's value"),
         DeclareLaunchArgument('log_level', default_value='info',
                               choices=['debug', 'info', 'warn', 'error', 'fatal'],
                               description='log level of the nodes'),
