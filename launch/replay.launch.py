@@ -2,13 +2,16 @@
 on simulated time (no camera).
 
 The tracker processes every frame in stamp order (``mode:=replay``); every node runs on the
-bag's /clock (``use_sim_time``). The bag starts ``start_delay`` seconds after launch so that
+bag's /clock (``use_sim_time``). When the playback ends, the launch ends: ``end_delay`` seconds
+later when it succeeded (the tracker finishes the frames it holds), at once when it failed, and
+``ros2 launch`` then exits non-zero, the log naming the playback's exit status. The bag starts ``start_delay`` seconds after launch so that
 the tracker's subscriptions exist before its first message: the tracker loads its models first
 (3-8 s on 2 CPU cores, measured), and messages published before it subscribes are lost, the
 initial pose (at the first image stamp) among them. Raise ``start_delay`` on a slow machine,
 or give ``initial_pose``.
 The bag must hold the tracker's inputs (INTERFACES.md: images, camera_info, /joint_states,
-/tf, /tf_static and, unless ``initial_pose`` is given, /handypriors/initial_pose).
+/tf, /tf_static and, unless ``initial_pose`` is given, ``<namespace>/initial_pose``, i.e.
+/handypriors/initial_pose by default).
 
 For offline, deterministic processing into an output bag without DDS, use
 ``handypriors track BAG --object MESH --out OUT_BAG``: the same tracker code.
@@ -20,13 +23,39 @@ Example::
 """
 from launch import LaunchDescription
 from launch.actions import (DeclareLaunchArgument, ExecuteProcess, IncludeLaunchDescription,
+                            LogInfo, RegisterEventHandler, Shutdown,
                             TimerAction)
+from launch.event_handlers import OnProcessExit
 from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution, ThisLaunchFileDir
 
+from handypriors_ros import interfaces
+
 #: tracker.launch.py arguments passed through unchanged.
 FORWARDED = ('object_mesh', 'object_scale', 'hand_side', 'initial_pose', 'device', 'renderer',
-             'rviz', 'use_robot_state_publisher', 'log_level')
+             'rviz', 'use_robot_state_publisher', 'log_level', 'namespace', 'object_pose_topic',
+             'track_topic', 'markers_topic', 'initial_pose_topic', 'reset_service',
+             'mask_topic', 'image_qos_reliability')
+
+
+class PlaybackFailed(RuntimeError):
+    """The bag playback exited non-zero (launch logs it and exits non-zero)."""
+
+
+def playback_ended(event, context) -> list:
+    """What follows the playback's exit: a delayed shutdown after success; after a failure, an
+    error naming the exit status (launch shuts everything down and exits with status 1: its
+    exit status cannot carry the playback's own)."""
+    code = event.returncode
+    if code != 0:
+        raise PlaybackFailed(f'bag playback ({event.process_name}) failed with exit status '
+                             f'{code}: shutting down')
+    delay = LaunchConfiguration('end_delay').perform(context)
+    return [
+        LogInfo(msg=f'bag playback ended (exit status 0): shutting down in {delay} s'),
+        TimerAction(period=float(delay),
+                    actions=[Shutdown(reason='bag playback ended (exit status 0)')]),
+    ]
 
 
 def generate_launch_description() -> LaunchDescription:
@@ -56,9 +85,35 @@ def generate_launch_description() -> LaunchDescription:
                               description="the tracker's rasterizer"),
         DeclareLaunchArgument('rviz', default_value='false', choices=['true', 'false'],
                               description='start RViz'),
-        DeclareLaunchArgument('use_robot_state_publisher', default_value='true',
+        DeclareLaunchArgument(
+            'end_delay', default_value='5.0',
+            description='seconds between a successful end of the playback and the shutdown, '
+                        'for the tracker to finish the frames it holds [s]'),
+        DeclareLaunchArgument('use_robot_state_publisher', default_value='false',
                               choices=['true', 'false'],
-                              description='start robot_state_publisher'),
+                              description='start robot_state_publisher (false: the bag holds '
+                                          "the hand's link TFs, or another node publishes "
+                                          'them)'),
+        DeclareLaunchArgument('namespace', default_value='handypriors',
+                              description="the tracker's namespace (tracker.launch.py)"),
+        DeclareLaunchArgument('initial_pose_topic', default_value='initial_pose',
+                              description='initial pose input (relative: in the namespace)'),
+        DeclareLaunchArgument('object_pose_topic', default_value='object_pose',
+                              description='pose output (relative: in the namespace)'),
+        DeclareLaunchArgument('track_topic', default_value='track',
+                              description='TrackedObject output (relative: in the namespace)'),
+        DeclareLaunchArgument('markers_topic', default_value='markers',
+                              description='MarkerArray output (relative: in the namespace)'),
+        DeclareLaunchArgument('reset_service', default_value='reset',
+                              description='reset service (relative: in the namespace)'),
+        DeclareLaunchArgument('mask_topic', default_value=interfaces.MASK_TOPIC,
+                              description="the bag's object mask topic; '' = none"),
+        DeclareLaunchArgument('image_qos_reliability', default_value='reliable',
+                              description="the tracker's image subscriptions' reliability: "
+                                          'reliable, as ros2 bag play publishes, so that the '
+                                          'tracker subscribes at once (auto waits for a '
+                                          "publisher, on the bag's clock); '' = the "
+                                          "params_file's value"),
         DeclareLaunchArgument('log_level', default_value='info',
                               choices=['debug', 'info', 'warn', 'error', 'fatal'],
                               description='log level of the nodes'),
@@ -75,4 +130,5 @@ def generate_launch_description() -> LaunchDescription:
     return LaunchDescription(arguments + [
         tracker,
         TimerAction(period=config('start_delay'), actions=[play]),
+        RegisterEventHandler(OnProcessExit(target_action=play, on_exit=playback_ended)),
     ])

@@ -4,7 +4,11 @@ import random
 
 # Each test run gets its own DDS domain so parallel runs (or a robot on the network) never mix.
 os.environ.setdefault('ROS_DOMAIN_ID', str(random.Random(os.getpid()).randint(1, 100)))
-os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
+# Localhost-only discovery, with the variable this distribution reads (compat: Humble differs).
+from handypriors_ros.ros.compat import isolated_discovery_env  # noqa: E402
+
+for _name, _value in isolated_discovery_env().items():
+    os.environ.setdefault(_name, _value)
 
 # torch's two intra-op threads stall when other processes hold the two cores (measured: 10-30x
 # slower gradient tests under load); the nodes run single-threaded too.

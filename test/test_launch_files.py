@@ -168,7 +168,8 @@ def test_launch_files_start_only_installed_executables():
     for path in LAUNCH_FILES:
         used = _our_executables(path)
         assert used <= installed, f'{path.name} starts {used - installed}, not installed'
-    assert _our_executables(TRACKER_LAUNCH) == {'tracker_node', 'realsense_node'}
+    assert _our_executables(TRACKER_LAUNCH) == {'tracker_node', 'realsense_node',
+                                                'tracker_with_camera'}
 
 
 def test_tracker_parameters_are_declared_by_tracker_node():
@@ -205,7 +206,9 @@ def test_argument_choices_match_the_parameters():
         arguments = _declared_arguments(path)
         for name, choices in (('device', DEVICES), ('renderer', RENDERERS), ('mode', MODES),
                               ('image_qos_reliability', RELIABILITY_CHOICES)):
-            if name in arguments:
+            # image_qos_reliability offers no choices: '' leaves the params_file's value and the
+            # node checks the rest (its own choices, which may grow).
+            if name in arguments and _choices(arguments[name]) is not None:
                 assert set(_choices(arguments[name])) == set(choices), f'{path.name}: {name}'
     tracker = _declared_arguments(TRACKER_LAUNCH)
     hand_sides = _choices(tracker['hand_side'])
@@ -238,6 +241,45 @@ def test_replay_forwards_only_arguments_tracker_declares():
     assert "'bag', 'play'" in text and "'--clock'" in text
 
 
+def _default(call: ast.Call):
+    return _const(_keyword(call, 'default_value'))
+
+
+def test_defaults_fit_beside_the_robots_drivers():
+    for path in (TRACKER_LAUNCH, REPLAY_LAUNCH):
+        arguments = _declared_arguments(path)
+        # The Allegro bringup runs robot_state_publisher already.
+        assert _default(arguments['use_robot_state_publisher']) == 'false', path.name
+        assert _default(arguments['namespace']) == 'handypriors', path.name
+    tracker = _declared_arguments(TRACKER_LAUNCH)
+    # realsense2_camera gives camera_color_optical_frame its parent: calibrate its root.
+    assert _default(tracker['calibration_frame']) == 'camera_link'
+    assert _default(tracker['mask_topic']) is None  # interfaces.MASK_TOPIC (a Name)
+
+
+def test_tracker_names_are_relative_and_remapped_by_arguments():
+    tree = _tree(TRACKER_LAUNCH)
+    remapped = next(ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.Assign)
+                    and any(getattr(t, 'id', '') == 'REMAPPED' for t in n.targets))
+    arguments = _declared_arguments(TRACKER_LAUNCH)
+    names = {name for name, _ in remapped}
+    assert names == {'initial_pose', 'object_pose', 'track', 'markers', 'reset'}
+    for name, argument in remapped:
+        assert not name.startswith('/')
+        # The default maps the name onto itself: relative, so it follows the namespace.
+        assert _default(arguments[argument]) == name, argument
+    call, _ = _node_by_executable(TRACKER_LAUNCH, 'tracker_node')
+    assert _keyword(call, 'namespace') is not None and _keyword(call, 'remappings') is not None
+    for path in LAUNCH_FILES:  # nothing spells the tracker's absolute names
+        assert "'/handypriors" not in path.read_text(), path.name
+
+
+def test_replay_shuts_down_when_playback_exits():
+    text = REPLAY_LAUNCH.read_text()
+    assert 'OnProcessExit(target_action=play' in text
+    assert 'Shutdown(' in text and 'end_delay' in text
+
+
 def test_package_installs_the_launch_and_config_files():
     cmake = (ROOT / 'CMakeLists.txt').read_text()
     assert re.search(r'foreach\(_dir [^)]*\blaunch\b[^)]*\bconfig\b', cmake)
@@ -255,8 +297,11 @@ def rviz():
 
 
 def _displays(rviz) -> dict[str, dict]:
-    """class (without the plugin prefix) -> display."""
-    return {d['Class'].split('/')[-1]: d for d in rviz['Visualization Manager']['Displays']}
+    """class (without the plugin prefix) -> display (the first of its class)."""
+    displays = {}
+    for d in rviz['Visualization Manager']['Displays']:
+        displays.setdefault(d['Class'].split('/')[-1], d)
+    return displays
 
 
 def test_rviz_fixed_frame_is_the_camera_optical_frame(rviz):
@@ -277,8 +322,20 @@ def test_rviz_shows_the_interfaces_topics(rviz):
     # robot_state_publisher latches the description: the display must ask for it.
     assert robot['Description Topic']['Durability Policy'] == 'Transient Local'
     # The tracker publishes reliable (qos.OUTPUT_QOS); RViz subscribes reliable too.
-    for cls in expected:
+    for cls in ('MarkerArray', 'PoseWithCovariance'):
         assert displays[cls]['Topic']['Reliability Policy'] == 'Reliable', cls
+
+
+def test_rviz_images_are_best_effort_and_show_the_tracking_overlay(rviz):
+    """A best-effort subscription matches reliable and best-effort cameras alike (a reliable
+    one gets nothing from a best-effort camera); the second image is the tracker's overlay."""
+    images = [d for d in rviz['Visualization Manager']['Displays']
+              if d['Class'].endswith('/Image')]
+    assert [d['Topic']['Value'] for d in images] == \
+        [interfaces.IMAGE_TOPIC, '/handypriors/debug_image']
+    for display in images:
+        assert display['Topic']['Reliability Policy'] == 'Best Effort'
+        assert display['Enabled'] is True
 
 
 def test_rviz_tf_display_shows_the_frames(rviz):
@@ -348,10 +405,63 @@ def test_static_transforms_only_when_calibration_is_given():
     context.launch_configurations.update(
         {'world_frame': 'world', 'camera_frame': interfaces.CAMERA_FRAME, 'joint_prefix': 'ah_',
          'camera_xyz': '', 'camera_rpy': '0 0 0', 'hand_xyz': '', 'hand_rpy': '0 0 0',
-         'use_sim_time': 'false'})
+         'use_sim_time': 'false', 'calibration_frame': 'camera_link', 'use_camera': 'false'})
     assert module._static_transforms(context) == []
+
     context.launch_configurations.update({'camera_xyz': '0.6 0 0.4', 'camera_rpy': '-2 0 -1.5'})
     (node,) = module._static_transforms(context)
     assert node.node_executable == 'static_transform_publisher'
+    # Beside realsense2_camera: the calibration goes to camera_link, not the optical frame.
+    assert _static_frames(node) == ('world', 'camera_link')
     context.launch_configurations.update({'hand_xyz': '0 0 0.1'})
-    assert len(module._static_transforms(context)) == 2
+    assert [_static_frames(n) for n in module._static_transforms(context)] == \
+        [('world', 'camera_link'), ('world', 'ah_base_link')]
+    # With realsense_node (no TF of its own): camera_link -> optical frame is added.
+    context.launch_configurations.update({'use_camera': 'true', 'hand_xyz': ''})
+    assert [_static_frames(n) for n in module._static_transforms(context)] == \
+        [('world', 'camera_link'), ('camera_link', interfaces.CAMERA_FRAME)]
+    # The calibration named as the optical frame itself: one transform.
+    context.launch_configurations.update({'calibration_frame': interfaces.CAMERA_FRAME})
+    assert [_static_frames(n) for n in module._static_transforms(context)] == \
+        [('world', interfaces.CAMERA_FRAME)]
+
+
+def _static_frames(node) -> tuple[str, str]:
+    """(parent, child) of a static_transform_publisher Node (its literal arguments)."""
+    args = [a if isinstance(a, str) else ''.join(getattr(s, 'text', '?') for s in a)
+            for a in node._Node__arguments]
+    return args[args.index('--frame-id') + 1], args[args.index('--child-frame-id') + 1]
+
+
+@needs_launch
+def test_replay_playback_exit_ends_the_launch():
+    from launch import LaunchContext
+    from launch.actions import LogInfo, TimerAction
+    from launch.events.process import ProcessExited
+    module = _load(REPLAY_LAUNCH)
+    context = LaunchContext()
+    context.launch_configurations['end_delay'] = '2.5'
+
+    def exited(code):
+        return ProcessExited(returncode=code, action=None, name='bag_play-1',
+                             cmd=['ros2', 'bag', 'play'], cwd=None, env=None, pid=1)
+
+    log, timer = module.playback_ended(exited(0), context)
+    assert isinstance(log, LogInfo) and isinstance(timer, TimerAction)
+    assert float(timer.period[0].text if isinstance(timer.period, list) else timer.period) \
+        == 2.5
+    with pytest.raises(module.PlaybackFailed, match=r'bag_play-1.*exit status 3'):
+        module.playback_ended(exited(3), context)
+
+
+@needs_launch
+def test_optical_rotation_is_rep103():
+    """camera_link (x forward, y left, z up) -> optical frame (z forward, x right, y down), as
+    static_transform_publisher composes roll, pitch, yaw (fixed axes x, y, z)."""
+    from scipy.spatial.transform import Rotation
+    R = Rotation.from_euler('xyz', _load(TRACKER_LAUNCH).OPTICAL_RPY).as_matrix()
+    # Columns: the optical axes in camera_link.
+    np_x, np_y, np_z = R[:, 0], R[:, 1], R[:, 2]
+    assert np_z.round(12).tolist() == [1.0, 0.0, 0.0]  # forward
+    assert np_x.round(12).tolist() == [0.0, -1.0, 0.0]  # right
+    assert np_y.round(12).tolist() == [0.0, 0.0, -1.0]  # down

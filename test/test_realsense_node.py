@@ -236,6 +236,24 @@ def test_node_parameters_in_process(recording, ros_context):
     assert node.done.result() == 0
 
 
+def test_node_honours_qos_overrides(recording, ros_context):
+    from rclpy.qos import ReliabilityPolicy
+    topic = '/camera/camera/color/image_raw'
+    node = RealSenseNode(context=ros_context, parameter_overrides=[
+        Parameter('playback_file', value=recording[0]),
+        Parameter('playback_wait_for_subscribers', value=1),  # holds the playback
+        Parameter(f'qos_overrides.{topic}.publisher.reliability', value='best_effort')])
+    try:
+        (image,) = node.get_publishers_info_by_topic(topic)
+        assert image.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT
+        (info,) = node.get_publishers_info_by_topic('/camera/camera/color/camera_info')
+        assert info.qos_profile.reliability == ReliabilityPolicy.RELIABLE  # the parameter's
+        assert node.describe_parameter(
+            f'qos_overrides.{topic}.publisher.reliability').read_only
+    finally:
+        node.destroy_node()
+
+
 def test_node_rejects_bad_qos_parameter(recording, ros_context):
     with pytest.raises(InputError, match="image_qos_reliability: expected one of "
                                          r"\['reliable', 'best_effort'\], got 'fast'"):

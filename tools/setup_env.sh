@@ -1,12 +1,22 @@
 #!/usr/bin/env bash
 # Create or refresh the project's virtual environment (.venv) from nothing:
 #   pinned wheels (ROS 2 Kilted, torch, warp, ...), libusb for pyrealsense2, the message
-#   interfaces (msg/ and tf2_msgs/TFMessage) generated into the venv, and the package itself.
+#   interfaces (msg/ and tf2_msgs/TFMessage) generated into the venv, the launch wheels of
+#   ../shared/wheels/ros2-launch when that folder exists, and the package itself.
 # Idempotent: every step is skipped when its inputs have not changed (a second run takes seconds).
-# Usage: tools/setup_env.sh        (HANDYPRIORS_VENV=/path overrides the location)
+# Usage: tools/setup_env.sh                      .venv, ROS 2 Kilted (requirements.txt)
+#        HP_ROS_DISTRO=jazzy tools/setup_env.sh  .venv-jazzy, ROS 2 Jazzy (requirements-jazzy.txt)
+#        (HANDYPRIORS_VENV=/path overrides the location)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-VENV="${HANDYPRIORS_VENV:-$ROOT/.venv}"
+DISTRO="${HP_ROS_DISTRO:-kilted}"
+case "$DISTRO" in
+  kilted) REQUIREMENTS="$ROOT/requirements.txt"; DEFAULT_VENV="$ROOT/.venv" ;;
+  jazzy) REQUIREMENTS="$ROOT/requirements-jazzy.txt"; DEFAULT_VENV="$ROOT/.venv-jazzy" ;;
+  *) echo "[setup] error: HP_ROS_DISTRO must be kilted or jazzy (the distributions with wheels on the package index), got '$DISTRO'" >&2; exit 2 ;;
+esac
+VENV="${HANDYPRIORS_VENV:-$DEFAULT_VENV}"
+LAUNCH_WHEELS="$ROOT/../shared/wheels/ros2-launch"
 STAMPS="$VENV/.handypriors_stamps"
 log() { echo "[setup] $*" >&2; }
 die() { echo "[setup] error: $*" >&2; exit 1; }
@@ -17,7 +27,7 @@ stamp_set() { mkdir -p "$STAMPS"; echo "$2" > "$STAMPS/$1"; }
 PYTHON="${PYTHON:-python3.11}"
 command -v "$PYTHON" >/dev/null || PYTHON=python3
 "$PYTHON" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' \
-  || die "Python 3.11 is required (the ROS 2 Kilted wheels are built for it); found $("$PYTHON" --version 2>&1). Set PYTHON=/path/to/python3.11."
+  || die "Python 3.11 is required (the ROS 2 wheels of the package index are built for it); found $("$PYTHON" --version 2>&1). Set PYTHON=/path/to/python3.11."
 
 # 1. the virtual environment
 if [ ! -x "$VENV/bin/python" ]; then
@@ -32,16 +42,17 @@ pip_quiet() {  # pip with its output in a log, shown when it fails
 SITE="$("$VPY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 
 # 2. pinned wheels
-req_hash="$(hash_of "$ROOT/requirements.txt")"
+req_hash="$(hash_of "$REQUIREMENTS" "$ROOT/requirements-base.txt")"
 if ! stamp_ok requirements "$req_hash"; then
-  log "installing the pinned wheels (requirements.txt); a cold install takes about 2 minutes"
+  log "installing the pinned wheels ($(basename "$REQUIREMENTS"), ROS 2 $DISTRO); a cold install takes about 2 minutes"
   pip_quiet install 'setuptools<80' wheel
-  pip_quiet install -r "$ROOT/requirements.txt"
+  pip_quiet install -r "$REQUIREMENTS"
   stamp_set requirements "$req_hash"
 fi
 
 # 3. libusb for pyrealsense2 (a Debian package)
-if ! ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so.0'; then
+LDCONFIG="$(PATH="$PATH:/usr/sbin:/sbin" command -v ldconfig || echo ldconfig)"  # root's PATH only may have it
+if ! "$LDCONFIG" -p 2>/dev/null | grep -q 'libusb-1.0.so.0'; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     log "installing libusb-1.0-0 (pyrealsense2 needs it)"
     (apt-get install -y -q libusb-1.0-0 >/dev/null 2>&1 \
@@ -99,6 +110,24 @@ if ! stamp_ok interfaces "$msg_hash"; then
   rm -rf "$VENV/$IFACE_PY/handypriors_ros/__init__.py" "$VENV/$IFACE_PY"/handypriors_ros-*.egg-info
   echo "$VENV/$IFACE_PY" > "$SITE/zz_handypriors_interfaces.pth"
   stamp_set interfaces "$msg_hash"
+fi
+
+# 6b. launch, launch_ros and launch_testing (no wheels on the package index): the prebuilt wheels
+#     of ../shared/wheels/ros2-launch when that folder exists (the test set-up of the dev and CI
+#     machines; README there), and composition_interfaces, which launch_ros imports, built from
+#     the sources beside them. Without that folder the launch tests skip, saying why.
+if [ -d "$LAUNCH_WHEELS" ] && ls "$LAUNCH_WHEELS"/*.whl >/dev/null 2>&1; then
+  launch_hash="$(cd "$LAUNCH_WHEELS" && ls -l --time-style=+%s ./*.whl composition_interfaces-src/srv/* | sha256sum | cut -c1-16)"
+  if ! stamp_ok launch "$launch_hash" || ! "$VPY" -c 'import launch_ros.actions, launch_testing' 2>/dev/null; then
+    log "installing the launch wheels of $LAUNCH_WHEELS"
+    pip_quiet install --no-deps "$LAUNCH_WHEELS"/*.whl
+    mkdir -p "$VENV/build"
+    # Its tests (ADD_LINTER_TESTS) need linters that are not installed: BUILD_TESTING=OFF.
+    build_interfaces composition_interfaces "$LAUNCH_WHEELS/composition_interfaces-src"
+    stamp_set launch "$launch_hash"
+  fi
+else
+  log "no launch wheels at $LAUNCH_WHEELS: the launch tests will skip"
 fi
 
 # 7. the package itself, editable, so the checkout is what runs

@@ -58,6 +58,7 @@ import pyrealsense2 as rs
 from rcl_interfaces.msg import (IntegerRange, ParameterDescriptor, ParameterType,
                                 SetParametersResult)
 from rclpy.node import Node
+from rclpy.qos_overriding_options import QoSOverridingOptions
 from rclpy.task import Future
 from sensor_msgs.msg import CameraInfo, Image
 
@@ -65,7 +66,7 @@ from handypriors_ros.ros.spin import run_node
 from handypriors_ros.core.errors import HandyPriorsError, InputError
 from handypriors_ros.core.render.camera import PinholeCamera
 from handypriors_ros.ros.conversions import camera_to_camera_info, numpy_to_image
-from handypriors_ros.ros.qos import RELIABILITY_CHOICES, image_qos
+from handypriors_ros.ros.qos import image_qos
 
 NO_DEVICE_MESSAGE = ('no RealSense device found (rs.context().query_devices() is empty); '
                      'connect one or set playback_file')
@@ -474,6 +475,9 @@ def _descriptor(kind: int, description: str, *, read_only: bool = True,
     return d
 
 
+#: Reliabilities of the publishers (a publisher offers one: the subscriber side has 'auto').
+PUBLISHER_RELIABILITIES = ('reliable', 'best_effort')
+
 _S, _I, _B = (ParameterType.PARAMETER_STRING, ParameterType.PARAMETER_INTEGER,
               ParameterType.PARAMETER_BOOL)
 
@@ -500,7 +504,8 @@ PARAMETERS = {
     'frame_id': ('camera_color_optical_frame', _descriptor(
         _S, 'header frame id of images and camera_info (the optical frame)')),
     'image_qos_reliability': ('reliable', _descriptor(
-        _S, f'reliability of the image and camera_info publishers: {RELIABILITY_CHOICES}')),
+        _S, f'reliability of the image and camera_info publishers: {PUBLISHER_RELIABILITIES} '
+            '(qos_overrides./<topic>.publisher.reliability, when given, wins)')),
 }
 
 
@@ -536,10 +541,18 @@ class RealSenseNode(Node):
             raise
         if note:
             self.get_logger().warning(note)
-        qos = image_qos(self.config.image_qos_reliability)
         prefix = self.config.camera_name
-        self._image_pub = self.create_publisher(Image, f'{prefix}/color/image_raw', qos)
-        self._info_pub = self.create_publisher(CameraInfo, f'{prefix}/color/camera_info', qos)
+        # The standard qos_overrides.<topic>.publisher.* parameters (e.g. in a params file)
+        # override the profile, as for any ROS 2 publisher that opts in. rclpy applies them to
+        # the profile object in place: one profile per publisher.
+        overrides = QoSOverridingOptions.with_default_policies()
+        reliability = self.config.image_qos_reliability
+        self._image_pub = self.create_publisher(Image, f'{prefix}/color/image_raw',
+                                                image_qos(reliability),
+                                                qos_overriding_options=overrides)
+        self._info_pub = self.create_publisher(CameraInfo, f'{prefix}/color/camera_info',
+                                               image_qos(reliability),
+                                               qos_overriding_options=overrides)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         intr = self._source.intrinsics
         self.get_logger().info(
@@ -559,9 +572,9 @@ class RealSenseNode(Node):
         """
         values = {name: self.declare_parameter(name, default, descriptor).value
                   for name, (default, descriptor) in PARAMETERS.items()}
-        if values['image_qos_reliability'] not in RELIABILITY_CHOICES:
+        if values['image_qos_reliability'] not in PUBLISHER_RELIABILITIES:
             raise InputError(f'image_qos_reliability: expected one of '
-                             f'{list(RELIABILITY_CHOICES)}, got '
+                             f'{list(PUBLISHER_RELIABILITIES)}, got '
                              f'{values["image_qos_reliability"]!r}')
         if values['exposure_us'] == 0:
             raise InputError('exposure_us: expected -1 (auto) or a time >= 1 µs, got 0')

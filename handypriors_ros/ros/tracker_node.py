@@ -92,6 +92,7 @@ from handypriors_ros.core.tracking.types import TrackResult, TrackStatus
 from handypriors_ros.jobs.options import pose_vector_to_matrix
 from handypriors_ros.jobs.track import TRACKER_NODE_SCHEMA, TrackerOptions, load_tracker
 from handypriors_ros.msg import TrackedObject
+from handypriors_ros.ros import compat
 from handypriors_ros.ros import markers as marker_msgs
 from handypriors_ros.ros.conversions import (FrameDecoder, FrameInputs, numpy_to_image,
                                              track_result_to_pose, track_result_to_tf,
@@ -240,7 +241,7 @@ class TrackerNode(Node):
         self.create_timer(_HOUSEKEEPING_PERIOD_S[cfg.mode], self._on_housekeeping)
         self.create_timer(cfg.diagnostics_period_s, self.publish_diagnostics)
         self.add_on_set_parameters_callback(self._on_set_parameters)
-        self.add_post_set_parameters_callback(self._after_set_parameters)
+        compat.add_post_set_parameters_callback(self, self._after_set_parameters)
         self._new_config: TrackerOptions | None = None
         self._stop = threading.Event()
         self._wake = threading.Event()
