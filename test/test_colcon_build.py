@@ -126,6 +126,8 @@ IMPORT_KEYS = {
 NO_KEY = {
     'warp': 'warp-lang has no rosdep key: requirements-workstation.txt installs it',
     'nvdiffrast': 'optional CUDA rasterizer, built from source (README)',
+    'ray': 'refine-batch only (imported there, a clear error without it); no rosdep key: '
+           'requirements-workstation.txt pins ray[client]',
     'lz4': 'a dependency of rosbags (python3-rosbags-pip)',
     'ruamel': 'a dependency of rosbags (python3-rosbags-pip)',
     'backports': 'a dependency of rosbags before Python 3.14 (python3-rosbags-pip)',
