@@ -188,8 +188,12 @@ _TRACKER_DOCS: dict[str, tuple[str, tuple[float, float] | None]] = {
     'divergence_nis_probability': ('the contour NIS above this chi-square quantile is '
                                    'evidence of divergence', (1e-6, 0.999999999)),
     'model_std': ('model-mismatch std as a pose error, x y z [m], rx ry rz [rad]: added to '
-                  'the image measurements\' noise (H M H^T) and to the published covariance',
-                  None),
+                  'the published covariance (and to the noise of model_noise_measurements, '
+                  'H M H^T)', None),
+    'model_noise_measurements': ('image measurements whose noise gains the model-mismatch '
+                                 'term H M H^T in the filter; '
+                                 f'[{NO_MEASUREMENT}] = none (model_std in the published '
+                                 'covariance only)', None),
     'appearance_method': ('appearance measurement: keypoints (ORB matches between the '
                           'rendered texture and the image) or direct (normalised intensity '
                           'alignment)', None),
@@ -334,7 +338,8 @@ class TrackerOptions:
         tracker_values = {}
         for f in dataclasses.fields(TrackerConfig):
             value = v[f.name]
-            if f.name == 'measurements' and value == (NO_MEASUREMENT,):
+            if (f.name in ('measurements', 'model_noise_measurements')
+                    and value == (NO_MEASUREMENT,)):
                 value = ()
             tracker_values[f.name] = value
         tracker = TrackerConfig(**tracker_values)  # InputError names the field = the option
