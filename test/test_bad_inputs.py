@@ -417,24 +417,41 @@ def recorded_bag(name='out'):
 
 
 def answers(n_lost: int, kinds: tuple[str, ...] = (), *, images: int = N_IMAGES):
-    """Check: one TrackedObject per input image, ``n_lost`` of them LOST answers for skipped
-    images (covariance[0] = -1, a reason naming one of ``kinds``), and pose / tf only for the
-    tracked ones."""
+    """Check: one TrackedObject per input image; ``n_lost`` skipped images (a reason naming one
+    of ``kinds``), each answered once: after initialisation by a predict-only estimate (reason
+    ``'predict only: [kind] ...'``, a positive covariance that grew from the last answer, pose
+    and /tf written), before it LOST with covariance[0] = -1 (track topic only)."""
     def check(w, d, out, err):
         with BagReader(d / 'out') as reader:
             counts = {t: n for t, (_, n) in reader.topics.items()}
             tracks = [m.deserialize() for m in reader.messages([interfaces.TRACK_TOPIC])]
         assert len(tracks) == images, (len(tracks), images)
-        skipped = [t for t in tracks if t.pose.covariance[0] == -1]
-        assert len(skipped) == n_lost, [t.status_reason for t in tracks]
-        for t in skipped:
+        no_estimate = [t for t in tracks if t.pose.covariance[0] == -1]
+        predicted = [i for i, t in enumerate(tracks)
+                     if t.status_reason.startswith('predict only: [')]
+        assert len(no_estimate) + len(predicted) == n_lost, [t.status_reason for t in tracks]
+        first = next((i for i, t in enumerate(tracks) if t.pose.covariance[0] != -1), images)
+        for t in no_estimate:
             assert t.status == 2 and t.status_reason.startswith('skipped: [')
+            # no estimate only before initialisation, or out of time order (its twin answered)
+            assert (tracks.index(t) < first or '[time_backwards]' in t.status_reason
+                    or '[bad_frame]' in t.status_reason), t.status_reason
             assert not kinds or any(f'[{k}]' in t.status_reason for k in kinds), t.status_reason
-        assert counts.get(interfaces.OBJECT_POSE_TOPIC, 0) == images - n_lost
+        for i in predicted:
+            t = tracks[i]
+            assert not kinds or any(f'[{k}]' in t.status_reason for k in kinds), t.status_reason
+            cov = np.asarray(t.pose.covariance).reshape(6, 6)
+            assert np.all(np.diag(cov) > 0), cov
+            if i > 0 and tracks[i - 1].pose.covariance[0] > 0:  # grown by the predict
+                prev = np.asarray(tracks[i - 1].pose.covariance).reshape(6, 6)
+                assert np.trace(cov[:3, :3]) > np.trace(prev[:3, :3])
+        assert counts.get(interfaces.OBJECT_POSE_TOPIC, 0) == images - len(no_estimate)
         stamps = [t.header.stamp.sec * 10**9 + t.header.stamp.nanosec for t in tracks]
         assert len(set(stamps)) >= images - 1  # a duplicate image answers at its own stamp
         if n_lost:
-            assert 'LOST answers' in out and f'skipped: {n_lost} images' in out
+            assert f'skipped: {n_lost} images' in out, out
+        if no_estimate:
+            assert 'LOST answers' in out, out
     return check
 
 

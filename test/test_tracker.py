@@ -619,3 +619,31 @@ def test_appearance_observes_rotation_about_a_symmetry_axis_under_other_lighting
         errors[name] = error_about_axis(res.T_cam_obj)
     assert errors['contour'] > 4.5, errors
     assert errors['appearance'] < 2.5, errors
+
+
+def test_model_noise_enters_the_gain_only_for_the_named_measurements(seq):
+    """``model_noise_measurements``: without it, model_std changes only the published
+    covariance (the estimates are the same); with 'contour' named, the contour's gain knows the
+    model mismatch and the estimate differs."""
+    obj, gt = seq['obj'], seq['gt']
+    frames = seq['frames'][:3]
+
+    def run(**overrides):
+        cfg = replace(TrackerConfig(), measurements=('object_center', 'contour'), **overrides)
+        tracker = ObjectTracker(obj, seq['kin'], cfg)
+        tracker.initialise(gt['T_cam_obj_initial'])
+        results = [tracker.step(f) for f in frames]
+        return results, tracker
+
+    small = (1e-4,) * 3 + (1e-3,) * 3
+    big = (0.01,) * 3 + (0.1,) * 3
+    (a, ta), (b, tb) = run(model_std=small), run(model_std=big)
+    for ra, rb in zip(a, b):
+        np.testing.assert_allclose(ra.T_cam_obj, rb.T_cam_obj, atol=1e-12)
+        np.testing.assert_allclose(rb.covariance - ra.covariance,
+                                   np.diag(np.asarray(big) ** 2 - np.asarray(small) ** 2),
+                                   atol=1e-12)
+    c, _ = run(model_std=big, model_noise_measurements=('contour',))
+    assert np.abs(c[-1].T_cam_obj - b[-1].T_cam_obj).max() > 1e-6
+    with pytest.raises(InputError, match='model_noise_measurements'):
+        TrackerConfig(model_noise_measurements=('no_such',))

@@ -188,8 +188,12 @@ _TRACKER_DOCS: dict[str, tuple[str, tuple[float, float] | None]] = {
     'divergence_nis_probability': ('the contour NIS above this chi-square quantile is '
                                    'evidence of divergence', (1e-6, 0.999999999)),
     'model_std': ('model-mismatch std as a pose error, x y z [m], rx ry rz [rad]: added to '
-                  'the image measurements\' noise (H M H^T) and to the published covariance',
-                  None),
+                  'the published covariance (and to the noise of model_noise_measurements, '
+                  'H M H^T)', None),
+    'model_noise_measurements': ('image measurements whose noise gains the model-mismatch '
+                                 'term H M H^T in the filter; '
+                                 f'[{NO_MEASUREMENT}] = none (model_std in the published '
+                                 'covariance only)', None),
     'appearance_method': ('appearance measurement: keypoints (ORB matches between the '
                           'rendered texture and the image) or direct (normalised intensity '
                           'alignment)', None),
@@ -334,7 +338,8 @@ class TrackerOptions:
         tracker_values = {}
         for f in dataclasses.fields(TrackerConfig):
             value = v[f.name]
-            if f.name == 'measurements' and value == (NO_MEASUREMENT,):
+            if (f.name in ('measurements', 'model_noise_measurements')
+                    and value == (NO_MEASUREMENT,)):
                 value = ()
             tracker_values[f.name] = value
         tracker = TrackerConfig(**tracker_values)  # InputError names the field = the option
@@ -451,8 +456,13 @@ class TrackOutcome:
 
     Attributes:
         out_bag: the output bag. images: images in the bag. frames_tracked: estimates written.
-        skipped: images that could not be tracked (each answered on the track topic, status
-            LOST, with its reason). skipped_kinds: their problem kind -> count.
+        skipped: images that could not be assembled into a frame or tracked; each is
+            answered: after initialisation by the tracker's predict-only estimate (pose, /tf and
+            the track topic; status kept, reason ``'predict only: [kind] ...'``, a grown
+            covariance), before it on the track topic only, status LOST, reason
+            ``'skipped: [kind] ...'``, covariance[0] = -1 (no estimate).
+            skipped_kinds: their problem kind -> count. predicted: how many of them got the
+            predict-only estimate.
         processing_s: per tracked frame: decoding + tracking + writing [s].
         status_counts: results by status (``tracking``, ``initialising``, ``lost``).
         problems: problem kind -> count. seconds: the whole loop [s].
@@ -466,6 +476,7 @@ class TrackOutcome:
     seconds: float
     skipped: int = 0
     skipped_kinds: dict[str, int] = field(default_factory=dict)
+    predicted: int = 0
 
 
 def run_track(job: TrackJob, *, progress: Callable[[int, int], None] | None = None,
@@ -522,6 +533,7 @@ def run_track(job: TrackJob, *, progress: Callable[[int, int], None] | None = No
     last = LastProblem(problems)
     processing: list[float] = []
     skipped_kinds: dict[str, int] = {}
+    predicted_count = [0]  # of the skipped images: answered by a predict-only estimate
     camera_frame = ''
     start = time.perf_counter()
     with FrameReader(bag, loaded.naming, topics=topics,
@@ -538,12 +550,31 @@ def run_track(job: TrackJob, *, progress: Callable[[int, int], None] | None = No
                                  f'[{kind}] {reason}; leave out --strict to answer it LOST '
                                  'and go on')
             skipped_kinds[kind] = skipped_kinds.get(kind, 0) + 1
+            frame = frame_id or camera_frame
+            # After initialisation: the tracker's predict-only estimate (a grown covariance,
+            # reason 'predict only: [kind] ...'), written like a tracked one (pose, /tf). Not
+            # for an image out of time order (a duplicate or a step back: the reader reports it
+            # while the image it repeats may still wait for its joint states, and a predict at
+            # its stamp would make the tracker refuse that one).
+            predicted = (None if kind == 'time_backwards' else
+                         session.predict_only(stamp_ns, ' '.join(f'[{kind}] {reason}'.split())))
+            if predicted is not None and frame:
+                predicted_count[0] += 1
+                t = int(stamp_ns)
+                write_messages(writer, [
+                    (interfaces.TF_TOPIC, track_result_to_tf(predicted, frame,
+                                                             opts.object_frame), t),
+                    (interfaces.resolve(opts.object_pose_topic),
+                     track_result_to_pose(predicted, frame), t),
+                    (interfaces.resolve(opts.track_topic),
+                     track_result_to_tracked_object(predicted, frame, opts.object_frame), t)])
+                return
             previous = session.last_result
             answer = skipped_result(stamp_ns, kind, reason,
                                     None if previous is None else previous.T_cam_obj)
             write_messages(writer, [(interfaces.resolve(opts.track_topic),
                                      track_result_to_tracked_object(
-                                         answer, frame_id or camera_frame, opts.object_frame),
+                                         answer, frame, opts.object_frame),
                                      int(stamp_ns))])
 
         if opts.initial_pose:
@@ -599,14 +630,16 @@ def run_track(job: TrackJob, *, progress: Callable[[int, int], None] | None = No
     return TrackOutcome(out_bag=out, images=images, frames_tracked=session.frames_tracked,
                         processing_s=tuple(processing), status_counts=dict(session.status_counts),
                         problems=dict(problems.counts), seconds=time.perf_counter() - start,
-                        skipped=sum(skipped_kinds.values()), skipped_kinds=skipped_kinds)
+                        skipped=sum(skipped_kinds.values()), skipped_kinds=skipped_kinds,
+                        predicted=predicted_count[0])
 
 
 def summary_lines(outcome: TrackOutcome) -> list[str]:
     """The command line's summary: frames, ms/frame p50/p99, status, problems."""
     ms = np.asarray(outcome.processing_s) * 1000.0
     status = outcome.status_counts
-    skipped = outcome.skipped
+    predicted = outcome.predicted
+    skipped = outcome.skipped - predicted  # answered LOST without an estimate
     shown = ', '.join(f'{n} {k}' for k, n in sorted(outcome.problems.items()) if n)
     lines = [
         f'handypriors track: {outcome.images} images -> {outcome.frames_tracked} estimates'
@@ -619,11 +652,12 @@ def summary_lines(outcome: TrackOutcome) -> list[str]:
         f'{status.get("lost", 0) + skipped} frames'
         + (f' ({skipped} of them not tracked)' if skipped else ''),
     ]
-    unanswered = outcome.images - outcome.frames_tracked - skipped
-    if skipped:
+    unanswered = outcome.images - outcome.frames_tracked - outcome.skipped
+    if outcome.skipped:
         kinds = ', '.join(f'{n} {k}' for k, n in sorted(outcome.skipped_kinds.items()))
-        lines.append(f'  skipped: {skipped} images ({kinds}), each answered LOST with its '
-                     'reason on the track topic')
+        lines.append(f'  skipped: {outcome.skipped} images ({kinds}): {predicted} answered by '
+                     f'a predict-only estimate (reason "predict only: [kind] ..."), {skipped} '
+                     'LOST without an estimate (before initialisation)')
     if unanswered > 0:
         lines.append(f'  without an answer: {unanswered} images (undecodable messages)')
     if shown:

@@ -45,7 +45,8 @@ Modes (parameter ``mode``):
 
 A bad message (wrong encoding, size mismatch with camera_info, NaN joints, time going
 backwards, missing TF, ...) gives a throttled warning, a count on /diagnostics, and the node
-keeps running; a frame that cannot be tracked is skipped. Start-up problems (an unreadable mesh,
+keeps running; a frame that cannot be tracked is skipped (after initialisation, one that cannot
+be assembled gets the tracker's predict-only estimate, reason ``'predict only: [kind] ...'``). Start-up problems (an unreadable mesh,
 an invalid parameter) raise; ``main`` logs them and exits 1.
 
 Diagnostics: per input its rate, the time since its last message, and the level: WARN once an
@@ -491,6 +492,7 @@ class TrackerNode(Node):
             self.problems.report_frame(frame)
         reception = self._reception_s.pop(frame.stamp_ns, None)
         if not frame.usable:
+            self._predict_only(frame)
             return 0
         t_start = time.monotonic_ns()
         fi = self._decoder.decode(frame)
@@ -531,6 +533,26 @@ class TrackerNode(Node):
         del self.processing_s[:-10 * _LATENCY_WINDOW]
         self._latency_total_s.append(latency['total'])
         return 1
+
+    def _predict_only(self, frame: AssembledFrame) -> None:
+        """A frame that cannot be assembled, after initialisation: the tracker's predict-only
+        estimate (status kept, reason ``'predict only: [kind] ...'``, a grown covariance),
+        published like a tracked one. Not for an image out of time order (a duplicate or a
+        step back: the image it repeats is answered) nor before initialisation (no estimate:
+        only the problem is reported)."""
+        fatal = next((p for p in frame.problems if p.fatal), None)
+        if fatal is None or fatal.kind == 'time_backwards' or not frame.frame_id:
+            return
+        result = self.session.predict_only(frame.stamp_ns,
+                                           ' '.join(f'[{fatal.kind}] {fatal.message}'.split()))
+        if result is None:
+            return
+        if result.status != TrackStatus.LOST or self.config.publish_lost:
+            self._publish(self._tf_pub, track_result_to_tf(result, frame.frame_id,
+                                                           self.config.object_frame))
+            self._publish(self._pose_pub, track_result_to_pose(result, frame.frame_id))
+        self._publish(self._track_pub, track_result_to_tracked_object(
+            result, frame.frame_id, self.config.object_frame))
 
     # -- outputs -------------------------------------------------------------------------------
     def _publish(self, publisher: Any, msg: Any) -> None:

@@ -317,7 +317,8 @@ class ObjectTracker:
             # While initialising the pose is only as good as the user's guess: image
             # measurements are not gated until the image has been accepted once.
             gate = not (m.from_image and self._status == TrackStatus.INITIALISING)
-            pose_noise = self._model_covariance if m.from_image else None
+            pose_noise = (self._model_covariance if m.from_image
+                          and m.name in self.config.model_noise_measurements else None)
             if m.iterated:
                 iteration = itertools.count()
                 rec = self.ekf.update_iterated(m.name, lambda T: linearise(T, next(iteration)),
