@@ -632,7 +632,11 @@ def run_batch(job: BatchJob, *, progress: Callable[[BatchProgress], None] | None
         pending = list(refs)
         try:
             while pending:
-                ready, pending = ray.wait(pending, num_returns=1)
+                # a short timeout: a blocking ray.wait loses a Ctrl-C that comes while it waits
+                # (measured with Ray 2.60: the batch ran on to the end and exited 0)
+                ready, pending = ray.wait(pending, num_returns=1, timeout=0.5)
+                if not ready:
+                    continue
                 spec = refs[ready[0]]
                 try:
                     record = ray.get(ready[0])
