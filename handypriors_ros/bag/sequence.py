@@ -45,7 +45,7 @@ import numpy as np
 from handypriors_ros import interfaces
 from handypriors_ros.bag.io import BagError, BagReader
 from handypriors_ros.core.frames import (AssemblyConfig, Frame, FrameAssembler, HandNaming,
-                                         InitialPose, ProblemCounter)
+                                         InitialPose, LastProblem, ProblemCounter)
 from handypriors_ros.core.geometry.transform_buffer import TransformBuffer, TransformError
 from handypriors_ros.ros.conversions import FrameDecoder, FrameInputs, stamp_to_ns
 
@@ -97,25 +97,6 @@ class SkippedImage:
     frame_id: str
     kind: str
     reason: str
-
-
-class LastProblem:
-    """A :class:`ProblemCounter` seen through: reports go to it, the last one is kept
-    (``last``: (kind, message); ``reports``: how many came), to answer a skipped image with its
-    reason."""
-
-    def __init__(self, counter: ProblemCounter) -> None:
-        self.counter = counter
-        self.reports = 0
-        self.last: tuple[str, str] = ('', '')
-
-    def report(self, kind: str, message: str) -> None:
-        self.reports += 1
-        self.last = (kind, message)
-        self.counter.report(kind, message)
-
-    def __getattr__(self, name: str):
-        return getattr(self.counter, name)
 
 
 class FrameReader:

@@ -501,7 +501,8 @@ def run_track(job: TrackJob, *, progress: Callable[[int, int], None] | None = No
     (:func:`~handypriors_ros.jobs.outputs.skipped_result`; no pose or /tf for it).
     """
     from handypriors_ros.bag import BagWriter, check_output_bag
-    from handypriors_ros.bag.sequence import FrameReader, LastProblem, SkippedImage
+    from handypriors_ros.bag.sequence import FrameReader, SkippedImage
+    from handypriors_ros.core.frames import LastProblem
     from handypriors_ros.core.frames import InitialPose, ProblemCounter
     from handypriors_ros.core.tracking.session import TrackingSession
     from handypriors_ros.jobs.outputs import skipped_result, write_messages

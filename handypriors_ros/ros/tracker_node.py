@@ -45,9 +45,11 @@ Modes (parameter ``mode``):
 
 A bad message (wrong encoding, size mismatch with camera_info, NaN joints, time going
 backwards, missing TF, ...) gives a throttled warning, a count on /diagnostics, and the node
-keeps running; a frame that cannot be tracked is skipped (after initialisation, one that cannot
-be assembled gets the tracker's predict-only estimate, reason ``'predict only: [kind] ...'``). Start-up problems (an unreadable mesh,
-an invalid parameter) raise; ``main`` logs them and exits 1.
+keeps running; a frame that cannot be tracked is not stepped: after initialisation, one that
+cannot be assembled or decoded gets the tracker's predict-only estimate, reason
+``'predict only: [kind] ...'``, published like a tracked one; before it, only the problem is
+counted. Start-up problems (an unreadable mesh, an invalid parameter) raise; ``main`` logs them
+and exits 1.
 
 Diagnostics: per input its rate, the time since its last message, and the level: WARN once an
 input (image, camera_info, joint_states, tf; the mask once it has been seen) is silent for
@@ -85,7 +87,7 @@ from visualization_msgs.msg import MarkerArray
 from handypriors_ros import interfaces
 from handypriors_ros.core.errors import HandyPriorsError, InputError
 from handypriors_ros.core.frames import (AssembledFrame, Frame, FrameAssembler, InitialPose,
-                                         ProblemCounter)
+                                         LastProblem, ProblemCounter)
 from handypriors_ros.core.geometry.transform_buffer import TransformBuffer
 from handypriors_ros.core.tracking.session import TrackingSession
 from handypriors_ros.core.tracking.tracker import NotInitialisedError, ObjectTracker
@@ -167,7 +169,8 @@ class TrackerNode(Node):
         self.problems = ProblemCounter(log.warning, period_s=WARN_PERIOD_S)
         self._inputs = FrameInputs(self._assembler, self.problems,
                                    ignore_child_frames=(cfg.object_frame,))
-        self._decoder = FrameDecoder(self.problems)
+        self._last_problem = LastProblem(self.problems)  # a decode failure's reason
+        self._decoder = FrameDecoder(self._last_problem)
         self.session = TrackingSession(loaded.tracker, self._tf, self.problems,
                                        stamp_tolerance_ns=self._assembler.config
                                        .stamp_tolerance_ns, log=log.info)
@@ -495,8 +498,12 @@ class TrackerNode(Node):
             self._predict_only(frame)
             return 0
         t_start = time.monotonic_ns()
+        before = self._last_problem.reports
         fi = self._decoder.decode(frame)
-        if fi is None:
+        if fi is None:  # unreadable image or camera_info: answered like an unassembled frame
+            kind, reason = (self._last_problem.last if self._last_problem.reports != before
+                            else ('bad_frame', 'the frame cannot be decoded'))
+            self._predict_only(frame, (kind, reason))
             return 0
         t_input = time.monotonic_ns()
         cpu_start = time.thread_time()
@@ -534,17 +541,22 @@ class TrackerNode(Node):
         self._latency_total_s.append(latency['total'])
         return 1
 
-    def _predict_only(self, frame: AssembledFrame) -> None:
-        """A frame that cannot be assembled, after initialisation: the tracker's predict-only
-        estimate (status kept, reason ``'predict only: [kind] ...'``, a grown covariance),
-        published like a tracked one. Not for an image out of time order (a duplicate or a
-        step back: the image it repeats is answered) nor before initialisation (no estimate:
-        only the problem is reported)."""
-        fatal = next((p for p in frame.problems if p.fatal), None)
-        if fatal is None or fatal.kind == 'time_backwards' or not frame.frame_id:
+    def _predict_only(self, frame: AssembledFrame,
+                      problem: tuple[str, str] | None = None) -> None:
+        """A frame that cannot be assembled or decoded (``problem``: (kind, message); default
+        the frame's fatal problem), after initialisation: the tracker's predict-only estimate
+        (status kept, reason ``'predict only: [kind] ...'``, a grown covariance), published
+        like a tracked one. Not for an image out of time order (a duplicate or a step back: the
+        image it repeats is answered) nor before initialisation (no estimate: only the problem
+        is reported)."""
+        if problem is None:
+            fatal = next((p for p in frame.problems if p.fatal), None)
+            problem = None if fatal is None else (fatal.kind, fatal.message)
+        if problem is None or problem[0] == 'time_backwards' or not frame.frame_id:
             return
+        kind, message = problem
         result = self.session.predict_only(frame.stamp_ns,
-                                           ' '.join(f'[{fatal.kind}] {fatal.message}'.split()))
+                                           ' '.join(f'[{kind}] {message}'.split()))
         if result is None:
             return
         if result.status != TrackStatus.LOST or self.config.publish_lost:

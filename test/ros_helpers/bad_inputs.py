@@ -3,6 +3,8 @@
 One of each: an image with a wrong encoding (mono16), a camera_info of another size than its
 image, a joint state with NaN, an image going back in time, and a last frame 300 ms after the
 last TF sample (missing TF; its joint states are stale too). Good frames are unchanged.
+After initialisation (at the first good frame) the tracker answers every bad image but the one
+going back in time with a predict-only estimate (:func:`predicted_images`).
 """
 from handypriors_ros import interfaces
 from handypriors_ros.ros.conversions import ns_to_stamp, stamp_to_ns
@@ -63,3 +65,11 @@ def bad_messages(messages):
     last = good[-1] + 300_000_000  # after the last TF
     add(max(log for log, _, _ in out), bad_frame(image, info, last))
     return out, good
+
+
+def predicted_images(good):
+    """{stamp: kind} of the bad images of :func:`bad_messages` (``good``: its good stamps) that
+    the tracker answers with a predict-only estimate: all but the one going back in time (its
+    stamp repeats the first good image, which is answered)."""
+    return {good[1] + 5_000_000: 'bad_image', good[2] + 5_000_000: 'bad_camera_info',
+            good[-1] + 300_000_000: 'missing_tf'}

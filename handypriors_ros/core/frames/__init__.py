@@ -6,11 +6,11 @@ from handypriors_ros.core.frames.assembler import MODES, AssemblyConfig, FrameAs
 from handypriors_ros.core.frames.hand_naming import ROS1_NAMES, HandNaming, parse_joint_name_map
 from handypriors_ros.core.frames.joints import (JointLookup, JointStateBuffer,
                                                 NonFiniteJointsError, TimeWentBackwardsError)
-from handypriors_ros.core.frames.problems import QUIET_KINDS, ProblemCounter
+from handypriors_ros.core.frames.problems import QUIET_KINDS, LastProblem, ProblemCounter
 from handypriors_ros.core.frames.types import (AssembledFrame, Frame, FrameProblem,
                                                InitialPose)
 
 __all__ = ['MODES', 'QUIET_KINDS', 'ROS1_NAMES', 'AssembledFrame', 'AssemblyConfig', 'Frame',
            'FrameAssembler', 'FrameProblem', 'HandNaming', 'InitialPose', 'JointLookup',
-           'JointStateBuffer', 'NonFiniteJointsError', 'ProblemCounter', 'TimeWentBackwardsError',
+           'JointStateBuffer', 'LastProblem', 'NonFiniteJointsError', 'ProblemCounter', 'TimeWentBackwardsError',
            'parse_joint_name_map']

@@ -72,3 +72,22 @@ class ProblemCounter:
         """``'2 missing_tf, 1 early_joint_states'`` (sorted by kind), or ``'no problem'``."""
         shown = {k: n for k, n in self.counts.items() if n and (kinds is None or k in kinds)}
         return ', '.join(f'{n} {k}' for k, n in sorted(shown.items())) or 'no problem'
+
+
+class LastProblem:
+    """A :class:`ProblemCounter` seen through: reports go to it, the last one is kept
+    (``last``: (kind, message); ``reports``: how many came), to answer a skipped image with its
+    reason."""
+
+    def __init__(self, counter: ProblemCounter) -> None:
+        self.counter = counter
+        self.reports = 0
+        self.last: tuple[str, str] = ('', '')
+
+    def report(self, kind: str, message: str) -> None:
+        self.reports += 1
+        self.last = (kind, message)
+        self.counter.report(kind, message)
+
+    def __getattr__(self, name: str):
+        return getattr(self.counter, name)
