@@ -156,6 +156,11 @@ def _arguments() -> list[DeclareLaunchArgument]:
             'playback_file', default_value='',
             description="RealSense recording (.db3 or .bag) to play instead of a device"),
         DeclareLaunchArgument(
+            'playback_wait_for_subscribers', default_value='0',
+            description='with playback_file: hold the playback until this many subscribers '
+                        'listen to the image and camera_info (a short recording would end '
+                        'before a viewer has connected)'),
+        DeclareLaunchArgument(
             'camera_reliability', default_value='reliable', choices=['reliable', 'best_effort'],
             description="reliability of realsense_node's image and camera_info publishers"),
         # frames and calibration
@@ -268,6 +273,8 @@ def _camera_parameters() -> dict:
         'height': ParameterValue(config('camera_height'), value_type=int),
         'fps': ParameterValue(config('camera_fps'), value_type=int),
         'playback_file': ParameterValue(config('playback_file'), value_type=str),
+        'playback_wait_for_subscribers': ParameterValue(config('playback_wait_for_subscribers'),
+                                                        value_type=int),
         'frame_id': ParameterValue(config('camera_frame'), value_type=str),
         'image_qos_reliability': ParameterValue(config('camera_reliability'), value_type=str),
         'use_sim_time': ParameterValue(config('use_sim_time'), value_type=bool),

@@ -43,6 +43,7 @@ except ImportError as exc:
 
 import rclpy  # noqa: E402
 from geometry_msgs.msg import PoseWithCovarianceStamped  # noqa: E402
+from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 
 from handypriors_ros import interfaces  # noqa: E402
@@ -256,9 +257,15 @@ def test_tracker_launch_one_process_runs_driver_and_tracker_together(workspace, 
     _record(str(recording), [rng.integers(0, 256, size=(H, W, 3), dtype=np.uint8)
                              for _ in range(300)])
     listener = Listener([])
+    # The recording plays in about a second and the process then ends: the playback waits for
+    # the tracker and this listener (discovery done) before it starts.
+    for kind, topic in ((Image, '/camera/camera/color/image_raw'),
+                        (CameraInfo, '/camera/camera/color/camera_info')):
+        listener.node.create_subscription(kind, topic, lambda msg: None, 10)
     proc, log = _launch(workspace, 'tracker.launch.py', {
         'object_mesh': sequence / 'object.ply', 'use_camera': 'true', 'one_process': 'true',
-        'playback_file': recording, 'namespace': 'hp_one', 'camera_reliability': 'reliable'})
+        'playback_file': recording, 'namespace': 'hp_one', 'camera_reliability': 'reliable',
+        'playback_wait_for_subscribers': 2})
     try:
         def nodes():
             return set(listener.node.get_node_names_and_namespaces())
@@ -271,6 +278,7 @@ def test_tracker_launch_one_process_runs_driver_and_tracker_together(workspace, 
             listener.node.get_service_names_and_types()), 30.0)
         assert '/hp_one/reset' in dict(listener.node.get_service_names_and_types())
         assert proc.poll() in (None, 0), _output(log)[-3000:]  # running, or the recording ended
+        assert 'waiting for 2 subscriber(s) of /camera/camera/color/image_raw' in _output(log)
     finally:
         _stop(proc)
         listener.close()
