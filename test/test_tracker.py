@@ -262,6 +262,34 @@ def object_position(seq):
     unregister_measurement(_ObjectPosition.name)
 
 
+def test_a_pose_inside_the_hand_is_pushed_out_keeping_its_orientation(seq):
+    """Re-initialisation moves a hypothesis the fingers are inside out of them (checked with
+    trimesh's signed distance, not the Warp SDF the tracker uses); the rotation is kept."""
+    import trimesh
+
+    obj, gt, frame = seq['obj'], seq['gt'], seq['frames'][0]
+    tracker = ObjectTracker(obj, seq['kin'])
+    hand = pose_hand(tracker.hand, frame.q, frame.T_cam_base)
+    p = hand.points_cam.detach().to('cpu', torch.float64).numpy()
+
+    def depth_mm(T):  # deepest hand sample inside the object (trimesh: positive inside)
+        q = (p - T[:3, 3]) @ T[:3, :3]
+        return 1000 * max(0.0, float(trimesh.proximity.signed_distance(obj.mesh, q).max()))
+
+    T_true = gt['T_cam_obj'][0]
+    assert depth_mm(T_true) < 2.0
+    # move the object 20 mm towards the hand's sample nearest its centre
+    c = T_true[:3, :3] @ obj.center.numpy() + T_true[:3, 3]
+    toward = p[np.argmin(np.linalg.norm(p - c, axis=1))] - c
+    T_in = T_true.copy()
+    T_in[:3, 3] += 0.02 * toward / np.linalg.norm(toward)
+    assert depth_mm(T_in) > 10.0
+    T_out = tracker._pushed_out(T_in, hand)
+    assert depth_mm(T_out) < 1.0, depth_mm(T_out)
+    np.testing.assert_allclose(T_out[:3, :3], T_in[:3, :3])
+    assert np.linalg.norm(T_out[:3, 3] - T_in[:3, 3]) < 0.04
+
+
 def test_a_registered_measurement_is_run_by_the_tracker(seq, object_position):
     obj, gt = seq['obj'], seq['gt']
     # an exact measurement: no model mismatch to allow for

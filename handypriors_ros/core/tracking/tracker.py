@@ -436,9 +436,28 @@ class ObjectTracker:
                                                      device=self.sdf.device)).distance
         return np.maximum(0.0, -d.detach().cpu().numpy().min(axis=1))
 
+    def _pushed_out(self, T: np.ndarray, hand: HandFrame, *, steps: int = 3) -> np.ndarray:
+        """``T`` translated so the hand's deepest sample leaves the object: each step moves
+        the object by the deepest penetration along minus that sample's outward normal (camera
+        frame); the orientation is kept."""
+        p = hand.points_cam.detach().to('cpu', torch.float64).numpy()
+        T = T.copy()
+        for _ in range(steps):
+            q = (p - T[:3, 3]) @ T[:3, :3]
+            res = self.sdf.signed_distance(torch.as_tensor(q[None], dtype=torch.float32,
+                                                           device=self.sdf.device))
+            d = res.distance[0].detach().cpu().numpy()
+            i = int(np.argmin(d))
+            if d[i] >= 0:
+                break
+            n_cam = T[:3, :3] @ res.normal[0, i].detach().cpu().numpy().astype(np.float64)
+            T[:3, 3] += n_cam * (d[i] - 1e-3)  # d < 0: against the normal, 1 mm beyond
+        return T
+
     def _reinitialise(self, ctx: StepContext) -> None:
         """Multi-hypothesis render-and-compare around the last pose and the mask: small
-        rotations about each axis, and (after a divergence: a wrong orientation) the 24
+        rotations about each axis (those the hand is inside also moved out of it), and (after a
+        divergence: a wrong orientation) the 24
         rotations of the object by multiples of 90 degrees about its own axes, each also
         moved onto the mask's centroid. A hypothesis must overlap the mask at least
         ``reinit_min_iou`` and keep the hand within ``max_penetration_m`` of the object's
@@ -471,6 +490,11 @@ class ObjectTracker:
             for axis in np.eye(3):
                 for ang in (-0.35, 0.35):
                     hyps.append(rotated(base, Rotation.from_rotvec(axis * ang).as_matrix()))
+        # The same orientations moved out of the hand: a track that drifted into the fingers
+        # has its orientation right more often than not, and without these every near
+        # hypothesis is rejected and a flip wins by default.
+        inside = self._penetration(hyps, ctx.hand) > cfg.max_penetration_m
+        hyps += [self._pushed_out(T, ctx.hand) for T, bad in zip(list(hyps), inside) if bad]
         n_local = len(hyps)
         if self._reason.startswith('diverged'):
             for R in _CUBE_ROTATIONS[1:]:
