@@ -399,3 +399,33 @@ def test_core_does_not_import_rclpy():
     proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
                           timeout=120, env=env, cwd=repo)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_mesh_topology_agrees_with_trimesh():
+    """is_closed_outward against trimesh's watertight / winding / volume on closed, open,
+    flipped and seam-split meshes."""
+    import trimesh
+
+    from handypriors_ros.core.geometry.mesh_topology import (is_closed_and_oriented,
+                                                             is_closed_outward,
+                                                             merged_by_position)
+    box = trimesh.creation.box((0.1, 0.2, 0.3))
+    sphere = trimesh.creation.icosphere(subdivisions=2, radius=0.05)
+    cyl = trimesh.creation.cylinder(radius=0.03, height=0.1, sections=24)
+    for mesh in (box, sphere, cyl):
+        flipped = trimesh.Trimesh(mesh.vertices, mesh.faces[:, ::-1], process=False)
+        opened = trimesh.Trimesh(mesh.vertices, mesh.faces[1:], process=False)
+        for m in (mesh, flipped, opened):
+            expected = bool(m.is_watertight and m.is_winding_consistent and m.volume > 0)
+            assert is_closed_outward(m.vertices, m.faces) == expected
+        assert is_closed_outward(mesh.vertices, mesh.faces)
+        assert not is_closed_outward(flipped.vertices, flipped.faces)
+        assert not is_closed_outward(opened.vertices, opened.faces)
+        # every face with its own three vertices (as a UV seam everywhere does): the same
+        # surface once joined
+        split_v = mesh.vertices[mesh.faces].reshape(-1, 3)
+        split_f = np.arange(len(split_v)).reshape(-1, 3)
+        assert not is_closed_and_oriented(split_f, len(split_v))
+        v, f = merged_by_position(split_v, split_f)
+        assert len(v) == len(mesh.vertices) and is_closed_and_oriented(f, len(v))
+        assert is_closed_outward(split_v, split_f)

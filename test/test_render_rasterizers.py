@@ -59,6 +59,37 @@ def test_hard_raster_matches_ray_casting():
     np.testing.assert_allclose(p3[:, 2].numpy(), depth_ref[same], rtol=1e-9)
 
 
+def test_depth_only_raster_matches_ray_casting_and_the_full_raster():
+    mesh = trimesh.creation.icosphere(subdivisions=2, radius=0.05)
+    cam = CAM32
+    verts = posed(mesh, (-0.006, 0.002, 0.25))
+    faces = torch.tensor(mesh.faces)
+    px, z = cam.project(verts), verts[..., 2]
+    full = rasterize_hard(px, z, faces, cam.height, cam.width)
+    lean = rasterize_hard(px, z, faces, cam.height, cam.width, barycentrics=False,
+                          max_pairs=300)  # chunked too
+    assert lean.bary is None and lean.depth.dtype == torch.float32
+    torch.testing.assert_close(lean.face_index, full.face_index, rtol=0, atol=0)
+    torch.testing.assert_close(lean.pixels, full.pixels, rtol=0, atol=0)
+    empty = full.face_index < 0
+    assert torch.isinf(lean.depth[empty]).all()
+    # The depth test's own float32 depth: trimesh's ray hits within float32 precision.
+    scene = trimesh.Trimesh(verts[0].numpy(), mesh.faces, process=False)
+    v, u = np.mgrid[0:cam.height, 0:cam.width]
+    dirs = np.stack([(u - cam.cx) / cam.fx, (v - cam.cy) / cam.fy, np.ones_like(u, float)],
+                    -1).reshape(-1, 3)
+    locs, rays, _ = scene.ray.intersects_location(np.zeros_like(dirs), dirs,
+                                                  multiple_hits=False)
+    depth_ref = np.full(len(dirs), np.inf)
+    depth_ref[rays] = locs[:, 2]
+    got = lean.depth[0].reshape(-1).numpy().astype(np.float64)
+    hit = ~empty[0].reshape(-1).numpy() & np.isfinite(depth_ref)
+    assert hit.sum() > 100
+    np.testing.assert_allclose(got[hit], depth_ref[hit], rtol=1e-5)
+    with pytest.raises(InputError, match='depth-only'):
+        interpolate(torch.ones(1, len(mesh.vertices), 3, dtype=torch.float64), faces, lean)
+
+
 def test_hard_raster_nearest_face_wins_and_chunking_is_exact():
     box = trimesh.creation.box((0.1, 0.1, 0.1))
     cam = CAM64

@@ -290,6 +290,34 @@ def test_a_pose_inside_the_hand_is_pushed_out_keeping_its_orientation(seq):
     assert np.linalg.norm(T_out[:3, 3] - T_in[:3, 3]) < 0.04
 
 
+def test_the_sdf_range_covers_the_contact_band_and_every_inside_point(seq):
+    """The tracker's SDF stops at ``sdf_range_m`` (or half the object's thinnest side + 5 mm):
+    the distances it uses agree with trimesh's within range, and no point inside the object is
+    out of range (checked with trimesh's signed distance, not the Warp SDF)."""
+    import trimesh
+
+    obj = seq['obj']
+    tracker = ObjectTracker(obj, seq['kin'], TrackerConfig(sdf_range_m=0.035))
+    half = 0.5 * float(np.ptp(np.asarray(obj.mesh.vertices), axis=0).min())
+    assert tracker.sdf.max_distance == pytest.approx(max(0.035, half + 0.005))
+    rng = np.random.default_rng(3)
+    lo, hi = obj.mesh.bounds
+    q = np.concatenate([rng.uniform(lo - 0.08, hi + 0.08, size=(2500, 3)),
+                        rng.uniform(lo, hi, size=(500, 3))])
+    ref = -trimesh.proximity.signed_distance(obj.mesh, q)  # trimesh: positive inside
+    got = tracker.sdf.signed_distance(torch.as_tensor(q[None], dtype=torch.float32))
+    d, valid = got.distance[0].numpy(), got.valid[0].numpy()
+    near = np.abs(ref) < tracker.sdf.max_distance - 1e-3
+    assert near.sum() > 500 and (ref < 0).sum() > 100
+    assert valid[near].all() and valid[ref < 0].all()
+    np.testing.assert_allclose(d[near], ref[near], atol=1e-4)
+    far = ref > tracker.sdf.max_distance + 1e-3
+    assert far.sum() > 100 and not valid[far].any()
+    assert (d[far] == pytest.approx(tracker.sdf.max_distance))
+    with pytest.raises(InputError, match='sdf_range_m'):
+        TrackerConfig(sdf_range_m=0.02)  # below near_hand_m
+
+
 def test_a_registered_measurement_is_run_by_the_tracker(seq, object_position):
     obj, gt = seq['obj'], seq['gt']
     # an exact measurement: no model mismatch to allow for

@@ -653,9 +653,11 @@ def run_batch(job: BatchJob, *, progress: Callable[[BatchProgress], None] | None
                     progress(BatchProgress(record=record, done=done, total=len(todo),
                                            failed=failed, elapsed_s=elapsed, eta_s=eta))
         except KeyboardInterrupt:
-            for ref in pending:
-                with contextlib.suppress(Exception):
-                    ray.cancel(ref, force=True)
+            # No ray.cancel(force=True) here: with Ray 2.60 a cancel racing a task's reply hit
+            # a fatal check in the driver ("Tried to complete task that was not pending") and
+            # the process exited 1 instead of 130 (seen in CI). Leaving the session shuts Ray
+            # down, which stops a local cluster's workers and ends this job's tasks on a
+            # joined one; a half-done bag keeps its last checkpoint for --resume.
             for spec in todo:
                 if records[spec.name]['status'] != 'queued':
                     continue

@@ -197,6 +197,9 @@ _TRACKER_DOCS: dict[str, tuple[str, tuple[float, float] | None]] = {
     'appearance_method': ('appearance measurement: keypoints (ORB matches between the '
                           'rendered texture and the image) or direct (normalised intensity '
                           'alignment)', None),
+    'sdf_range_m': ("the object's signed distance is resolved this far from its surface "
+                    "[m] (at least half the object's smallest side + 5 mm; above "
+                    'contact_threshold_m, near_hand_m and max_hand_gap_m)', (1e-3, 10.0)),
     'appearance_roi_px': ('largest side of the appearance render [px]', (32, 4096)),
     'appearance_sigma_px': ('noise std of an appearance keypoint [px]', (1e-3, 1e3)),
     'appearance_sigma_intensity': ('noise std of a normalised intensity (direct appearance)',
@@ -211,7 +214,7 @@ _TRACKER_DOCS: dict[str, tuple[str, tuple[float, float] | None]] = {
     'segmenter': ('object mask source: auto (the mask topic when a mask comes, else the built-in '
                   'colour segmenter), topic (never the built-in one) or builtin', None),
 }
-_TRACKER_READ_ONLY = ('gate_probability',)  # read when the filter is created
+_TRACKER_READ_ONLY = ('gate_probability', 'sdf_range_m')  # read at construction
 _TRACKER_CHOICES = {'dynamics': DYNAMICS, 'segmenter': ('auto', 'topic', 'builtin'),
                     'appearance_method': APPEARANCE_METHODS}
 

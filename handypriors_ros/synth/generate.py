@@ -155,7 +155,7 @@ class SceneRenderer:
         scene = self.renderer.render_scene(self.cam, T, hand_v.float())
         covered = scene.object_mask[0] | scene.hand_mask[0]
         rgb = torch.where(covered[..., None], scene.rgb[0] * 255.0, self.background)
-        full = self.renderer.rasterize(self.cam, T).object_visible[0]
+        full = self.renderer.rasterize(self.cam, T, barycentrics=False).object_visible[0]
         return (rgb.numpy(), scene.object_mask[0].numpy(), full.numpy(),
                 scene.hand_mask[0].numpy())
 

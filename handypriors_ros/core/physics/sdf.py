@@ -33,6 +33,7 @@ import warp as wp
 
 from handypriors_ros.core.devices import resolve_device
 from handypriors_ros.core.errors import InputError, ModelError
+from handypriors_ros.core.geometry.mesh_topology import is_closed_and_oriented
 from handypriors_ros.core.physics._validation import check_float_tensor
 
 SignMethod = Literal['auto', 'normal', 'winding']
@@ -138,20 +139,6 @@ def _torch_device(device: str | torch.device) -> torch.device:
     return resolve_device(device, allow_auto=False)
 
 
-def _is_closed_and_oriented(faces: np.ndarray, num_vertices: int) -> bool:
-    """True when every directed edge appears exactly once and its reverse exists.
-
-    That is a watertight (closed, manifold along edges), consistently oriented surface: what the
-    pseudo-normal sign test needs.
-    """
-    a = faces.reshape(-1).astype(np.int64)
-    b = faces[:, [1, 2, 0]].reshape(-1).astype(np.int64)
-    codes = np.sort(a * num_vertices + b)
-    if codes.size and np.any(codes[1:] == codes[:-1]):
-        return False
-    return np.array_equal(codes, np.sort(b * num_vertices + a))
-
-
 class _SignedDistanceFunction(torch.autograd.Function):
     """Bridge torch -> Warp kernel; backward: d distance / d p = normal (analytic)."""
 
@@ -225,7 +212,7 @@ class WarpMeshSDF:
 
         self._vertices_np = vertices_np.astype(np.float32)
         self._faces_np = np.ascontiguousarray(faces_np, dtype=np.int32)
-        self.is_watertight = _is_closed_and_oriented(self._faces_np, vertices_np.shape[0])
+        self.is_watertight = is_closed_and_oriented(self._faces_np, vertices_np.shape[0])
         if sign_method == 'auto':
             sign_method = 'normal' if self.is_watertight else 'winding'
         self.sign_method: str = sign_method

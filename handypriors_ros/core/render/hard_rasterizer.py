@@ -35,14 +35,15 @@ class HardRaster:
         face_index: (B, H, W) int64 index of the nearest face, -1 where no face covers.
         depth: (B, H, W) camera z [m] of the nearest surface, +inf where empty.
         bary: (B, H, W, 3) perspective-correct barycentrics of the nearest face's three
-            vertices (weights of ``faces[face_index]``), 0 where empty.
+            vertices (weights of ``faces[face_index]``), 0 where empty; None for a depth-only
+            raster (``rasterize_hard(..., barycentrics=False)``).
         pixels: (N,) int64 flat indices ``(b * H + v) * W + u`` of the covered pixels,
             ascending (saves a full-image search to consumers).
     """
 
     face_index: torch.Tensor
     depth: torch.Tensor
-    bary: torch.Tensor
+    bary: torch.Tensor | None
     pixels: torch.Tensor
 
     @property
@@ -120,7 +121,8 @@ def screen_planes(verts_px: torch.Tensor, verts_z: torch.Tensor,
 
 def rasterize_hard(verts_px: torch.Tensor, verts_z: torch.Tensor, faces: torch.Tensor,
                    height: int, width: int, *, face_mask: torch.Tensor | None = None,
-                   near: float = 1e-3, max_pairs: int = 1 << 22) -> HardRaster:
+                   near: float = 1e-3, max_pairs: int = 1 << 22,
+                   barycentrics: bool = True) -> HardRaster:
     """Z-buffer rasterization of a batch of meshes sharing one triangle list.
 
     Args:
@@ -132,8 +134,12 @@ def rasterize_hard(verts_px: torch.Tensor, verts_z: torch.Tensor, faces: torch.T
         near: faces with a vertex at z <= near are dropped [m].
         max_pairs: the (face, pixel) pairs are processed in chunks of about this many, which
             bounds the memory for large triangles.
+        barycentrics: False: a depth-only raster (``bary`` None, ``depth`` float32 from the
+            depth test itself, no gradients): what visibility masks and occluder depths need,
+            without a second pass over the covered pixels.
     Returns:
-        :class:`HardRaster`; ``bary`` and ``depth`` are differentiable w.r.t. the vertices.
+        :class:`HardRaster`; with ``barycentrics``, ``bary`` and ``depth`` are differentiable
+        w.r.t. the vertices.
     """
     check_mesh_inputs(verts_px, verts_z, faces)
     faces = faces.long()
@@ -182,6 +188,13 @@ def rasterize_hard(verts_px: torch.Tensor, verts_z: torch.Tensor, faces: torch.T
         hit = torch.nonzero(keys != _EMPTY_KEY).squeeze(-1)
         face_index = torch.full_like(keys, -1)
         face_index.index_put_((hit,), keys.index_select(0, hit) & 0xFFFFFFFF)
+        if not barycentrics:  # the winning depth is the key's high word (float32 bits)
+            depth = torch.full((B * height * width,), float('inf'), dtype=torch.float32,
+                               device=device)
+            depth.index_put_((hit,), (keys.index_select(0, hit) >> 32).to(torch.int32)
+                             .view(torch.float32))
+            return HardRaster(face_index=face_index.reshape(B, height, width),
+                              depth=depth.reshape(B, height, width), bary=None, pixels=hit)
     face_index = face_index.reshape(B, height, width)
     bary, depth = _barycentrics_of(verts_px, verts_z, faces, face_index, hit)
     return HardRaster(face_index=face_index, depth=depth, bary=bary, pixels=hit)
@@ -255,6 +268,8 @@ def interpolate(attributes: torch.Tensor, faces: torch.Tensor, raster: HardRaste
     Returns:
         (B, H, W, C), differentiable w.r.t. ``attributes`` and the barycentrics.
     """
+    if raster.bary is None:
+        raise InputError('interpolate: the raster is depth-only (barycentrics=False)')
     B, H, W = raster.face_index.shape
     V, C = attributes.shape[1], attributes.shape[2]
     bg = torch.as_tensor(background, dtype=attributes.dtype, device=attributes.device).expand(C)

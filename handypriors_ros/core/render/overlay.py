@@ -30,7 +30,8 @@ def outline_mask(renderer: Renderer, camera: PinholeCamera, T_cam_obj: np.ndarra
     if hand_vertices_cam is not None:
         hand = hand_vertices_cam.to(renderer.device, renderer.dtype)[None]
     Tt = torch.as_tensor(T, dtype=renderer.dtype, device=renderer.device)[None]
-    visible = renderer.rasterize(roi.camera, Tt, hand).object_visible[0].cpu().numpy()
+    visible = renderer.rasterize(roi.camera, Tt, hand,
+                                 barycentrics=False).object_visible[0].cpu().numpy()
     full[roi.y0:roi.y1, roi.x0:roi.x1] = visible
     return full
 

@@ -357,10 +357,10 @@ class Renderer:
         return front_facing(vertices_cam, faces) if self.settings.cull_backfaces else None
 
     def _raster(self, camera: Camera, vertices_cam: torch.Tensor, faces: torch.Tensor,
-                face_mask: torch.Tensor | None) -> HardRaster:
+                face_mask: torch.Tensor | None, *, barycentrics: bool = True) -> HardRaster:
         return rasterize_hard(camera.project(vertices_cam), vertices_cam[..., 2], faces,
                               camera.height, camera.width, face_mask=face_mask,
-                              near=self.settings.near_m)
+                              near=self.settings.near_m, barycentrics=barycentrics)
 
     @torch.no_grad()
     def hand_depth(self, camera: Camera, hand_vertices_cam: torch.Tensor) -> torch.Tensor:
@@ -374,11 +374,13 @@ class Renderer:
                              f'{tuple(getattr(hand_vertices_cam, "shape", ()))}')
         hand = self._check_hand(hand_vertices_cam, hand_vertices_cam.shape[0])
         self._check_camera(camera, hand.shape[0])
-        return self._raster(camera, hand.detach(), self.hand_faces, None).depth
+        return self._raster(camera, hand.detach(), self.hand_faces, None,
+                            barycentrics=False).depth
 
     @torch.no_grad()
     def rasterize(self, camera: Camera, T_cam_obj: torch.Tensor,
-                  hand_vertices_cam: torch.Tensor | None = None) -> SceneRaster:
+                  hand_vertices_cam: torch.Tensor | None = None, *,
+                  barycentrics: bool = True) -> SceneRaster:
         """Hard z-buffer of the object and the hand together (no gradients).
 
         Object faces are culled per ``settings.cull_backfaces`` (torch z-buffer; nvdiffrast
@@ -388,6 +390,8 @@ class Renderer:
         Args:
             camera: a PinholeCamera or a CameraBatch of B.
             T_cam_obj: (B, 4, 4); hand_vertices_cam: (B, Vh, 3) or None.
+            barycentrics: False: face ids and depth only (the torch z-buffer then skips its
+                barycentric pass; ``raster.bary`` is None), for visibility masks.
         Returns:
             :class:`SceneRaster`.
         """
@@ -406,9 +410,11 @@ class Renderer:
             face_index, depth, bary = self._nvdiffrast.rasterize(camera, self.settings, verts,
                                                                  faces)
             pixels = torch.nonzero(face_index.reshape(-1) >= 0).squeeze(-1)
-            return SceneRaster(HardRaster(face_index=face_index, depth=depth, bary=bary,
+            return SceneRaster(HardRaster(face_index=face_index, depth=depth,
+                                          bary=bary if barycentrics else None,
                                           pixels=pixels), F)
-        return SceneRaster(self._raster(camera, verts, faces, face_mask), F)
+        return SceneRaster(self._raster(camera, verts, faces, face_mask,
+                                        barycentrics=barycentrics), F)
 
     def depth_buffers(self, camera: Camera, T_cam_obj: torch.Tensor,
                       hand_vertices_cam: torch.Tensor | None = None

@@ -29,7 +29,6 @@ import numpy as np
 import torch
 import trimesh
 from scipy.spatial.transform import Rotation
-from scipy.stats import chi2
 
 from handypriors_ros.core.devices import resolve_device
 from handypriors_ros.core.errors import HandyPriorsError, InputError
@@ -42,7 +41,7 @@ from handypriors_ros.core.render.renderer import Renderer, RenderSettings
 from handypriors_ros.core.tracking.config import TrackerConfig
 from handypriors_ros.core.tracking.dynamics import (HandFrame, MotionPrediction, pose_hand,
                                                     predict_motion)
-from handypriors_ros.core.tracking.ekf import PoseEKF, UpdateRecord
+from handypriors_ros.core.tracking.ekf import PoseEKF, UpdateRecord, chi2_quantile
 from handypriors_ros.core.tracking.measurements import (Measurement, StepContext,
                                                         TrackingScene, build_measurements,
                                                         make_roi, mask_centroid)
@@ -71,6 +70,15 @@ def _check_frame(frame: Frame, num_joints: int) -> None:
     T = np.asarray(frame.T_cam_base)
     if T.shape != (4, 4) or not np.isfinite(T).all():
         raise InputError('T_cam_base: expected a finite (4, 4) transform')
+
+
+def sdf_range(object_model: ObjectModel, config: TrackerConfig) -> float:
+    """How far from the object's surface its SDF is resolved [m]: ``config.sdf_range_m``, or
+    half the smallest side of the mesh's bounding box (object frame) + 5 mm when that is more:
+    no point inside the object is farther than that from its surface, so a penetration is
+    never reported as out of range."""
+    extents = np.ptp(np.asarray(object_model.mesh.vertices), axis=0)
+    return max(float(config.sdf_range_m), 0.5 * float(extents.min()) + 0.005)
 
 
 class ObjectTracker:
@@ -109,7 +117,8 @@ class ObjectTracker:
         self.hand = hand if hand.device == self.device else hand.to(self.device)
         self.object = object_model.to(self.device, torch.float32)
         sdf = sdf or WarpMeshSDF(np.asarray(object_model.mesh.vertices),
-                                 np.asarray(object_model.mesh.faces), device=self.device)
+                                 np.asarray(object_model.mesh.faces), device=self.device,
+                                 max_distance=sdf_range(object_model, self.config))
         self.sdf = sdf.to(self.device)
         proxy_v = self.object.proxy.vertices.detach().float()
         proxy_f = self.object.proxy.faces.detach()
@@ -336,8 +345,8 @@ class ObjectTracker:
             if m.from_image:
                 image_accepted |= rec.accepted
             if m in confirming:
-                ok = rec.accepted and rec.nis <= chi2.ppf(self.config.divergence_nis_probability,
-                                                          rec.dimension)
+                ok = rec.accepted and rec.nis <= chi2_quantile(
+                    self.config.divergence_nis_probability, rec.dimension)
                 confirmed = ok if confirmed is None else (confirmed or ok)
         return updates, image_accepted, confirmed
 
@@ -386,7 +395,7 @@ class ObjectTracker:
             rec = next((u for u in updates if u.name in names), None)
             evidence.append(
                 f'{rec.name} NIS {rec.nis:.0f} > '
-                f'{chi2.ppf(cfg.divergence_nis_probability, rec.dimension):.0f}'
+                f'{chi2_quantile(cfg.divergence_nis_probability, rec.dimension):.0f}'
                 if rec is not None and np.isfinite(rec.nis) else 'shape measurement rejected')
         if penetration > cfg.max_penetration_m:
             evidence.append(f'hand {penetration * 1000:.0f} mm inside the object '

@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 import torch
 
+from handypriors_ros.core.geometry.mesh_topology import is_closed_outward
 from handypriors_ros.core.render.camera import PinholeCamera
 from handypriors_ros.core.render.mesh import RenderMesh
 from handypriors_ros.core.render.renderer import Renderer, RenderSettings
@@ -112,9 +113,13 @@ class Appearance(Measurement):
         if self._renderer is None or self._renderer_of != id(model):
             mesh = RenderMesh.from_object_model(model, proxy=False,
                                                 device=ctx.scene.renderer.device)
+            # Back faces of a closed outward surface are never seen: culled, the z-buffer has
+            # about half the faces to rasterize. An open or inconsistently wound scan keeps
+            # them (its inside can show through a hole).
+            closed = is_closed_outward(mesh.vertices.cpu().numpy(), mesh.faces.cpu().numpy())
             self._renderer = Renderer(
                 mesh, hand_faces=ctx.scene.hand_faces, device=ctx.scene.renderer.device,
-                settings=RenderSettings(cull_backfaces=False, ambient=1.0, diffuse=0.0,
+                settings=RenderSettings(cull_backfaces=closed, ambient=1.0, diffuse=0.0,
                                         antialias=False))
             self._renderer_of = id(model)
         return self._renderer

@@ -46,7 +46,7 @@ def render_roi(renderer: Renderer, roi: RoiView, T_cam_obj: np.ndarray,
     hand = None
     if hand_vertices_cam is not None:
         hand = hand_vertices_cam.to(renderer.device, renderer.dtype)[None]
-    scene = renderer.rasterize(roi.camera, T[None], hand)
+    scene = renderer.rasterize(roi.camera, T[None], hand, barycentrics=False)
     fi = scene.raster.face_index[0].cpu().numpy()
     F = scene.num_object_faces
     return RoiRender(object_visible=(fi >= 0) & (fi < F), hand=fi >= F,
