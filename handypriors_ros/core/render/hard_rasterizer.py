@@ -103,8 +103,15 @@ def screen_planes(verts_px: torch.Tensor, verts_z: torch.Tensor,
         all-zero barycentric rows (never inside). Differentiable.
     """
     B = verts_px.shape[0]
-    a = verts_px[:, faces]  # (B, F, 3, 2)
-    x, y = a[..., 0], a[..., 1]  # (B, F, 3)
+    planes = face_planes(verts_px[:, faces], verts_z[:, faces])  # (B, F, 12)
+    return planes.reshape(B * faces.shape[0], 12)
+
+
+def face_planes(face_px: torch.Tensor, face_z: torch.Tensor) -> torch.Tensor:
+    """:func:`screen_planes` of faces given by their corners: (..., 3, 2) pixel coordinates
+    and (..., 3) depths -> (..., 12)."""
+    a = face_px
+    x, y = a[..., 0], a[..., 1]  # (..., 3)
     # Edge opposite vertex i runs from vertex i+1 to vertex i+2.
     x1, y1 = x.roll(-1, dims=-1), y.roll(-1, dims=-1)
     x2, y2 = x.roll(-2, dims=-1), y.roll(-2, dims=-1)
@@ -114,9 +121,8 @@ def screen_planes(verts_px: torch.Tensor, verts_z: torch.Tensor,
     area = (C[..., :1] + A[..., :1] * x[..., :1] + Bc[..., :1] * y[..., :1])  # E(a1, a2, a0)
     safe = torch.where(area != 0, area, torch.ones_like(area))
     scale = torch.where(area != 0, 1.0 / safe, torch.zeros_like(area))
-    inv_z = 1.0 / verts_z[:, faces]  # (B, F, 3)
-    planes = torch.cat([A * scale, Bc * scale, C * scale, inv_z], dim=-1)  # (B, F, 12)
-    return planes.reshape(B * faces.shape[0], 12)
+    inv_z = 1.0 / face_z  # (..., 3)
+    return torch.cat([A * scale, Bc * scale, C * scale, inv_z], dim=-1)  # (..., 12)
 
 
 def rasterize_hard(verts_px: torch.Tensor, verts_z: torch.Tensor, faces: torch.Tensor,
@@ -153,16 +159,22 @@ def rasterize_hard(verts_px: torch.Tensor, verts_z: torch.Tensor, faces: torch.T
         e1 = face_px[:, :, 1] - face_px[:, :, 0]
         e2 = face_px[:, :, 2] - face_px[:, :, 0]
         valid &= (e1[..., 0] * e2[..., 1] - e1[..., 1] * e2[..., 0]) != 0  # no zero-area faces
+        # Only the faces that can cover a pixel are set up (culled, clipped and off-image
+        # faces cost nothing beyond this test): `live` maps their compact index to the
+        # flat (B * F) one.
         x0, x1, y0, y1 = face_bounding_boxes(face_px.reshape(B * F, 3, 2), 0.0, height, width,
                                              valid.reshape(-1))
+        live = torch.nonzero(x1 >= x0).squeeze(-1)
+        x0, x1, y0, y1 = (x.index_select(0, live) for x in (x0, x1, y0, y1))
         counts = pair_counts(x0, x1, y0, y1)
         # float32 rows (structure of arrays: 1-D gathers and elementwise ops are fast on CPU).
-        rows = screen_planes(verts_px.detach(), verts_z.detach(), faces).to(torch.float32).T
+        rows = face_planes(face_px.reshape(B * F, 3, 2).index_select(0, live),
+                           face_z.reshape(B * F, 3).index_select(0, live)).to(torch.float32).T
         keys = torch.full((B * height * width,), _EMPTY_KEY, dtype=torch.int64, device=device)
         for start, stop in _chunk_bounds(counts, max_pairs):
             sl = slice(start, stop)
             pairs = enumerate_pixel_pairs(x0[sl], x1[sl], y0[sl], y1[sl], F, height, width)
-            face = pairs.face + start
+            face = pairs.face + start  # compact index (pairs.pixel is not used: it assumes flat)
             u = pairs.x.to(torch.float32)
             v = pairs.y.to(torch.float32)
             lam = [torch.addcmul(rows[6 + i].index_select(0, face) +
@@ -179,10 +191,11 @@ def rasterize_hard(verts_px: torch.Tensor, verts_z: torch.Tensor, faces: torch.T
             inv_z = inv_z.addcmul_(lam[2], rows[11].index_select(0, face))
             z_bits = (1.0 / inv_z).clamp_(min=0.0).view(torch.int32).to(torch.int64)
             # Pixel of each pair: its batch from the face, then row-major.
-            batch = torch.div(face, F, rounding_mode='floor')
+            flat = live.index_select(0, face)
+            batch = torch.div(flat, F, rounding_mode='floor')
             pixel = (batch * height + pairs.y.index_select(0, sel)) * width + \
                 pairs.x.index_select(0, sel)
-            key = (z_bits << 32) | (face - batch * F)
+            key = (z_bits << 32) | (flat - batch * F)
             keys.scatter_reduce_(0, pixel, key, reduce='amin', include_self=True)
         # Decode only the covered pixels (full-image temporaries are costly on CPU).
         hit = torch.nonzero(keys != _EMPTY_KEY).squeeze(-1)

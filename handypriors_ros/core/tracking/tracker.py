@@ -11,7 +11,9 @@ frames, covariance growth, object out of view) and so is divergence (``lost_afte
 implausible frames in a row: low silhouette IoU, the contour's NIS above its chi-square
 quantile, the hand inside the object or the object away from the hand); the tracker then
 re-initialises itself by rendering and comparing hypotheses around the last pose and the mask
-(after a divergence also the 24 rotations by multiples of 90 degrees). The published covariance
+(after a divergence also the 24 rotations by multiples of 90 degrees). Measurements that need
+only the prediction (the appearance render and matching) are prepared in a worker thread while
+the ROI is rendered (``TrackerConfig.parallel_prepare``); the updates stay in order. The published covariance
 is the filter's plus the model-mismatch covariance (``TrackerConfig.model_std``). An image that
 cannot be assembled into a frame gets :meth:`ObjectTracker.predict_only`.
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import replace
 
 import cv2
@@ -149,6 +152,7 @@ class ObjectTracker:
         self._frames_without_update = 0
         self._frames_inconsistent = 0  # implausible frames in a row (divergence detection)
         self.divergences = 0  # times the track was declared LOST as diverged
+        self._worker: ThreadPoolExecutor | None = None  # config.parallel_prepare, on demand
         self._model_covariance = torch.diag(
             torch.as_tensor(self.config.model_std, dtype=torch.float64) ** 2)
         self._warm_up()
@@ -228,6 +232,7 @@ class ObjectTracker:
                           mask=mask)
         ctx.roi = make_roi(frame.camera, T_prior, self.scene.proxy_vertices_np,
                            cfg.roi_size_px)
+        early = self._prepare_early(ctx)
         if ctx.roi is not None and mask is not None:
             ctx.render = self.scene.render(ctx.roi, T_prior, ctx.hand_vertices())
             ctx.mask_roi = ctx.roi.crop(mask.astype(np.float32)) > 0.5
@@ -239,7 +244,10 @@ class ObjectTracker:
             union = (ctx.render.object_visible | ctx.mask_roi).sum()
             iou = (float((ctx.render.object_visible & ctx.mask_roi).sum() / union) if union
                    else 0.0)
-        updates, image_accepted, confirmed = self._update(ctx)
+        try:
+            updates, image_accepted, confirmed = self._update(ctx, early)
+        finally:  # an exception never leaves a preparation running into the next step
+            wait(early.values())
         t3 = time.perf_counter()
         lat['update'] = t3 - t2
 
@@ -308,8 +316,23 @@ class ObjectTracker:
 
     # -- pieces -------------------------------------------------------------------------------
 
-    def _update(self, ctx: StepContext) -> tuple[list[UpdateRecord], bool, bool | None]:
-        """The configured measurements' EKF updates, in order. Returns the records, whether
+    def _prepare_early(self, ctx: StepContext) -> dict[Measurement, Future]:
+        """Start the ``prior_only`` measurements' :meth:`~Measurement.prepare` in the worker
+        thread (``config.parallel_prepare``); {} when there is nothing to overlap."""
+        if not self.config.parallel_prepare or ctx.roi is None or ctx.mask is None:
+            return {}
+        early = [m for m in self.measurements if m.prior_only]
+        if not early:
+            return {}
+        if self._worker is None:
+            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix='hp-prepare')
+        ctx.hand_vertices()  # posed once, here, before two threads ask for it
+        return {m: self._worker.submit(m.prepare, ctx) for m in early}
+
+    def _update(self, ctx: StepContext, early: dict[Measurement, Future] | None = None
+                ) -> tuple[list[UpdateRecord], bool, bool | None]:
+        """The configured measurements' EKF updates, in order (``early``: preparations
+        already started by :meth:`_prepare_early`). Returns the records, whether
         an image measurement was accepted, and whether the pose was confirmed: a
         ``confirms_track`` measurement (the ``from_image`` ones when none is configured) passed
         its gate (even while initialising, when it is applied ungated); None when none was
@@ -319,8 +342,9 @@ class ObjectTracker:
         confirmed: bool | None = None
         confirming = ([m for m in self.measurements if m.confirms_track]
                       or [m for m in self.measurements if m.from_image])
+        early = early or {}
         for m in self.measurements:
-            linearise = m.prepare(ctx)
+            linearise = early[m].result() if m in early else m.prepare(ctx)
             if linearise is None:
                 continue
             # While initialising the pose is only as good as the user's guess: image

@@ -100,6 +100,7 @@ class Appearance(Measurement):
     """``'appearance'``: the textured render vs the image (module docstring)."""
     name = 'appearance'
     confirms_track = False
+    prior_only = True  # rendered at T_prior: overlaps the ROI render in the worker thread
 
     def __init__(self, config) -> None:
         super().__init__(config)

@@ -155,6 +155,10 @@ class Measurement(abc.ABC):
             uses its ``from_image`` measurements instead.
         iterated: re-linearised at each new estimate (iterated EKF, :meth:`iterations` times);
             else one ordinary EKF update.
+        prior_only: :meth:`prepare` reads only the frame, the mask, the posed hand, ``roi``
+            and ``T_prior`` of the context (not ``render``, not the estimate of earlier
+            updates), so the tracker may run it in its worker thread while it renders the ROI
+            (``TrackerConfig.parallel_prepare``); its linearisation still runs in order.
 
     Args:
         config: the tracker's settings (measurements read their own noise and options there).
@@ -163,6 +167,7 @@ class Measurement(abc.ABC):
     from_image: ClassVar[bool] = True
     confirms_track: ClassVar[bool] = False
     iterated: ClassVar[bool] = False
+    prior_only: ClassVar[bool] = False
 
     def __init__(self, config: TrackerConfig) -> None:
         self.config = config
