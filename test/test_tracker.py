@@ -299,7 +299,9 @@ def test_the_sdf_range_covers_the_contact_band_and_every_inside_point(seq):
     obj = seq['obj']
     tracker = ObjectTracker(obj, seq['kin'], TrackerConfig(sdf_range_m=0.035))
     half = 0.5 * float(np.ptp(np.asarray(obj.mesh.vertices), axis=0).min())
-    assert tracker.sdf.max_distance == pytest.approx(max(0.035, half + 0.005))
+    assert tracker.sdf.max_distance == pytest.approx(max(0.035, half + 0.005, 0.03 + 0.005))
+    wide = ObjectTracker(obj, seq['kin'], TrackerConfig(sdf_range_m=0.035, near_hand_m=0.2))
+    assert wide.sdf.max_distance == pytest.approx(0.205)  # beyond what the tracker compares
     rng = np.random.default_rng(3)
     lo, hi = obj.mesh.bounds
     q = np.concatenate([rng.uniform(lo - 0.08, hi + 0.08, size=(2500, 3)),
@@ -315,7 +317,7 @@ def test_the_sdf_range_covers_the_contact_band_and_every_inside_point(seq):
     assert far.sum() > 100 and not valid[far].any()
     assert (d[far] == pytest.approx(tracker.sdf.max_distance))
     with pytest.raises(InputError, match='sdf_range_m'):
-        TrackerConfig(sdf_range_m=0.02)  # below near_hand_m
+        TrackerConfig(sdf_range_m=0.0)
 
 
 def test_preparing_the_appearance_in_the_worker_thread_changes_nothing(seq, tmp_path,
@@ -364,6 +366,30 @@ def test_preparing_the_appearance_in_the_worker_thread_changes_nothing(seq, tmp_
         np.testing.assert_array_equal(a.T_cam_obj, b.T_cam_obj)
         np.testing.assert_array_equal(a.covariance, b.covariance)
         assert a.status == b.status
+
+
+def test_the_early_contact_query_equals_the_inline_one_and_a_reinitialisation_voids_it(seq):
+    """parallel_prepare queries the next prediction's contacts at the end of a step; in hand
+    (contacts every frame) the estimates equal the one-thread tracker's, also when the pose is
+    re-initialised between two steps (the early query, made at the old pose, is not used)."""
+    gt, frames = seq['gt'], seq['frames']
+    T_moved = gt['T_cam_obj'][4].copy()
+    T_moved[:3, 3] += [0.004, -0.003, 0.002]
+    runs = {}
+    for parallel in (False, True):
+        tracker = ObjectTracker(seq['obj'], seq['kin'],
+                                TrackerConfig(parallel_prepare=parallel))
+        tracker.initialise(gt['T_cam_obj'][0])
+        results = []
+        for i, f in enumerate(frames):
+            if i == 5:
+                tracker.initialise(T_moved)
+            results.append(tracker.step(f))
+        runs[parallel] = results
+        assert sum(len(r.contacts.link_names) > 0 for r in results) >= len(frames) - 2
+    for a, b in zip(runs[False], runs[True]):
+        np.testing.assert_array_equal(a.T_cam_obj, b.T_cam_obj)
+        np.testing.assert_array_equal(a.contacts.points_hand, b.contacts.points_hand)
 
 
 def test_a_registered_measurement_is_run_by_the_tracker(seq, object_position):

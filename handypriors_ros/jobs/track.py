@@ -201,7 +201,7 @@ _TRACKER_DOCS: dict[str, tuple[str, tuple[float, float] | None]] = {
                           'rendered texture and the image) or direct (normalised intensity '
                           'alignment)', None),
     'sdf_range_m': ("the object's signed distance is resolved this far from its surface "
-                    "[m] (at least half the object's smallest side + 5 mm; above "
+                    "[m] (at least half the object's smallest side and 5 mm beyond "
                     'contact_threshold_m, near_hand_m and max_hand_gap_m)', (1e-3, 10.0)),
     'appearance_roi_px': ('largest side of the appearance render [px]', (32, 4096)),
     'appearance_sigma_px': ('noise std of an appearance keypoint [px]', (1e-3, 1e3)),

@@ -56,13 +56,30 @@ class QuasistaticStep:
         return self.contacts.mask[0]
 
 
+def contact_query(points_cam: torch.Tensor, T_cam_obj: torch.Tensor, sdf: WarpMeshSDF, *,
+                  contact_threshold_m: float,
+                  link_ids: torch.Tensor | None = None) -> ContactSet:
+    """The SDF query of hand points (P, 3) (camera frame, on the SDF's device) at an object
+    pose (4, 4): the contact set of :func:`quasistatic_step` (batch of one, object frame, no
+    gradients)."""
+    device, dtype = points_cam.device, points_cam.dtype
+    with torch.no_grad():
+        # p_obj = T_obj_cam p_cam, in the points' dtype (float32 hand samples stay float32)
+        T_obj_cam = invert_transform(torch.as_tensor(T_cam_obj, dtype=torch.float64)
+                                     .to(device)).to(dtype)
+        p_obj = points_cam @ T_obj_cam[:3, :3].T + T_obj_cam[:3, 3]  # (P, 3)
+        return find_contacts(p_obj[None], sdf, threshold=contact_threshold_m,
+                             link_ids=link_ids)
+
+
 def quasistatic_step(points_prev_cam: torch.Tensor, points_curr_cam: torch.Tensor,
                      T_cam_obj_prev: torch.Tensor, sdf: WarpMeshSDF, *,
                      contact_threshold_m: float, near_hand_m: float,
                      T_cam_base_prev: torch.Tensor | None = None,
                      T_cam_base_curr: torch.Tensor | None = None,
                      link_ids: torch.Tensor | None = None,
-                     fit_contacts: bool = True) -> QuasistaticStep:
+                     fit_contacts: bool = True,
+                     contacts: ContactSet | None = None) -> QuasistaticStep:
     """The object's motion from the hand's between two frames (module docstring).
 
     Args:
@@ -78,6 +95,8 @@ def quasistatic_step(points_prev_cam: torch.Tensor, points_curr_cam: torch.Tenso
             neither: no hand-root fallback).
         link_ids: optional (P,) link index of each point, passed to the contact set.
         fit_contacts: False skips the rigid fit (the hand-root and constant modes only).
+        contacts: :func:`contact_query` of these points at this pose with this threshold,
+            made earlier (the tracker makes it between frames); None: made here.
     Returns:
         :class:`QuasistaticStep`.
     Raises:
@@ -94,14 +113,14 @@ def quasistatic_step(points_prev_cam: torch.Tensor, points_curr_cam: torch.Tenso
         raise InputError('T_cam_base_prev, T_cam_base_curr: expected both or neither')
     if not contact_threshold_m > 0:
         raise InputError(f'contact_threshold_m: expected > 0, got {contact_threshold_m!r}')
-    device, dtype = points_prev_cam.device, points_prev_cam.dtype
+    device = points_prev_cam.device
+    if contacts is None:
+        contacts = contact_query(points_prev_cam, T_cam_obj_prev, sdf,
+                                 contact_threshold_m=contact_threshold_m, link_ids=link_ids)
+    elif contacts.threshold != float(contact_threshold_m) or \
+            tuple(contacts.mask.shape) != (1, points_prev_cam.shape[0]):
+        raise InputError('contacts: not a query of these points with this threshold')
     with torch.no_grad():
-        # p_obj = T_obj_cam p_cam, in the points' dtype (float32 hand samples stay float32)
-        T_obj_cam = invert_transform(torch.as_tensor(T_cam_obj_prev, dtype=torch.float64)
-                                     .to(device)).to(dtype)
-        p_obj = points_prev_cam @ T_obj_cam[:3, :3].T + T_obj_cam[:3, 3]  # (P, 3)
-        contacts = find_contacts(p_obj[None], sdf, threshold=contact_threshold_m,
-                                 link_ids=link_ids)
         mask = contacts.mask[0]
         d = contacts.distance[0].detach()
         # Points deeper inside or closer count more: w = 1 at contact, 0.5 at the threshold.

@@ -32,10 +32,10 @@ class TrackerConfig:
             fit; grows with the fit's residual.
         q_hand_rigid, q_constant: the same for the two fallbacks.
         sdf_range_m: the object's signed distance is resolved this far from its surface (Warp
-            queries stop there: the hand's far links cost nothing); at least half the object's
-            smallest bounding-box side + 5 mm is used, so that no point inside the object is
-            out of range. Must exceed ``contact_threshold_m``, ``near_hand_m`` and
-            ``max_hand_gap_m`` (read at start-up).
+            queries stop there: the hand's far links cost nothing). The range used is at
+            least half the object's smallest bounding-box side + 5 mm (no point inside the
+            object is out of range) and 5 mm more than ``contact_threshold_m``,
+            ``near_hand_m`` and ``max_hand_gap_m`` (read at start-up).
     Measurements (update), any registered names (``core.tracking.measurements.registry``),
     applied in the order given:
         ``'object_center'``: the projected object centre vs the observed mask's centroid
@@ -183,11 +183,8 @@ class TrackerConfig:
                              f'{self.divergence_nis_probability}')
         if not self.max_penetration_m > 0:
             raise InputError(f'max_penetration_m: expected > 0, got {self.max_penetration_m}')
-        needed = max(self.contact_threshold_m, self.near_hand_m, self.max_hand_gap_m)
-        if not self.sdf_range_m > needed:
-            raise InputError(f'sdf_range_m: expected > {needed:g} (the largest of '
-                             f'contact_threshold_m, near_hand_m, max_hand_gap_m), got '
-                             f'{self.sdf_range_m}')
+        if not self.sdf_range_m > 0:
+            raise InputError(f'sdf_range_m: expected > 0, got {self.sdf_range_m}')
         if self.roi_size_px < 32:
             raise InputError(f'roi_size_px: expected >= 32, got {self.roi_size_px}')
 

@@ -101,8 +101,12 @@ def contact_report(hand: HandModel, contacts: ContactSet, points_cam: torch.Tens
 
 
 def predict_motion(hand: HandModel, sdf: WarpMeshSDF, prev: HandFrame, curr: HandFrame,
-                   T_cam_obj_prev: np.ndarray, config: TrackerConfig) -> MotionPrediction:
+                   T_cam_obj_prev: np.ndarray, config: TrackerConfig, *,
+                   contacts: ContactSet | None = None) -> MotionPrediction:
     """The object's motion from the hand's motion between two frames (module docstring).
+
+    ``contacts``: ``contact_query(prev.points_cam, T_cam_obj_prev, ...)`` made earlier (None:
+    made here).
 
     ``config.dynamics``: ``'contact'``: the full quasistatic step; ``'hand_rigid'``: the step
     without the contact fit (the object moves with the hand root when near it); ``'constant'``:
@@ -116,7 +120,7 @@ def predict_motion(hand: HandModel, sdf: WarpMeshSDF, prev: HandFrame, curr: Han
                             near_hand_m=config.near_hand_m,
                             T_cam_base_prev=prev.T_cam_base, T_cam_base_curr=curr.T_cam_base,
                             link_ids=hand.point_link_ids,
-                            fit_contacts=config.dynamics == 'contact')
+                            fit_contacts=config.dynamics == 'contact', contacts=contacts)
     report = contact_report(hand, step.contacts, prev.points_cam, T_cam_obj_prev)
     if step.mode == 'contact':
         rms = step.fit_rms_m

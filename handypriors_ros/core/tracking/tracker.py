@@ -38,6 +38,8 @@ from handypriors_ros.core.errors import HandyPriorsError, InputError
 from handypriors_ros.core.frames import Frame
 from handypriors_ros.core.models.hand import HandModel
 from handypriors_ros.core.models.object_model import ObjectModel
+from handypriors_ros.core.physics.contacts import ContactSet
+from handypriors_ros.core.physics.quasistatic import contact_query
 from handypriors_ros.core.physics.sdf import WarpMeshSDF
 from handypriors_ros.core.render.mesh import RenderMesh
 from handypriors_ros.core.render.renderer import Renderer, RenderSettings
@@ -77,11 +79,14 @@ def _check_frame(frame: Frame, num_joints: int) -> None:
 
 def sdf_range(object_model: ObjectModel, config: TrackerConfig) -> float:
     """How far from the object's surface its SDF is resolved [m]: ``config.sdf_range_m``, or
-    half the smallest side of the mesh's bounding box (object frame) + 5 mm when that is more:
-    no point inside the object is farther than that from its surface, so a penetration is
-    never reported as out of range."""
+    more where needed: half the smallest side of the mesh's bounding box (object frame) + 5 mm
+    (no point inside the object is farther than that from its surface, so a penetration is
+    never reported as out of range), and 5 mm beyond the distances the tracker compares
+    (``contact_threshold_m``, ``near_hand_m``, ``max_hand_gap_m``)."""
     extents = np.ptp(np.asarray(object_model.mesh.vertices), axis=0)
-    return max(float(config.sdf_range_m), 0.5 * float(extents.min()) + 0.005)
+    return max(float(config.sdf_range_m), 0.5 * float(extents.min()) + 0.005,
+               max(config.contact_threshold_m, config.near_hand_m, config.max_hand_gap_m)
+               + 0.005)
 
 
 class ObjectTracker:
@@ -153,6 +158,9 @@ class ObjectTracker:
         self._frames_inconsistent = 0  # implausible frames in a row (divergence detection)
         self.divergences = 0  # times the track was declared LOST as diverged
         self._worker: ThreadPoolExecutor | None = None  # config.parallel_prepare, on demand
+        # the next prediction's contact query, started at the end of a step: (future, the
+        # hand it queried, the pose it queried at)
+        self._early_contacts: tuple[Future, HandFrame, np.ndarray] | None = None
         self._model_covariance = torch.diag(
             torch.as_tensor(self.config.model_std, dtype=torch.float64) ** 2)
         self._warm_up()
@@ -219,7 +227,7 @@ class ObjectTracker:
         motion: MotionPrediction | None = None
         if self._prev_hand is not None:
             motion = predict_motion(self.hand, self.sdf, self._prev_hand, hand,
-                                    self.ekf.T.numpy(), cfg)
+                                    self.ekf.T.numpy(), cfg, contacts=self._queried_contacts())
             self.ekf.predict(torch.as_tensor(motion.dT),
                              torch.as_tensor(np.diag(motion.q_std ** 2)))
         t1 = time.perf_counter()
@@ -274,6 +282,7 @@ class ObjectTracker:
         contacts = motion.contacts if motion is not None else ContactReport()
         self._prev_hand = hand
         self._prev_stamp = frame.stamp_ns
+        self._query_contacts_early(hand)
         lat['total'] = time.perf_counter() - t0
         return TrackResult(stamp_ns=frame.stamp_ns, T_cam_obj=self.ekf.T.numpy().copy(),
                            covariance=self.published_covariance(), status=status,
@@ -315,6 +324,32 @@ class ObjectTracker:
                            latency_s={'total': time.perf_counter() - t0})
 
     # -- pieces -------------------------------------------------------------------------------
+
+    def _query_contacts_early(self, hand: HandFrame) -> None:
+        """Start the next prediction's contact query (this frame's hand at the posterior) in
+        the worker thread: it runs between frames, off the next step's critical path."""
+        self._early_contacts = None
+        if not self.config.parallel_prepare or self.config.dynamics == 'constant':
+            return
+        if self._worker is None:
+            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix='hp-prepare')
+        T = self.ekf.T.numpy().copy()
+        future = self._worker.submit(contact_query, hand.points_cam, T, self.sdf,
+                                     contact_threshold_m=self.config.contact_threshold_m,
+                                     link_ids=self.hand.point_link_ids)
+        self._early_contacts = (future, hand, T)
+
+    def _queried_contacts(self) -> ContactSet | None:
+        """The early contact query when it is of the previous hand at the current estimate
+        (a re-initialisation or reset in between makes it stale: None, queried again)."""
+        early, self._early_contacts = self._early_contacts, None
+        if early is None:
+            return None
+        future, hand, T = early
+        contacts = future.result()
+        if hand is not self._prev_hand or not np.array_equal(T, self.ekf.T.numpy()):
+            return None
+        return contacts
 
     def _prepare_early(self, ctx: StepContext) -> dict[Measurement, Future]:
         """Start the ``prior_only`` measurements' :meth:`~Measurement.prepare` in the worker
