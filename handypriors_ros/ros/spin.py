@@ -33,10 +33,10 @@ def run_node(name: str, make_node: Callable[[], Node], *, args: list[str] | None
         node = make_node()
         executor = SingleThreadedExecutor()
         executor.add_node(node)
+        if not _spin(executor, logger, None if not until_done else node.done):
+            return interrupted_code
         if not until_done:
-            executor.spin()
             return 0
-        executor.spin_until_future_complete(node.done)
         return int(node.done.result()) if node.done.done() else unfinished_code
     except (KeyboardInterrupt, ExternalShutdownException):
         return interrupted_code
@@ -47,3 +47,18 @@ def run_node(name: str, make_node: Callable[[], Node], *, args: list[str] | None
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
+
+
+def _spin(executor: SingleThreadedExecutor, logger, done) -> bool:
+    """Spin until shut down (or until ``done``, a future, completes). A message the executor
+    cannot take (rclpy raises RuntimeError converting it, e.g. while the context is being shut
+    down, or for a message its type support cannot convert) is logged and skipped: a node does
+    not die on one message. Returns False when a shutdown interrupted a take (Ctrl-C)."""
+    while rclpy.ok() and (done is None or not done.done()):
+        try:
+            executor.spin_once(timeout_sec=0.5)
+        except RuntimeError as exc:
+            if not rclpy.ok():  # Ctrl-C came while a message was being taken
+                return False
+            logger.error(f'a message could not be taken and was skipped: {exc}')
+    return True
