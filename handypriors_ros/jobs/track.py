@@ -212,6 +212,8 @@ _TRACKER_DOCS: dict[str, tuple[str, tuple[float, float] | None]] = {
                               (3, 100000)),
     'appearance_max_shift_px': ('an appearance match moves at most this far from the '
                                 'prediction [px]', (1e-3, 1e4)),
+    'appearance_border_px': ('appearance keypoints are detected only this far inside the '
+                             'rendered and the observed silhouette [px]', (0.0, 1000.0)),
     'reinit_min_iou': ('a re-initialisation hypothesis must overlap the mask at least this much '
                        '(intersection over union)', (0.0, 1.0)),
     'segmenter': ('object mask source: auto (the mask topic when a mask comes, else the built-in '

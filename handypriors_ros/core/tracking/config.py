@@ -62,6 +62,9 @@ class TrackerConfig:
         appearance_min_points: fewer matches or pixels: no appearance update this frame.
         appearance_max_shift_px: a keypoint match may move at most this far from the
             prediction [full-resolution px].
+        appearance_border_px: keypoints are detected only this far inside the rendered
+            visible object and the observed mask [full-resolution px] (corners of a silhouette
+            or of a finger in front do not move when a can turns about its axis).
         iterations: Gauss-Newton iterations of the contour update (iterated EKF) per frame
             while tracking (each re-renders the object: about 5-10 ms on 2 CPU cores).
         init_iterations: the same while initialising or lost (the initial guess can be
@@ -123,6 +126,7 @@ class TrackerConfig:
     appearance_points: int = 200
     appearance_min_points: int = 6
     appearance_max_shift_px: float = 20.0
+    appearance_border_px: float = 6.0
     model_std: tuple[float, ...] = (0.003, 0.003, 0.006, 0.0375, 0.0375, 0.0375)
     model_noise_measurements: tuple[str, ...] = ()
     iterations: int = 1
@@ -176,6 +180,9 @@ class TrackerConfig:
                      'appearance_max_shift_px'):
             if not getattr(self, name) > 0:
                 raise InputError(f'{name}: expected > 0, got {getattr(self, name)}')
+        if not self.appearance_border_px >= 0:
+            raise InputError(f'appearance_border_px: expected >= 0, got '
+                             f'{self.appearance_border_px}')
         if not self.max_hand_gap_m > 0:
             raise InputError(f'max_hand_gap_m: expected > 0, got {self.max_hand_gap_m}')
         if not 0 < self.divergence_nis_probability < 1:

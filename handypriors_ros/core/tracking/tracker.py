@@ -161,8 +161,6 @@ class ObjectTracker:
         # the next prediction's contact query, started at the end of a step: (future, the
         # hand it queried, the pose it queried at)
         self._early_contacts: tuple[Future, HandFrame, np.ndarray] | None = None
-        self._model_covariance = torch.diag(
-            torch.as_tensor(self.config.model_std, dtype=torch.float64) ** 2)
         self._warm_up()
 
     def _warm_up(self) -> None:
@@ -187,7 +185,7 @@ class ObjectTracker:
     def initialise(self, T_cam_obj: np.ndarray) -> None:
         """Start (or restart) from a pose; the covariance is ``config.initial_std``."""
         T = np.asarray(T_cam_obj, dtype=np.float64)
-        P = np.diag(np.asarray(self.config.initial_std, dtype=np.float64) ** 2)
+        P = self._centred(self.config.initial_std, T)
         if self.ekf is None:
             self.ekf = PoseEKF(torch.as_tensor(T), torch.as_tensor(P),
                                gate_probability=self.config.gate_probability)
@@ -229,7 +227,7 @@ class ObjectTracker:
             motion = predict_motion(self.hand, self.sdf, self._prev_hand, hand,
                                     self.ekf.T.numpy(), cfg, contacts=self._queried_contacts())
             self.ekf.predict(torch.as_tensor(motion.dT),
-                             torch.as_tensor(np.diag(motion.q_std ** 2)))
+                             torch.as_tensor(self._centred(motion.q_std)))
         t1 = time.perf_counter()
         lat['predict'] = t1 - t0
 
@@ -294,7 +292,21 @@ class ObjectTracker:
         """(6, 6) the covariance a result carries: the filter's ``P`` plus the model-mismatch
         covariance ``diag(model_std)^2`` (an error of the object or hand model is a bias the
         filter cannot average away over frames: ``P`` alone shrinks below it)."""
-        return (self.ekf.P + self._model_covariance).numpy().copy()
+        return self.ekf.P.numpy() + self._centred(self.config.model_std)
+
+    def _centred(self, std, T_cam_obj: np.ndarray | None = None) -> np.ndarray:
+        """(6, 6) the covariance of a pose error with these stds (x y z [m], rx ry rz [rad],
+        camera axes) about the object's centre, in the filter's error state, whose rotation
+        turns about the object frame's origin: ``J diag(std)^2 J^T``, ``J = [[I, [a]x], [0,
+        I]]``, ``a = R c`` (the centre from the origin, camera frame; at ``T_cam_obj``, else
+        the estimate). A mesh whose origin lies far from its centre (a YCB can's: 9 cm) would
+        otherwise get a prior in which turning about that far origin is the cheap way to move
+        the object, and a translation correction turns it about its own axis."""
+        T = self.ekf.T.numpy() if T_cam_obj is None else np.asarray(T_cam_obj)
+        a = T[:3, :3] @ self.scene.center.numpy()
+        J = np.eye(6)
+        J[:3, 3:] = [[0.0, -a[2], a[1]], [a[2], 0.0, -a[0]], [-a[1], a[0], 0.0]]
+        return J @ np.diag(np.square(np.asarray(std, dtype=np.float64))) @ J.T
 
     def predict_only(self, stamp_ns: int, reason: str) -> TrackResult:
         """An estimate for an image that cannot be tracked (a frame the inputs could not
@@ -315,7 +327,7 @@ class ObjectTracker:
                              f'{self._prev_stamp} ns (time going backwards)')
         t0 = time.perf_counter()
         self.ekf.predict(torch.eye(4, dtype=torch.float64),
-                         torch.as_tensor(np.diag(np.asarray(self.config.q_constant) ** 2)))
+                         torch.as_tensor(self._centred(self.config.q_constant)))
         self._prev_stamp = stamp_ns
         self._reason = f'predict only: {reason}'
         return TrackResult(stamp_ns=stamp_ns, T_cam_obj=self.ekf.T.numpy().copy(),
@@ -385,7 +397,8 @@ class ObjectTracker:
             # While initialising the pose is only as good as the user's guess: image
             # measurements are not gated until the image has been accepted once.
             gate = not (m.from_image and self._status == TrackStatus.INITIALISING)
-            pose_noise = (self._model_covariance if m.from_image
+            pose_noise = (torch.as_tensor(self._centred(self.config.model_std))
+                          if m.from_image
                           and m.name in self.config.model_noise_measurements else None)
             if m.iterated:
                 iteration = itertools.count()

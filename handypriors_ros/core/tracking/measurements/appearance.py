@@ -176,8 +176,17 @@ class Appearance(Measurement):
 
         max_shift = cfg.appearance_max_shift_px
         if cfg.appearance_method == 'keypoints':
-            pr, po = match_keypoints(_to_uint8(g_r, vis_in), _to_uint8(g_o, mask_o), vis_in,
-                                     mask_o, max_shift_px=max_shift * scale)
+            # Keypoints only well inside both silhouettes: a corner of the silhouette (or of
+            # a finger in front) looks the same in both images whatever the object's pose about
+            # a symmetry axis, and such matches would hold a turned can where it is.
+            border = int(round(cfg.appearance_border_px * scale))
+            det_r, det_o = vis_in, mask_o
+            if border > 0:
+                disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * border + 1,) * 2)
+                det_r = cv2.erode(vis_in.astype(np.uint8), disk) > 0
+                det_o = cv2.erode(mask_o.astype(np.uint8), disk) > 0
+            pr, po = match_keypoints(_to_uint8(g_r, vis_in), _to_uint8(g_o, mask_o), det_r,
+                                     det_o, max_shift_px=max_shift * scale)
             ui = np.clip(np.round(pr[:, 0]).astype(int), 0, rc.width - 1) if len(pr) else []
             if len(pr):
                 keep = depth[np.clip(np.round(pr[:, 1]).astype(int), 0, rc.height - 1), ui] > 0
