@@ -71,7 +71,7 @@ def face_bounding_boxes(face_px: torch.Tensor, margin: float, height: int, width
 
 def enumerate_pixel_pairs(x0: torch.Tensor, x1: torch.Tensor, y0: torch.Tensor,
                           y1: torch.Tensor, faces_per_batch: int, height: int,
-                          width: int) -> PixelPairs:
+                          width: int, face_ids: torch.Tensor | None = None) -> PixelPairs:
     """All (face, pixel) pairs with the pixel inside the face's inclusive range.
 
     Two levels of ``repeat_interleave``: faces into their pixel rows, rows into their pixels,
@@ -81,8 +81,10 @@ def enumerate_pixel_pairs(x0: torch.Tensor, x1: torch.Tensor, y0: torch.Tensor,
         x0, x1, y0, y1: (B * F,) ranges from :func:`face_bounding_boxes`.
         faces_per_batch: F, to recover the batch index of a flat face index.
         height, width: image size.
+        face_ids: (N,) the flat (B * F) index of each range when the ranges are a subset of
+            the faces (their batch gives ``pixel``); None: range i is face i.
     Returns:
-        The pairs, face-major, rows in order within a face.
+        The pairs, face-major, rows in order within a face; ``face`` indexes the ranges.
     """
     device = x0.device
     nx = (x1 - x0 + 1).clamp(min=0)
@@ -94,7 +96,8 @@ def enumerate_pixel_pairs(x0: torch.Tensor, x1: torch.Tensor, y0: torch.Tensor,
     row_nx = nx[row_face]
     # Level 2: one entry per pixel of each row.
     pair_start = torch.cumsum(row_nx, 0) - row_nx  # (R,) first pair of each row
-    batch = torch.div(row_face, faces_per_batch, rounding_mode='floor')
+    flat = row_face if face_ids is None else face_ids.index_select(0, row_face)
+    batch = torch.div(flat, faces_per_batch, rounding_mode='floor')
     row_x0 = x0[row_face]
     row_pixel0 = (batch * height + row_y) * width + row_x0
     # Pair -> row as the running count of row starts (all rows are non-empty, so the starts

@@ -173,8 +173,9 @@ def rasterize_hard(verts_px: torch.Tensor, verts_z: torch.Tensor, faces: torch.T
         keys = torch.full((B * height * width,), _EMPTY_KEY, dtype=torch.int64, device=device)
         for start, stop in _chunk_bounds(counts, max_pairs):
             sl = slice(start, stop)
-            pairs = enumerate_pixel_pairs(x0[sl], x1[sl], y0[sl], y1[sl], F, height, width)
-            face = pairs.face + start  # compact index (pairs.pixel is not used: it assumes flat)
+            pairs = enumerate_pixel_pairs(x0[sl], x1[sl], y0[sl], y1[sl], F, height, width,
+                                          face_ids=live[sl])
+            face = pairs.face + start  # compact index
             u = pairs.x.to(torch.float32)
             v = pairs.y.to(torch.float32)
             lam = [torch.addcmul(rows[6 + i].index_select(0, face) +
@@ -190,12 +191,9 @@ def rasterize_hard(verts_px: torch.Tensor, verts_z: torch.Tensor, faces: torch.T
             inv_z = inv_z.addcmul_(lam[1], rows[10].index_select(0, face))
             inv_z = inv_z.addcmul_(lam[2], rows[11].index_select(0, face))
             z_bits = (1.0 / inv_z).clamp_(min=0.0).view(torch.int32).to(torch.int64)
-            # Pixel of each pair: its batch from the face, then row-major.
             flat = live.index_select(0, face)
-            batch = torch.div(flat, F, rounding_mode='floor')
-            pixel = (batch * height + pairs.y.index_select(0, sel)) * width + \
-                pairs.x.index_select(0, sel)
-            key = (z_bits << 32) | (flat - batch * F)
+            pixel = pairs.pixel.index_select(0, sel)
+            key = (z_bits << 32) | torch.remainder(flat, F)  # face id within its mesh
             keys.scatter_reduce_(0, pixel, key, reduce='amin', include_self=True)
         # Decode only the covered pixels (full-image temporaries are costly on CPU).
         hit = torch.nonzero(keys != _EMPTY_KEY).squeeze(-1)
