@@ -110,8 +110,7 @@ def screen_planes(verts_px: torch.Tensor, verts_z: torch.Tensor,
 def face_planes(face_px: torch.Tensor, face_z: torch.Tensor) -> torch.Tensor:
     """:func:`screen_planes` of faces given by their corners: (..., 3, 2) pixel coordinates
     and (..., 3) depths -> (..., 12)."""
-    a = face_px
-    x, y = a[..., 0], a[..., 1]  # (..., 3)
+    x, y = face_px[..., 0], face_px[..., 1]  # (..., 3)
     # Edge opposite vertex i runs from vertex i+1 to vertex i+2.
     x1, y1 = x.roll(-1, dims=-1), y.roll(-1, dims=-1)
     x2, y2 = x.roll(-2, dims=-1), y.roll(-2, dims=-1)

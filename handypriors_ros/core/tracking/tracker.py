@@ -13,8 +13,9 @@ quantile, the hand inside the object or the object away from the hand); the trac
 re-initialises itself by rendering and comparing hypotheses around the last pose and the mask
 (after a divergence also the 24 rotations by multiples of 90 degrees). Measurements that need
 only the prediction (the appearance render and matching) are prepared in a worker thread while
-the ROI is rendered (``TrackerConfig.parallel_prepare``); the updates stay in order. The published covariance
-is the filter's plus the model-mismatch covariance (``TrackerConfig.model_std``). An image that
+the ROI is rendered, and the next prediction's contact query runs there between frames
+(``TrackerConfig.parallel_prepare``); the updates stay in order. The published covariance is
+the filter's plus the model-mismatch covariance (``TrackerConfig.model_std``). An image that
 cannot be assembled into a frame gets :meth:`ObjectTracker.predict_only`.
 
 Device: kinematics, the SDF queries, the contact fit and the rendering run on the tracker's
@@ -36,6 +37,7 @@ from scipy.spatial.transform import Rotation
 from handypriors_ros.core.devices import resolve_device
 from handypriors_ros.core.errors import HandyPriorsError, InputError
 from handypriors_ros.core.frames import Frame
+from handypriors_ros.core.geometry.rotations import skew
 from handypriors_ros.core.models.hand import HandModel
 from handypriors_ros.core.models.object_model import ObjectModel
 from handypriors_ros.core.physics.contacts import ContactSet
@@ -290,8 +292,9 @@ class ObjectTracker:
 
     def published_covariance(self) -> np.ndarray:
         """(6, 6) the covariance a result carries: the filter's ``P`` plus the model-mismatch
-        covariance ``diag(model_std)^2`` (an error of the object or hand model is a bias the
-        filter cannot average away over frames: ``P`` alone shrinks below it)."""
+        covariance (``model_std`` about the object's centre, :meth:`_centred`): an error of the
+        object or hand model is a bias the filter cannot average away over frames (``P`` alone
+        shrinks below it)."""
         return self.ekf.P.numpy() + self._centred(self.config.model_std)
 
     def _centred(self, std, T_cam_obj: np.ndarray | None = None) -> np.ndarray:
@@ -305,7 +308,7 @@ class ObjectTracker:
         T = self.ekf.T.numpy() if T_cam_obj is None else np.asarray(T_cam_obj)
         a = T[:3, :3] @ self.scene.center.numpy()
         J = np.eye(6)
-        J[:3, 3:] = [[0.0, -a[2], a[1]], [a[2], 0.0, -a[0]], [-a[1], a[0], 0.0]]
+        J[:3, 3:] = skew(torch.as_tensor(a)).numpy()
         return J @ np.diag(np.square(np.asarray(std, dtype=np.float64))) @ J.T
 
     def predict_only(self, stamp_ns: int, reason: str) -> TrackResult:
@@ -343,10 +346,8 @@ class ObjectTracker:
         self._early_contacts = None
         if not self.config.parallel_prepare or self.config.dynamics == 'constant':
             return
-        if self._worker is None:
-            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix='hp-prepare')
         T = self.ekf.T.numpy().copy()
-        future = self._worker.submit(contact_query, hand.points_cam, T, self.sdf,
+        future = self._worker_pool().submit(contact_query, hand.points_cam, T, self.sdf,
                                      contact_threshold_m=self.config.contact_threshold_m,
                                      link_ids=self.hand.point_link_ids)
         self._early_contacts = (future, hand, T)
@@ -371,10 +372,14 @@ class ObjectTracker:
         early = [m for m in self.measurements if m.prior_only]
         if not early:
             return {}
+        ctx.hand_vertices()  # posed once, here, before two threads ask for it
+        return {m: self._worker_pool().submit(m.prepare, ctx) for m in early}
+
+    def _worker_pool(self) -> ThreadPoolExecutor:
+        """The one worker thread of ``config.parallel_prepare`` (made on first use)."""
         if self._worker is None:
             self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix='hp-prepare')
-        ctx.hand_vertices()  # posed once, here, before two threads ask for it
-        return {m: self._worker.submit(m.prepare, ctx) for m in early}
+        return self._worker
 
     def _update(self, ctx: StepContext, early: dict[Measurement, Future] | None = None
                 ) -> tuple[list[UpdateRecord], bool, bool | None]:
