@@ -620,6 +620,7 @@ def run_batch(job: BatchJob, *, progress: Callable[[BatchProgress], None] | None
 
     if not todo:
         return outcome()
+    interrupted = False
     with _ray_session(job, note) as ray:
         ray_info.update(_ray_info(ray, job))
         remote = ray.remote(num_cpus=job.cpus_per_task, num_gpus=job.gpus_per_task,
@@ -658,15 +659,18 @@ def run_batch(job: BatchJob, *, progress: Callable[[BatchProgress], None] | None
             # the process exited 1 instead of 130 (seen in CI). Leaving the session shuts Ray
             # down, which stops a local cluster's workers and ends this job's tasks on a
             # joined one; a half-done bag keeps its last checkpoint for --resume.
-            for spec in todo:
-                if records[spec.name]['status'] != 'queued':
-                    continue
-                done = done_path(job.out_dir, spec.name)
-                try:  # finished in its worker while the interrupt came: its record counts
-                    records[spec.name] = json.loads(done.read_text())
-                except (OSError, ValueError):
-                    records[spec.name]['status'] = 'interrupted'
-            raise BatchInterrupted(outcome()) from None
+            interrupted = True
+    if interrupted:
+        # read only now that Ray is down: a worker that finished its bag between the Ctrl-C and
+        # the shutdown wrote its done record (atomically) after any earlier look
+        for spec in todo:
+            if records[spec.name]['status'] != 'queued':
+                continue
+            try:  # finished in its worker while the interrupt came: its record counts
+                records[spec.name] = json.loads(done_path(job.out_dir, spec.name).read_text())
+            except (OSError, ValueError):
+                records[spec.name]['status'] = 'interrupted'
+        raise BatchInterrupted(outcome()) from None
     return outcome()
 
 
