@@ -99,13 +99,71 @@ def test_hard_raster_nearest_face_wins_and_chunking_is_exact():
     faces = torch.cat([torch.tensor(box.faces), torch.tensor(box.faces) + len(box.vertices)])
     px, z = cam.project(verts), verts[..., 2]
     whole = rasterize_hard(px, z, faces, 64, 64)
-    chunked = rasterize_hard(px, z, faces, 64, 64, max_pairs=500)
+    chunked = rasterize_hard(px, z, faces, 64, 64, max_pairs=500, zbuffer='torch')
     torch.testing.assert_close(whole.face_index, chunked.face_index, rtol=0, atol=0)
     torch.testing.assert_close(whole.depth, chunked.depth, rtol=0, atol=0)
     centre = whole.depth[0, 32, 32]
     assert centre == pytest.approx(0.45, abs=1e-9)  # the near box's front face
     assert int(whole.face_index[0, 32, 32]) >= len(box.faces)
     assert torch.isinf(whole.depth[0, 0, 0]) and int(whole.face_index[0, 0, 0]) == -1
+
+
+def test_warp_and_torch_depth_tests_agree():
+    """The Warp kernel against the torch pairs + scatter_reduce path: a batch of two poses of a
+    mesh with degenerate faces, a face crossing the near plane, one with a non-finite vertex,
+    faces off the image and a face mask."""
+    mesh = trimesh.creation.icosphere(subdivisions=3, radius=0.05)
+    cam = CAM64
+    verts = torch.cat([posed(mesh, (0.01, -0.004, 0.22)),
+                       posed(mesh, (0.05, 0.02, 0.2), rotvec=(-0.4, 0.9, 0.2))])
+    faces = torch.tensor(mesh.faces)
+    faces = torch.cat([faces, faces[:3, [0, 0, 1]]])  # zero-area faces
+    px, z = cam.project(verts), verts[..., 2].clone()
+    z[1, faces[7, 0]] = 1e-4  # face 7 (and its neighbours) cross the near plane in pose 1
+    px[0, faces[11, 1]] = float('nan')  # a vertex that did not project
+    mask = torch.rand(2, faces.shape[0], generator=torch.Generator().manual_seed(3)) > 0.2
+    for face_mask in (None, mask):
+        for barycentrics in (False, True):
+            ref = rasterize_hard(px, z, faces, 64, 64, face_mask=face_mask,
+                                 barycentrics=barycentrics, zbuffer='torch')
+            got = rasterize_hard(px, z, faces, 64, 64, face_mask=face_mask,
+                                 barycentrics=barycentrics, zbuffer='warp')
+            torch.testing.assert_close(got.pixels, ref.pixels, rtol=0, atol=0)
+            same = got.face_index == ref.face_index
+            assert int((~same).sum()) <= 4  # a pixel centre on a shared edge: either face
+            assert ref.covered.sum() > 1000 and not (got.face_index == 7)[1].any()
+            assert not (got.face_index == 11)[0].any()
+            if face_mask is not None:
+                hit = got.face_index[got.covered]
+                b = torch.nonzero(got.covered)[:, 0]
+                assert face_mask[b, hit].all()
+            # depth-only: the float32 depth of the test itself (the order of its float32
+            # operations differs); with barycentrics it is recomputed from the vertices
+            torch.testing.assert_close(got.depth[same], ref.depth[same],
+                                       rtol=1e-12 if barycentrics else 2e-4, atol=0)
+            if barycentrics:
+                edge = got.bary[~same].min(-1).values
+                assert edge.numel() == 0 or float(edge.abs().max()) < 1e-3
+
+
+def test_culling_on_the_image_is_front_facing():
+    """``cullable`` (the winding on the image) drops exactly the faces ``front_facing`` (the
+    3D normal against the view ray) calls back faces, in both depth tests; the others stay."""
+    mesh = trimesh.creation.icosphere(subdivisions=3, radius=0.05)
+    verts = posed(mesh, (0.01, 0.0, 0.2))
+    faces = torch.tensor(mesh.faces)
+    front = front_facing(verts, faces)
+    px, z = CAM64.project(verts), verts[..., 2]
+    some = torch.arange(faces.shape[0]) % 2 == 0  # only the even faces may be culled
+    for zbuffer in ('torch', 'warp'):
+        for cullable, keep in ((torch.ones_like(some), front), (some, front | ~some)):
+            ref = rasterize_hard(px, z, faces, 64, 64, face_mask=keep, zbuffer=zbuffer)
+            got = rasterize_hard(px, z, faces, 64, 64, cullable=cullable, zbuffer=zbuffer)
+            torch.testing.assert_close(got.face_index, ref.face_index, rtol=0, atol=0)
+        back = rasterize_hard(px, z, faces, 64, 64, face_mask=~front, zbuffer=zbuffer)
+        assert back.covered.sum() > 500 and not torch.equal(back.face_index, ref.face_index)
+    with pytest.raises(InputError, match=r'^cullable: expected a bool tensor'):
+        rasterize_hard(px, z, faces, 64, 64, cullable=some[:-1])
 
 
 def test_interpolate_and_validation():
@@ -122,6 +180,8 @@ def test_interpolate_and_validation():
         rasterize_hard(CAM32.project(verts), verts[..., 2], faces.double(), 32, 32)
     with pytest.raises(InputError, match=r'^verts_z: expected shape'):
         rasterize_hard(CAM32.project(verts), verts[0, :, 2], faces, 32, 32)
+    with pytest.raises(InputError, match=r"^zbuffer: expected 'auto'"):
+        rasterize_hard(CAM32.project(verts), verts[..., 2], faces, 32, 32, zbuffer='cuda')
 
 
 def _sphere_renderer(subdivisions=3):

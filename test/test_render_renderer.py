@@ -268,9 +268,12 @@ def test_nvdiffrast_backend_wiring_with_a_cpu_stand_in():
     via_nvd = r.rasterize(CAM, T, hand)
     r._nvdiffrast, r.backend = None, 'soft'
     via_torch = r.rasterize(CAM, T, hand)
-    # (the torch path culls back faces, nvdiffrast does not: a face may differ on a shared edge)
+    # (the torch path culls back faces, nvdiffrast does not, and the pixel coordinates come
+    # from clip space: where a pixel centre lies on an edge shared by two faces either may win)
     same = via_nvd.raster.face_index == via_torch.raster.face_index
-    assert int((~same).sum()) <= 3
+    assert int((~same).sum()) <= 8
+    for raster in (via_nvd.raster, via_torch.raster):  # only on edges
+        assert float(raster.bary[~same].min(-1).values.abs().max()) < 1e-3
     torch.testing.assert_close(via_nvd.object_visible, via_torch.object_visible)
     torch.testing.assert_close(via_nvd.hand_visible, via_torch.hand_visible)
     torch.testing.assert_close(via_nvd.depth, via_torch.depth, atol=1e-5, rtol=0)

@@ -24,7 +24,6 @@ their first launch (~4 s on CPU) and cached in Warp's kernel cache, which honour
 from __future__ import annotations
 
 import dataclasses
-import threading
 from typing import Literal
 
 import numpy as np
@@ -35,6 +34,7 @@ from handypriors_ros.core.devices import resolve_device
 from handypriors_ros.core.errors import InputError, ModelError
 from handypriors_ros.core.geometry.mesh_topology import is_closed_and_oriented
 from handypriors_ros.core.physics._validation import check_float_tensor
+from handypriors_ros.core.warp_runtime import ensure_warp
 
 SignMethod = Literal['auto', 'normal', 'winding']
 
@@ -46,25 +46,6 @@ SignMethod = Literal['auto', 'normal', 'winding']
 # there the face normal is used.
 _FACE_INTERIOR_BARY = wp.constant(1.0e-6)
 _ON_SURFACE_M = wp.constant(1.0e-7)
-
-_init_lock = threading.Lock()
-_warp_ready = False
-
-
-def _ensure_warp() -> None:
-    """Initialise Warp once per process, without its start-up banner on stdout."""
-    global _warp_ready
-    if _warp_ready:
-        return
-    with _init_lock:
-        if not _warp_ready:
-            level = wp.config.log_level
-            wp.config.log_level = max(level, wp.LOG_WARNING)
-            try:
-                wp.init()
-            finally:
-                wp.config.log_level = level
-            _warp_ready = True
 
 
 @wp.func
@@ -219,7 +200,7 @@ class WarpMeshSDF:
         self.max_distance = float(max_distance)
         self._device = _torch_device(device)
 
-        _ensure_warp()
+        ensure_warp()
         self._wp_device = wp.device_from_torch(self._device)
         # The wp.Mesh keeps raw pointers to these arrays: hold references for its lifetime.
         self._wp_points = wp.array(self._vertices_np, dtype=wp.vec3, device=self._wp_device)

@@ -127,7 +127,8 @@ def face_planes(face_px: torch.Tensor, face_z: torch.Tensor) -> torch.Tensor:
 def rasterize_hard(verts_px: torch.Tensor, verts_z: torch.Tensor, faces: torch.Tensor,
                    height: int, width: int, *, face_mask: torch.Tensor | None = None,
                    near: float = 1e-3, max_pairs: int = 1 << 22,
-                   barycentrics: bool = True) -> HardRaster:
+                   barycentrics: bool = True, zbuffer: str = 'auto',
+                   cullable: torch.Tensor | None = None) -> HardRaster:
     """Z-buffer rasterization of a batch of meshes sharing one triangle list.
 
     Args:
@@ -142,72 +143,110 @@ def rasterize_hard(verts_px: torch.Tensor, verts_z: torch.Tensor, faces: torch.T
         barycentrics: False: a depth-only raster (``bary`` None, ``depth`` float32 from the
             depth test itself, no gradients): what visibility masks and occluder depths need,
             without a second pass over the covered pixels.
+        cullable: (F,) bool, faces dropped when they face away from the camera: the
+            screen-space form of :func:`~handypriors_ros.core.render.mesh.front_facing` (for
+            z > 0, ``(p1 - p0) x (p2 - p0) = fx fy (a . n) / (z0 z1 z2)`` with ``n`` the face
+            normal and ``a`` a vertex, so a back face has a positive cross product); None:
+            none.
+        zbuffer: the depth test: ``'warp'`` (a Warp kernel, :mod:`.zbuffer_warp`: no pair
+            list, 5-10x faster on the CPU), ``'torch'`` (pairs and ``scatter_reduce``), or
+            ``'auto'`` (Warp on a CPU or CUDA device, else torch). Both give the same faces and depths (tested).
     Returns:
         :class:`HardRaster`; with ``barycentrics``, ``bary`` and ``depth`` are differentiable
         w.r.t. the vertices.
     """
     check_mesh_inputs(verts_px, verts_z, faces)
+    if zbuffer not in ('auto', 'warp', 'torch'):
+        raise InputError(f"zbuffer: expected 'auto', 'warp' or 'torch', got {zbuffer!r}")
+    if cullable is not None and (not isinstance(cullable, torch.Tensor)
+                                 or tuple(cullable.shape) != (faces.shape[0],)
+                                 or cullable.dtype != torch.bool):
+        raise InputError(f'cullable: expected a bool tensor ({faces.shape[0]},), got '
+                         f'{getattr(cullable, "dtype", type(cullable).__name__)} '
+                         f'{tuple(getattr(cullable, "shape", ()))}')
     faces = faces.long()
-    B, _, _ = verts_px.shape
-    F = faces.shape[0]
-    device = verts_px.device
+    B = verts_px.shape[0]
     with torch.no_grad():
-        face_px = verts_px.detach()[:, faces]  # (B, F, 3, 2)
-        face_z = verts_z.detach()[:, faces]  # (B, F, 3)
-        valid = face_validity(face_z, face_px, near, face_mask)
-        e1 = face_px[:, :, 1] - face_px[:, :, 0]
-        e2 = face_px[:, :, 2] - face_px[:, :, 0]
-        valid &= (e1[..., 0] * e2[..., 1] - e1[..., 1] * e2[..., 0]) != 0  # no zero-area faces
-        # Only the faces that can cover a pixel are set up (culled, clipped and off-image
-        # faces cost nothing beyond this test): `live` maps their compact index to the
-        # flat (B * F) one.
-        x0, x1, y0, y1 = face_bounding_boxes(face_px.reshape(B * F, 3, 2), 0.0, height, width,
-                                             valid.reshape(-1))
-        live = torch.nonzero(x1 >= x0).squeeze(-1)
-        x0, x1, y0, y1 = (x.index_select(0, live) for x in (x0, x1, y0, y1))
-        counts = pair_counts(x0, x1, y0, y1)
-        # float32 rows (structure of arrays: 1-D gathers and elementwise ops are fast on CPU).
-        rows = face_planes(face_px.reshape(B * F, 3, 2).index_select(0, live),
-                           face_z.reshape(B * F, 3).index_select(0, live)).to(torch.float32).T
-        keys = torch.full((B * height * width,), _EMPTY_KEY, dtype=torch.int64, device=device)
-        for start, stop in _chunk_bounds(counts, max_pairs):
-            sl = slice(start, stop)
-            pairs = enumerate_pixel_pairs(x0[sl], x1[sl], y0[sl], y1[sl], F, height, width,
-                                          face_ids=live[sl])
-            face = pairs.face + start  # compact index
-            u = pairs.x.to(torch.float32)
-            v = pairs.y.to(torch.float32)
-            lam = [torch.addcmul(rows[6 + i].index_select(0, face) +
-                                 rows[i].index_select(0, face) * u,
-                                 rows[3 + i].index_select(0, face), v) for i in range(3)]
-            inside = torch.minimum(torch.minimum(lam[0], lam[1]), lam[2]) >= 0
-            sel = torch.nonzero(inside).squeeze(-1)
-            if sel.numel() == 0:
-                continue
-            face = face.index_select(0, sel)
-            lam = [x.index_select(0, sel) for x in lam]
-            inv_z = lam[0] * rows[9].index_select(0, face)
-            inv_z = inv_z.addcmul_(lam[1], rows[10].index_select(0, face))
-            inv_z = inv_z.addcmul_(lam[2], rows[11].index_select(0, face))
-            z_bits = (1.0 / inv_z).clamp_(min=0.0).view(torch.int32).to(torch.int64)
-            flat = live.index_select(0, face)
-            pixel = pairs.pixel.index_select(0, sel)
-            key = (z_bits << 32) | torch.remainder(flat, F)  # face id within its mesh
-            keys.scatter_reduce_(0, pixel, key, reduce='amin', include_self=True)
-        # Decode only the covered pixels (full-image temporaries are costly on CPU).
-        hit = torch.nonzero(keys != _EMPTY_KEY).squeeze(-1)
-        face_index = torch.full_like(keys, -1)
-        face_index.index_put_((hit,), keys.index_select(0, hit) & 0xFFFFFFFF)
-        if not barycentrics:  # the winning depth is the key's high word (float32 bits)
-            depth = torch.full((B * height * width,), float('inf'), dtype=torch.float32,
-                               device=device)
-            depth.index_put_((hit,), (keys.index_select(0, hit) >> 32).to(torch.int32)
-                             .view(torch.float32))
+        if zbuffer == 'torch' or (zbuffer == 'auto' and verts_px.device.type not in ('cpu',
+                                                                                     'cuda')):
+            face_index, depth = _zbuffer_torch(verts_px.detach(), verts_z.detach(), faces,
+                                               height, width, face_mask, near, max_pairs,
+                                               cullable)
+        else:
+            from handypriors_ros.core.render.zbuffer_warp import nearest_faces
+            face_index, depth = nearest_faces(verts_px, verts_z, faces, height, width,
+                                              face_mask, near, cullable)
+        hit = torch.nonzero(face_index >= 0).squeeze(-1)
+        if not barycentrics:
             return HardRaster(face_index=face_index.reshape(B, height, width),
                               depth=depth.reshape(B, height, width), bary=None, pixels=hit)
     face_index = face_index.reshape(B, height, width)
     bary, depth = _barycentrics_of(verts_px, verts_z, faces, face_index, hit)
     return HardRaster(face_index=face_index, depth=depth, bary=bary, pixels=hit)
+
+
+def _zbuffer_torch(verts_px: torch.Tensor, verts_z: torch.Tensor, faces: torch.Tensor,
+                   height: int, width: int, face_mask: torch.Tensor | None, near: float,
+                   max_pairs: int, cullable: torch.Tensor | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The depth test over (face, pixel) pairs: one ``scatter_reduce('amin')`` of int64 keys
+    ``(float32 depth bits << 32) | face index`` (module docstring). Returns the flat face
+    index (-1 where empty) and the float32 depth (+inf where empty), as
+    :func:`.zbuffer_warp.nearest_faces`."""
+    B, F = verts_px.shape[0], faces.shape[0]
+    device = verts_px.device
+    face_px = verts_px[:, faces]  # (B, F, 3, 2)
+    face_z = verts_z[:, faces]  # (B, F, 3)
+    valid = face_validity(face_z, face_px, near, face_mask)
+    e1 = face_px[:, :, 1] - face_px[:, :, 0]
+    e2 = face_px[:, :, 2] - face_px[:, :, 0]
+    area = e1[..., 0] * e2[..., 1] - e1[..., 1] * e2[..., 0]
+    valid &= area != 0  # no zero-area faces
+    if cullable is not None:  # a back face: (p1 - p0) x (p2 - p0) > 0 on the image
+        valid &= ~(cullable & (area > 0))
+    # Only the faces that can cover a pixel are set up (culled, clipped and off-image faces
+    # cost nothing beyond this test): `live` maps their compact index to the flat (B * F) one.
+    x0, x1, y0, y1 = face_bounding_boxes(face_px.reshape(B * F, 3, 2), 0.0, height, width,
+                                         valid.reshape(-1))
+    live = torch.nonzero(x1 >= x0).squeeze(-1)
+    x0, x1, y0, y1 = (x.index_select(0, live) for x in (x0, x1, y0, y1))
+    counts = pair_counts(x0, x1, y0, y1)
+    # float32 rows (structure of arrays: 1-D gathers and elementwise ops are fast on CPU).
+    rows = face_planes(face_px.reshape(B * F, 3, 2).index_select(0, live),
+                       face_z.reshape(B * F, 3).index_select(0, live)).to(torch.float32).T
+    keys = torch.full((B * height * width,), _EMPTY_KEY, dtype=torch.int64, device=device)
+    for start, stop in _chunk_bounds(counts, max_pairs):
+        sl = slice(start, stop)
+        pairs = enumerate_pixel_pairs(x0[sl], x1[sl], y0[sl], y1[sl], F, height, width,
+                                      face_ids=live[sl])
+        face = pairs.face + start  # compact index
+        u = pairs.x.to(torch.float32)
+        v = pairs.y.to(torch.float32)
+        lam = [torch.addcmul(rows[6 + i].index_select(0, face) +
+                             rows[i].index_select(0, face) * u,
+                             rows[3 + i].index_select(0, face), v) for i in range(3)]
+        inside = torch.minimum(torch.minimum(lam[0], lam[1]), lam[2]) >= 0
+        sel = torch.nonzero(inside).squeeze(-1)
+        if sel.numel() == 0:
+            continue
+        face = face.index_select(0, sel)
+        lam = [x.index_select(0, sel) for x in lam]
+        inv_z = lam[0] * rows[9].index_select(0, face)
+        inv_z = inv_z.addcmul_(lam[1], rows[10].index_select(0, face))
+        inv_z = inv_z.addcmul_(lam[2], rows[11].index_select(0, face))
+        z_bits = (1.0 / inv_z).clamp_(min=0.0).view(torch.int32).to(torch.int64)
+        flat = live.index_select(0, face)
+        pixel = pairs.pixel.index_select(0, sel)
+        key = (z_bits << 32) | torch.remainder(flat, F)  # face id within its mesh
+        keys.scatter_reduce_(0, pixel, key, reduce='amin', include_self=True)
+    # Decode only the covered pixels (full-image temporaries are costly on CPU).
+    hit = torch.nonzero(keys != _EMPTY_KEY).squeeze(-1)
+    face_index = torch.full_like(keys, -1)
+    face_index.index_put_((hit,), keys.index_select(0, hit) & 0xFFFFFFFF)
+    depth = torch.full((B * height * width,), float('inf'), dtype=torch.float32, device=device)
+    depth.index_put_((hit,), (keys.index_select(0, hit) >> 32).to(torch.int32)
+                     .view(torch.float32))  # the winning depth is the key's high word
+    return face_index, depth
 
 
 def _chunk_bounds(counts: torch.Tensor, max_pairs: int) -> list[tuple[int, int]]:
@@ -256,9 +295,16 @@ def _barycentrics_of(verts_px: torch.Tensor, verts_z: torch.Tensor, faces: torch
         v = torch.div(rem, W, rounding_mode='floor')
         u = (rem - v * W).to(dtype)
         v = v.to(dtype)
-        flat_face = face_index.reshape(-1).index_select(0, idx) + b * F  # into (B * F)
-        rows = screen_planes(verts_px, verts_z, faces).T  # (12, B * F), differentiable
-        g = [rows[k].index_select(0, flat_face) for k in range(12)]
+        local_face = face_index.reshape(-1).index_select(0, idx)
+        if idx.numel() < B * F:  # the planes of each covered pixel's face (differentiable)
+            V = verts_z.shape[1]
+            vid = (faces.index_select(0, local_face) + (b * V)[:, None]).reshape(-1)
+            rows = face_planes(verts_px.reshape(B * V, 2).index_select(0, vid).reshape(-1, 3, 2),
+                               verts_z.reshape(B * V).index_select(0, vid).reshape(-1, 3)).T
+            g = list(rows)
+        else:  # fewer faces than pixels: the planes of every face, gathered
+            rows = screen_planes(verts_px, verts_z, faces).T  # (12, B * F)
+            g = [rows[k].index_select(0, local_face + b * F) for k in range(12)]
         lam_over_z = [(g[6 + i] + g[i] * u + g[3 + i] * v) * g[9 + i] for i in range(3)]
         inv_depth = lam_over_z[0] + lam_over_z[1] + lam_over_z[2]
         bary.index_put_((idx,), torch.stack(lam_over_z, -1) / inv_depth[:, None])

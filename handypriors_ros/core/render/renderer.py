@@ -218,6 +218,7 @@ class Renderer:
         self.device = torch.device(device)
         self.dtype = dtype
         self.object_mesh = object_mesh.to(self.device, dtype)
+        self._cullable_cache: dict[int, torch.Tensor] = {}
         if hand_faces is not None:
             hand_faces = torch.as_tensor(hand_faces)
             if hand_faces.dim() != 2 or hand_faces.shape[1] != 3 or hand_faces.is_floating_point():
@@ -353,14 +354,24 @@ class Renderer:
 
     # -- z-buffers ---------------------------------------------------------------------------
 
-    def _face_mask(self, vertices_cam: torch.Tensor, faces: torch.Tensor) -> torch.Tensor | None:
-        return front_facing(vertices_cam, faces) if self.settings.cull_backfaces else None
+    def _cullable(self, hand_faces: int = 0) -> torch.Tensor | None:
+        """(F + hand_faces,) bool: the object's faces are culled when back-facing
+        (``settings.cull_backfaces``), the hand's never (see :meth:`hand_depth`); None
+        when nothing is culled. Made once per hand size."""
+        if not self.settings.cull_backfaces:
+            return None
+        cached = self._cullable_cache.get(hand_faces)
+        if cached is None:
+            cached = torch.cat([torch.ones(self.object_mesh.faces.shape[0], dtype=torch.bool),
+                                torch.zeros(hand_faces, dtype=torch.bool)]).to(self.device)
+            self._cullable_cache[hand_faces] = cached
+        return cached
 
     def _raster(self, camera: Camera, vertices_cam: torch.Tensor, faces: torch.Tensor,
-                face_mask: torch.Tensor | None, *, barycentrics: bool = True) -> HardRaster:
+                cullable: torch.Tensor | None, *, barycentrics: bool = True) -> HardRaster:
         return rasterize_hard(camera.project(vertices_cam), vertices_cam[..., 2], faces,
-                              camera.height, camera.width, face_mask=face_mask,
-                              near=self.settings.near_m, barycentrics=barycentrics)
+                              camera.height, camera.width, cullable=cullable, near=self.settings.near_m,
+                              barycentrics=barycentrics)
 
     @torch.no_grad()
     def hand_depth(self, camera: Camera, hand_vertices_cam: torch.Tensor) -> torch.Tensor:
@@ -399,13 +410,11 @@ class Renderer:
         verts = transform_points(T_cam_obj.detach(), self.object_mesh.vertices)
         faces = self.object_mesh.faces
         F = faces.shape[0]
-        face_mask = self._face_mask(verts, faces)
+        cullable = self._cullable()
         if hand is not None:
             faces = torch.cat([faces, self.hand_faces + verts.shape[1]], dim=0)
             verts = torch.cat([verts, hand.detach()], dim=1)
-            if face_mask is not None:
-                face_mask = torch.cat([face_mask, face_mask.new_ones(
-                    face_mask.shape[0], self.hand_faces.shape[0])], dim=1)
+            cullable = self._cullable(self.hand_faces.shape[0])
         if self.backend == 'nvdiffrast':  # no culling: exact for closed meshes
             face_index, depth, bary = self._nvdiffrast.rasterize(camera, self.settings, verts,
                                                                  faces)
@@ -413,7 +422,7 @@ class Renderer:
             return SceneRaster(HardRaster(face_index=face_index, depth=depth,
                                           bary=bary if barycentrics else None,
                                           pixels=pixels), F)
-        return SceneRaster(self._raster(camera, verts, faces, face_mask,
+        return SceneRaster(self._raster(camera, verts, faces, cullable,
                                         barycentrics=barycentrics), F)
 
     def depth_buffers(self, camera: Camera, T_cam_obj: torch.Tensor,
@@ -432,7 +441,7 @@ class Renderer:
         with torch.no_grad():
             verts_cam = transform_points(T_cam_obj.detach(), self.object_mesh.vertices)
             obj_raster = self._raster(camera, verts_cam, self.object_mesh.faces,
-                                      self._face_mask(verts_cam, self.object_mesh.faces))
+                                      self._cullable())
             if hand is None:
                 hand_depth = torch.full_like(obj_raster.depth, float('inf'))
             else:
@@ -505,14 +514,13 @@ class Renderer:
                                      device=self.device))
         px = camera.project(verts_cam)
         z = verts_cam[..., 2]
-        front = front_facing(verts_cam, mesh.faces)
-        obj_raster = rasterize_hard(px, z, mesh.faces, H, W,
-                                    face_mask=front if s.cull_backfaces else None,
+        obj_raster = rasterize_hard(px, z, mesh.faces, H, W, cullable=self._cullable(),
                                     near=s.near_m)
         visible = obj_raster.covered & (obj_raster.depth < hand_depth)
         if s.antialias:
             with torch.no_grad():
                 near = (z.detach() > s.near_m)
+                front = front_facing(verts_cam, mesh.faces)
                 sil = silhouette_edges(mesh.edge_faces, front) & \
                     near[:, mesh.edges[:, 0]] & near[:, mesh.edges[:, 1]]
             object_mask = antialias_silhouette(visible, obj_raster.covered, px, mesh.edges, sil)
@@ -566,7 +574,7 @@ class Renderer:
             colors = self._object_color_attributes(T_cam_obj)
         faces = mesh.faces
         F = faces.shape[0]
-        face_mask = self._face_mask(verts, faces)
+        cullable = self._cullable()
         if hand is not None:
             hand_albedo = self.hand_vertex_colors
             if hand_albedo is None or hand_albedo.shape[0] != hand.shape[1]:
@@ -577,11 +585,8 @@ class Renderer:
             faces = torch.cat([faces, self.hand_faces + verts.shape[1]], dim=0)
             verts = torch.cat([verts, hand], dim=1)
             colors = torch.cat([colors, hand_colors], dim=1)
-            if face_mask is not None:  # the hand is not culled (see hand_depth)
-                face_mask = torch.cat([face_mask, torch.ones(B, self.hand_faces.shape[0],
-                                                             dtype=torch.bool,
-                                                             device=self.device)], dim=1)
-        raster = self._raster(camera, verts, faces, face_mask)
+            cullable = self._cullable(self.hand_faces.shape[0])
+        raster = self._raster(camera, verts, faces, cullable)
         bg = torch.tensor(self.settings.background_rgb, dtype=self.dtype, device=self.device)
         object_mask = raster.covered & (raster.face_index < F)
         rgb = interpolate(colors, faces, raster, bg)
