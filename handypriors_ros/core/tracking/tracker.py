@@ -43,6 +43,7 @@ from handypriors_ros.core.models.object_model import ObjectModel
 from handypriors_ros.core.physics.contacts import ContactSet
 from handypriors_ros.core.physics.quasistatic import contact_query
 from handypriors_ros.core.physics.sdf import WarpMeshSDF
+from handypriors_ros.core.render.hard_rasterizer import rasterize_hard
 from handypriors_ros.core.render.mesh import RenderMesh
 from handypriors_ros.core.render.renderer import Renderer, RenderSettings
 from handypriors_ros.core.tracking.config import TrackerConfig
@@ -166,7 +167,7 @@ class ObjectTracker:
         self._warm_up()
 
     def _warm_up(self) -> None:
-        """Run each kernel once (Warp module load, TorchScript compilation of the rigid fit,
+        """Run each kernel once (Warp module loads: the SDF and the z-buffer, TorchScript compilation of the rigid fit,
         autograd set-up) so that the first tracked frame is not seconds late."""
         from handypriors_ros.core.physics.rigid_fit import weighted_rigid_fit
         g = torch.Generator().manual_seed(0)
@@ -174,6 +175,10 @@ class ObjectTracker:
         weighted_rigid_fit(X, X + 0.01, torch.ones(1, 8, dtype=torch.float64,
                                                    device=self.device))
         self.sdf.signed_distance(torch.zeros(1, 4, 3, device=self.device))
+        tri = torch.tensor([[[1.0, 1.0], [6.0, 1.0], [1.0, 6.0]]], dtype=torch.float64,
+                           device=self.device)  # the z-buffer's Warp kernel
+        rasterize_hard(tri, torch.ones(1, 3, dtype=torch.float64, device=self.device),
+                       torch.tensor([[0, 1, 2]], device=self.device), 8, 8, barycentrics=False)
         ekf = PoseEKF(torch.eye(4), torch.eye(6))
         ekf.predict(torch.eye(4), torch.eye(6))
         ekf.update('warm-up', lambda d: d[:, :1], torch.ones(2), rows=2)
