@@ -161,7 +161,8 @@ _TRACKER_DOCS: dict[str, tuple[str, tuple[float, float] | None]] = {
     'contour_points': ('most silhouette points of the contour measurement per frame',
                        (8, 100000)),
     'contour_sigma_px': ('independent noise std of a contour point [px]', (1e-3, 1e3)),
-    'contour_common_px': ('noise std common to the whole contour [px]', (0.0, 1e3)),
+    'contour_common_px': ('noise std common to the whole contour [px]: a segmenter\'s '
+                          'boundary offset (erosion or dilation)', (0.0, 1e3)),
     'contour_outlier_px': ('contour points with a larger residual at the prior are dropped '
                            '(segmenter errors) [px]', (1e-3, 1e4)),
     'center_sigma_px': ('noise std of the object-centre measurement [px]', (1e-3, 1e3)),
