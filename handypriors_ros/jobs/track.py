@@ -165,6 +165,9 @@ _TRACKER_DOCS: dict[str, tuple[str, tuple[float, float] | None]] = {
                           'boundary offset (erosion or dilation)', (0.0, 1e3)),
     'contour_outlier_px': ('contour points with a larger residual at the prior are dropped '
                            '(segmenter errors) [px]', (1e-3, 1e4)),
+    'contour_ignores_symmetry_axis': ('for a surface of revolution (a can), the contour update '
+                                      'does not turn the object about its axis (the silhouette '
+                                      'cannot see that turn)', None),
     'center_sigma_px': ('noise std of the object-centre measurement [px]', (1e-3, 1e3)),
     'fingertip_sigma_m': ('noise std of the fingertip contact distance [m]', (1e-6, 1.0)),
     'iterations': ('Gauss-Newton iterations of the contour update per frame while tracking '

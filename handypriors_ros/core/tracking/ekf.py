@@ -93,6 +93,40 @@ def ominus_linear(T_a: torch.Tensor, T_b: torch.Tensor) -> torch.Tensor:
     return torch.cat([rho, phi])
 
 
+def axis_twist(T_cam_obj: torch.Tensor, origin_obj: torch.Tensor,
+               axis_obj: torch.Tensor) -> torch.Tensor:
+    """(6,) the error-state direction that turns the object about an axis of its own.
+
+    ``T (+) theta v`` moves every camera-frame point ``x`` by ``theta a x (x - p)`` to first
+    order, with ``a = R axis`` and ``p = R origin + t`` (a point of the axis): since the error
+    state turns about the object frame's origin ``t``, ``v = [(R origin) x a, a]``.
+
+    Args:
+        T_cam_obj: (4, 4) the pose; origin_obj, axis_obj: (3,) a point of the axis and its unit
+            direction, object frame.
+    """
+    R = T_cam_obj[:3, :3].to(torch.float64)
+    a = R @ axis_obj.to(torch.float64)
+    return torch.cat([torch.linalg.cross(R @ origin_obj.to(torch.float64), a), a])
+
+
+def without_direction(residual: Callable[[torch.Tensor], torch.Tensor],
+                      v: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A residual that does not see the error-state direction ``v`` (6,): ``delta`` is first
+    stripped of its component along ``v`` (``delta - (delta . w) v``, ``w = v / |v|^2``), so
+    the Jacobian becomes ``J (I - v w^T)``: zero along ``v``, unchanged across it. An update
+    then cannot move the state along ``v`` through this measurement (for a silhouette, the
+    turn of a can about its axis, which only its mesh's small asymmetries and mask noise
+    would otherwise 'see')."""
+    v = v.to(torch.float64)
+    w = v / (v @ v)
+
+    def projected(delta: torch.Tensor) -> torch.Tensor:
+        return residual(delta - (delta @ w)[..., None] * v)
+
+    return projected
+
+
 def separable_jacobian(f: Callable[[torch.Tensor], torch.Tensor], rows: int
                        ) -> tuple[torch.Tensor, torch.Tensor]:
     """Value and Jacobian of a row-separable measurement at ``delta = 0``, by reverse-mode

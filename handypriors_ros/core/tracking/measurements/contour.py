@@ -19,7 +19,7 @@ from handypriors_ros.core.render.camera import PinholeCamera
 from handypriors_ros.core.render.contour import signed_distance_transform as _sdt
 from handypriors_ros.core.render.contour import silhouette_edges
 from handypriors_ros.core.render.mesh import RenderMesh, front_facing
-from handypriors_ros.core.tracking.ekf import oplus_linear
+from handypriors_ros.core.tracking.ekf import axis_twist, oplus_linear, without_direction
 from handypriors_ros.core.tracking.measurements.base import (Linearisation, Linearise,
                                                              Measurement, Residual,
                                                              StepContext)
@@ -232,7 +232,9 @@ def contour_measurement(camera: PinholeCamera, roi: RoiView, render: RoiRender,
 class Contour(Measurement):
     """``'contour'``: :func:`contour_measurement` on the frame's mask, an iterated update
     (``init_iterations`` while initialising or lost, ``iterations`` while tracking; each
-    iteration after the first re-renders the ROI at the new estimate)."""
+    iteration after the first re-renders the ROI at the new estimate). For a surface of
+    revolution (``ObjectModel.symmetry`` continuous) and ``contour_ignores_symmetry_axis``,
+    the update cannot turn the object about its axis (:func:`~..ekf.without_direction`)."""
     name = 'contour'
     iterated = True
     confirms_track = True
@@ -246,6 +248,12 @@ class Contour(Measurement):
             return None
         cfg = self.config
         observed = ObservedField.from_mask(ctx.mask, ctx.roi)
+        symmetry = (ctx.scene.object_model.symmetry if ctx.scene.object_model is not None
+                    else None)
+        symmetry_axis = None
+        if cfg.contour_ignores_symmetry_axis and symmetry is not None \
+                and symmetry.axis is not None:
+            symmetry_axis = (torch.as_tensor(symmetry.origin), torch.as_tensor(symmetry.axis))
 
         def linearise(T_cam_obj: torch.Tensor, iteration: int) -> Linearisation | None:
             if iteration == 0:
@@ -263,6 +271,11 @@ class Contour(Measurement):
                                      sigma_px=cfg.contour_sigma_px,
                                      common_px=cfg.contour_common_px,
                                      outlier_px=cfg.contour_outlier_px)
-            return None if cm is None else Linearisation(cm.residual, cm.rows, cm.R)
+            if cm is None:
+                return None
+            residual = cm.residual
+            if symmetry_axis is not None:  # a surface of revolution: blind to its own turn
+                residual = without_direction(residual, axis_twist(T_cam_obj, *symmetry_axis))
+            return Linearisation(residual, cm.rows, cm.R)
 
         return linearise
