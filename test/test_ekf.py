@@ -6,8 +6,9 @@ from scipy.spatial.transform import Rotation
 from scipy.stats import chi2
 
 from handypriors_ros.core.errors import InputError
-from handypriors_ros.core.tracking.ekf import (PoseEKF, motion_jacobian, ominus, oplus,
-                                               oplus_linear)
+from handypriors_ros.core.tracking.ekf import (PoseEKF, axis_twist, motion_jacobian, ominus,
+                                               oplus, oplus_linear, separable_jacobian,
+                                               without_direction)
 
 
 
@@ -58,6 +59,45 @@ def test_separable_jacobian_matches_finite_differences():
                         for e in torch.eye(6)], dim=1)
     torch.testing.assert_close(value, whole(torch.zeros(6)))
     torch.testing.assert_close(J, J_fd, atol=1e-4, rtol=1e-6)
+
+
+def test_axis_twist_is_the_turn_about_the_axis():
+    """``T (+) theta v`` against the exact pose turned about an axis of the object (scipy):
+    ``ominus(T_turned, T) / theta`` -> v."""
+    rng = np.random.default_rng(2)
+    for _ in range(5):
+        T = _T(rng.normal(size=3), rng.normal(scale=0.3, size=3))
+        origin = rng.normal(scale=0.1, size=3)
+        axis = rng.normal(size=3)
+        axis /= np.linalg.norm(axis)
+        v = axis_twist(T, torch.as_tensor(origin), torch.as_tensor(axis))
+        theta = 1e-6
+        turn = np.eye(4)  # about the axis through origin, object frame
+        turn[:3, :3] = Rotation.from_rotvec(theta * axis).as_matrix()
+        turn[:3, 3] = origin - turn[:3, :3] @ origin
+        torch.testing.assert_close(ominus(T @ torch.as_tensor(turn), T) / theta, v,
+                                   atol=1e-6, rtol=0)
+
+
+def test_without_direction_zeroes_the_jacobian_along_it_only():
+    rng = np.random.default_rng(4)
+    T = _T(rng.normal(size=3), [0.0, 0.0, 0.5])
+    pts = torch.as_tensor(rng.normal(scale=0.05, size=(6, 3)))
+
+    def rows(delta):  # (6, 6) -> (6, 2) projections
+        Td = oplus_linear(T, delta)
+        p = (Td[:, :3, :3] @ pts[:, :, None])[..., 0] + Td[:, :3, 3]
+        return 600 * p[:, :2] / p[:, 2:]
+
+    v = torch.as_tensor(rng.normal(size=6))
+    value, J = separable_jacobian(rows, 6)
+    value_p, J_p = separable_jacobian(without_direction(rows, v), 6)
+    torch.testing.assert_close(value_p, value)  # the same residual at delta = 0
+    assert float((J @ v).abs().max()) > 1.0
+    assert float((J_p @ v).abs().max()) < 1e-9
+    u = torch.as_tensor(rng.normal(size=6))
+    u = u - (u @ v) / (v @ v) * v  # across v
+    torch.testing.assert_close(J_p @ u, J @ u)
 
 
 def test_motion_jacobian_is_blockdiag_dR():

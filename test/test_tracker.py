@@ -5,6 +5,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from scipy.spatial.transform import Rotation
 import torch
 
 from handypriors_ros import interfaces
@@ -662,9 +663,10 @@ def test_predict_only_keeps_the_pose_grows_the_covariance_and_says_so(seq):
 # --------------------------------------------------------------------------------------------
 # the appearance measurement
 # --------------------------------------------------------------------------------------------
-def _textured_can(tmp_path):
-    """A textured OBJ+MTL+PNG cylinder (r 33 mm, h 100 mm): a smooth random texture, so that
-    rotation about its axis changes the image but not the silhouette."""
+def _textured_can(tmp_path, axis_at=(0.0, 0.0)):
+    """A textured OBJ+MTL+PNG cylinder (r 33 mm, h 100 mm, its axis along z through x, y =
+    ``axis_at``): a smooth random texture, so that rotation about its axis changes the image
+    but not the silhouette."""
     import trimesh
     from PIL import Image
     n, rings = 64, 8
@@ -673,7 +675,7 @@ def _textured_can(tmp_path):
     verts, uv = [], []
     for z in zs:
         for a in ang:
-            verts.append([0.033 * np.cos(a), 0.033 * np.sin(a), z])
+            verts.append([axis_at[0] + 0.033 * np.cos(a), axis_at[1] + 0.033 * np.sin(a), z])
             uv.append([a / (2 * np.pi), (z + 0.05) / 0.1])
     faces = []
     for i in range(rings):
@@ -685,7 +687,7 @@ def _textured_can(tmp_path):
     # caps (texture-less: the same uv as the rim)
     for z, flip in ((zs[0], True), (zs[-1], False)):
         ci = len(verts)
-        verts = np.vstack([verts, [[0, 0, z]]])
+        verts = np.vstack([verts, [[axis_at[0], axis_at[1], z]]])
         uv = np.vstack([uv, [[0.5, 0.0 if flip else 1.0]]])
         base = 0 if flip else rings * (n + 1)
         for j in range(n):
@@ -749,6 +751,49 @@ def test_appearance_observes_rotation_about_a_symmetry_axis_under_other_lighting
         errors[name] = error_about_axis(res.T_cam_obj)
     assert errors['contour'] > 4.5, errors
     assert errors['appearance'] < 2.5, errors
+
+
+@pytest.mark.parametrize('ignore', [True, False])
+def test_the_contour_cannot_turn_a_can_about_its_axis(seq, tmp_path, ignore):
+    """A surface of revolution whose frame origin is 9 cm off its axis (as on the YCB cans):
+    with ``contour_ignores_symmetry_axis`` the contour's Jacobian along the turn about the axis
+    (``ekf.axis_twist``, itself checked against an exact rotation in test_ekf) is zero; without
+    it, it is not (a 64-sided prism's silhouette changes as it turns, and an update would turn
+    it by that and by mask noise)."""
+    from handypriors_ros.core.tracking.ekf import axis_twist, separable_jacobian
+    from handypriors_ros.core.tracking.measurements.contour import Contour
+    obj = ObjectModel.from_file(_textured_can(tmp_path, axis_at=(0.0, 0.09)))
+    assert obj.symmetry.kind == 'continuous'
+    np.testing.assert_allclose(np.abs(obj.symmetry.axis), [0, 0, 1], atol=1e-6)
+    frame = seq['frames'][0]
+    T_true = np.eye(4)
+    T_true[:3, :3] = Rotation.from_rotvec([1.2, 0.0, 0.3]).as_matrix()
+    T_true[:3, 3] = [0.06, -0.05, 0.45] - T_true[:3, :3] @ [0.0, 0.09, 0.0]
+    r = Renderer(RenderMesh.from_object_model(obj), settings=RenderSettings(
+        cull_backfaces=False, antialias=False))
+    mask = r.render(frame.camera, torch.as_tensor(T_true, dtype=torch.float32)[None]
+                    ).object_mask[0].numpy() > 0.5
+    T0 = T_true.copy()
+    T0[:3, 3] += [0.003, -0.002, 0.004]
+    tracker = ObjectTracker(obj, seq['kin'], TrackerConfig(
+        measurements=('contour',), contour_ignores_symmetry_axis=ignore))
+    tracker.initialise(T0)
+    contour = next(m for m in tracker.measurements if isinstance(m, Contour))
+    built = []
+    prepare = contour.prepare
+    contour.prepare = lambda ctx: built.append(prepare(ctx)) or built[-1]
+    tracker.step(replace(frame, mask=mask))
+    residual, rows, _ = built[0](torch.as_tensor(T0), 0)
+    assert rows >= 50
+    _, J = separable_jacobian(residual, rows)
+    v = axis_twist(torch.as_tensor(T0), torch.as_tensor(obj.symmetry.origin),
+                   torch.as_tensor(obj.symmetry.axis))
+    along = (J @ v).abs().max()  # px per radian of turn
+    assert float(J.abs().max()) > 100  # the other directions are seen
+    if ignore:
+        assert float(along) < 1e-9
+    else:
+        assert float(along) > 1e-2
 
 
 def test_model_noise_enters_the_gain_only_for_the_named_measurements(seq):
