@@ -59,7 +59,7 @@ JOB = 'the track job'
 # --------------------------------------------------------------------------------------------
 _RENDERER = Option(
     'renderer', 'str', 'auto', 'backend of the tracker\'s renderer: auto (nvdiffrast when the '
-    'device is CUDA and nvdiffrast imports, else the torch z-buffer), soft (the torch z-buffer '
+    'device is CUDA and nvdiffrast imports, else the soft z-buffer), soft (the soft z-buffer '
     'on the device) or nvdiffrast (CUDA only)',
     choices=RENDERERS, group=NODE)
 _MODE = Option(

@@ -1,10 +1,13 @@
-"""Hard (z-buffer) triangle rasterizer in pure torch, vectorised over (face, pixel) pairs.
+"""Hard (z-buffer) triangle rasterizer, vectorised over faces and covered pixels.
 
 A pixel is covered by a triangle when its centre (module ``camera``: pixel (i, j) at
 ``(u, v) = (i, j)``) lies inside the projected triangle (edges included). Of the covering
-triangles the nearest (smallest camera z, perspective-correct) wins. The depth test is a single
-``scatter_reduce('amin')`` over an int64 key ``(float32 depth bits << 32) | face index``:
-positive float32 values order like their bit patterns, so the minimum key is the nearest face.
+triangles the nearest (smallest camera z, perspective-correct) wins, a tie going to the lower
+face index. The depth test runs as a Warp kernel on CPU and CUDA devices
+(:mod:`.zbuffer_warp`: one thread per face over its pixel box) or, elsewhere and as the
+tests' reference, in torch: a single ``scatter_reduce('amin')`` over an int64 key
+``(float32 depth bits << 32) | face index`` per (face, pixel) pair (positive float32 values
+order like their bit patterns, so the minimum key is the nearest face).
 
 The selection is discrete; after it the barycentrics and the depth of the winning face are
 recomputed from the vertex tensors, so they carry gradients to the vertices (interpolated
@@ -138,8 +141,8 @@ def rasterize_hard(verts_px: torch.Tensor, verts_z: torch.Tensor, faces: torch.T
         height, width: image size [px].
         face_mask: (B, F) bool, faces to rasterize (e.g. front-facing); None: all.
         near: faces with a vertex at z <= near are dropped [m].
-        max_pairs: the (face, pixel) pairs are processed in chunks of about this many, which
-            bounds the memory for large triangles.
+        max_pairs: the torch depth test processes its (face, pixel) pairs in chunks of about
+            this many, which bounds the memory for large triangles.
         barycentrics: False: a depth-only raster (``bary`` None, ``depth`` float32 from the
             depth test itself, no gradients): what visibility masks and occluder depths need,
             without a second pass over the covered pixels.
@@ -149,8 +152,10 @@ def rasterize_hard(verts_px: torch.Tensor, verts_z: torch.Tensor, faces: torch.T
             normal and ``a`` a vertex, so a back face has a positive cross product); None:
             none.
         zbuffer: the depth test: ``'warp'`` (a Warp kernel, :mod:`.zbuffer_warp`: no pair
-            list, 5-10x faster on the CPU), ``'torch'`` (pairs and ``scatter_reduce``), or
-            ``'auto'`` (Warp on a CPU or CUDA device, else torch). Both give the same faces and depths (tested).
+            list: 2-3x faster for the whole call on the CPU), ``'torch'`` (pairs and
+            ``scatter_reduce``), or ``'auto'`` (Warp on a CPU or CUDA device, else torch).
+            Both give the same faces and depths (tested; a pixel centre exactly on an edge
+            shared by two faces may go to either).
     Returns:
         :class:`HardRaster`; with ``barycentrics``, ``bary`` and ``depth`` are differentiable
         w.r.t. the vertices.

@@ -16,15 +16,16 @@ or regions of interest in one call). It gives:
 
 Backends of :meth:`Renderer.render`:
 
-- ``'soft'``: pure torch (any device): the hard z-buffer (``hard_rasterizer``) plus analytic
-  antialiasing of the silhouette edges (``antialias``), which gives pixels their area
-  coverage along the silhouette and the silhouette its gradients.
+- ``'soft'``: torch (any device; its depth test a Warp kernel on CPU and CUDA): the hard
+  z-buffer (``hard_rasterizer``) plus analytic antialiasing of the silhouette edges
+  (``antialias``), which gives pixels their area coverage along the silhouette and the
+  silhouette its gradients.
 - ``'nvdiffrast'``: ``nvdiffrast.torch`` on CUDA (``nvdiffrast_backend``), the same idea in
   CUDA kernels.
 
 ``backend='auto'`` picks nvdiffrast when the renderer's device is CUDA and nvdiffrast imports,
 else soft. :meth:`rasterize` runs on nvdiffrast too when that is the backend;
-:meth:`render_scene` always uses the torch z-buffer (on the renderer's device).
+:meth:`render_scene` always uses the soft z-buffer (on the renderer's device).
 """
 
 from __future__ import annotations
@@ -394,14 +395,14 @@ class Renderer:
                   barycentrics: bool = True) -> SceneRaster:
         """Hard z-buffer of the object and the hand together (no gradients).
 
-        Object faces are culled per ``settings.cull_backfaces`` (torch z-buffer; nvdiffrast
+        Object faces are culled per ``settings.cull_backfaces`` (soft z-buffer; nvdiffrast
         does not cull, which for a closed mesh gives the same image); the hand is not. Runs
-        on nvdiffrast when that is the backend, else the torch z-buffer.
+        on nvdiffrast when that is the backend, else the soft z-buffer.
 
         Args:
             camera: a PinholeCamera or a CameraBatch of B.
             T_cam_obj: (B, 4, 4); hand_vertices_cam: (B, Vh, 3) or None.
-            barycentrics: False: face ids and depth only (the torch z-buffer then skips its
+            barycentrics: False: face ids and depth only (the soft z-buffer then skips its
                 barycentric pass; ``raster.bary`` is None), for visibility masks.
         Returns:
             :class:`SceneRaster`.

@@ -107,7 +107,7 @@ class ObjectTracker:
             ``'cuda:N'`` or ``'auto'`` (CUDA when torch sees one, else the CPU).
         renderer: the :class:`~handypriors_ros.core.render.renderer.Renderer` backend of the
             region-of-interest renders: ``'auto'`` (nvdiffrast on CUDA where it imports, else
-            the torch z-buffer), ``'soft'`` (the torch z-buffer on ``device``) or
+            the soft z-buffer), ``'soft'`` (the soft z-buffer on ``device``) or
             ``'nvdiffrast'`` (CUDA only).
     Raises:
         InputError: a config that is not a TrackerConfig, a hand without the HandModel
