@@ -52,7 +52,8 @@ class TrackerConfig:
             change of the object's distance (2 px of a 70 px can at 57 cm is 3 cm). Measured
             on the devbench held-out set (its masks eroded or dilated by 1-4 px per frame):
             0.5 px published a covariance ~3x too confident (NEES 17) with the depth off by
-            10-18 mm for seconds; 2.5 px gave NEES 1.5 and ADD 4.1 instead of 6.6 mm.
+            10-18 mm for seconds; 2.5 px gave ADD 4.1 instead of 6.6 mm and a covariance
+            too large instead (NEES 1.5, hence the smaller ``model_std``: 3.6).
         contour_outlier_px: points with a larger prior residual are dropped (segmenter errors).
         contour_ignores_symmetry_axis: for an object whose surface is one of revolution
             (``ObjectModel.symmetry``: continuous, e.g. a can), the contour update does not

@@ -167,8 +167,9 @@ class ObjectTracker:
         self._warm_up()
 
     def _warm_up(self) -> None:
-        """Run each kernel once (Warp module loads: the SDF and the z-buffer, TorchScript compilation of the rigid fit,
-        autograd set-up) so that the first tracked frame is not seconds late."""
+        """Run each kernel once (Warp module loads: the SDF and the z-buffer; TorchScript
+        compilation of the rigid fit; autograd set-up) so that the first tracked frame is not
+        seconds late."""
         from handypriors_ros.core.physics.rigid_fit import weighted_rigid_fit
         g = torch.Generator().manual_seed(0)
         X = torch.rand(1, 8, 3, generator=g, dtype=torch.float64).to(self.device)
