@@ -371,8 +371,8 @@ class Renderer:
     def _raster(self, camera: Camera, vertices_cam: torch.Tensor, faces: torch.Tensor,
                 cullable: torch.Tensor | None, *, barycentrics: bool = True) -> HardRaster:
         return rasterize_hard(camera.project(vertices_cam), vertices_cam[..., 2], faces,
-                              camera.height, camera.width, cullable=cullable, near=self.settings.near_m,
-                              barycentrics=barycentrics)
+                              camera.height, camera.width, cullable=cullable,
+                              near=self.settings.near_m, barycentrics=barycentrics)
 
     @torch.no_grad()
     def hand_depth(self, camera: Camera, hand_vertices_cam: torch.Tensor) -> torch.Tensor:
