@@ -35,7 +35,10 @@ class TrackerConfig:
             queries stop there: the hand's far links cost nothing). The range used is at
             least half the object's smallest bounding-box side + 5 mm (no point inside the
             object is out of range) and 5 mm more than ``contact_threshold_m``,
-            ``near_hand_m`` and ``max_hand_gap_m`` (read at start-up).
+            ``near_hand_m`` and ``max_hand_gap_m`` (read at start-up). 3.5 cm is that least
+            range with the defaults: the estimates are the same as with 6 cm (a point beyond
+            it only ever counts as far from the object; checked bit for bit on a devbench
+            sugar box, 150 frames), and the contact query costs ~15 % less.
     Measurements (update), any registered names (``core.tracking.measurements.registry``),
     applied in the order given:
         ``'object_center'``: the projected object centre vs the observed mask's centroid
@@ -127,7 +130,7 @@ class TrackerConfig:
     q_contact: tuple[float, ...] = (0.0015, 0.0015, 0.0015, 0.02, 0.02, 0.02)
     q_hand_rigid: tuple[float, ...] = (0.003, 0.003, 0.003, 0.04, 0.04, 0.04)
     q_constant: tuple[float, ...] = (0.006, 0.006, 0.006, 0.08, 0.08, 0.08)
-    sdf_range_m: float = 0.06
+    sdf_range_m: float = 0.035
     measurements: tuple[str, ...] = DEFAULT_MEASUREMENTS
     contour_points: int = 160
     contour_sigma_px: float = 2.0
