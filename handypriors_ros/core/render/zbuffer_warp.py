@@ -106,7 +106,6 @@ def _depth_test_face(t: int, px: wp.array3d(dtype=wp.float64), z: wp.array2d(dty
                     wp.atomic_min(nearest, row + u, f)
 
 
-
 @wp.kernel
 def _zbuffer_kernel(px: wp.array3d(dtype=wp.float64), z: wp.array2d(dtype=wp.float64),
                     faces: wp.array2d(dtype=wp.int32), face_mask: wp.array2d(dtype=wp.uint8),
@@ -159,7 +158,8 @@ def nearest_faces(verts_px: torch.Tensor, verts_z: torch.Tensor, faces: torch.Te
                   wp.from_torch(cull, dtype=wp.uint8), int(cullable is not None),
                   float(near), int(height), int(width)]
         outputs = [wp.from_torch(depth, dtype=wp.float32), wp.from_torch(face, dtype=wp.int32)]
-        # a CPU thread per face costs ~40 ns of call overhead, more than most faces' work
+        # on the CPU, a loop over 1024 faces per Warp thread (measured: a 16k-face mesh's
+        # two launches 1.28 -> 1.07 ms); on a GPU, a thread per face
         per_thread = 1 if device.type == 'cuda' else _CPU_FACES_PER_THREAD
         n_threads = -(-B * F // per_thread)
         for second_pass in (0, 1):
