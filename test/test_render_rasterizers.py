@@ -146,6 +146,24 @@ def test_warp_and_torch_depth_tests_agree():
                 assert edge.numel() == 0 or float(edge.abs().max()) < 1e-3
 
 
+def test_the_serial_and_atomic_depth_tests_are_the_same():
+    """On the CPU the Warp depth test is one serial launch; the two atomic launches a GPU runs
+    must give the same faces and depths bit for bit (same arithmetic, same tie rule)."""
+    from handypriors_ros.core.render.zbuffer_warp import nearest_faces
+    mesh = trimesh.creation.icosphere(subdivisions=3, radius=0.05)
+    verts = torch.cat([posed(mesh, (0.01, -0.004, 0.22)),
+                       posed(mesh, (0.05, 0.02, 0.2), rotvec=(-0.4, 0.9, 0.2))])
+    faces = torch.tensor(mesh.faces)
+    faces = torch.cat([faces, faces.flip(0)[:40]])  # duplicated faces: equal depths, ties
+    px, z = CAM64.project(verts), verts[..., 2].clone()
+    serial = nearest_faces(px, z, faces, 64, 64, None, 1e-3, atomic=False)
+    atomic = nearest_faces(px, z, faces, 64, 64, None, 1e-3, atomic=True)
+    assert int((serial[0] >= 0).sum()) > 1000
+    assert int((serial[0] >= len(mesh.faces)).sum()) == 0  # a tie goes to the lower index
+    torch.testing.assert_close(serial[0], atomic[0], rtol=0, atol=0)
+    torch.testing.assert_close(serial[1], atomic[1], rtol=0, atol=0)
+
+
 def test_culling_on_the_image_is_front_facing():
     """``cullable`` (the winding on the image) drops exactly the faces ``front_facing`` (the
     3D normal against the view ray) calls back faces, in both depth tests; the others stay."""

@@ -5,10 +5,11 @@ The rule is :func:`~handypriors_ros.core.render.hard_rasterizer.rasterize_hard`'
 a vertex at ``z <= near``, a non-finite projection, zero area or outside ``face_mask`` are
 dropped; a pixel centre is inside when its three screen barycentrics (the float32 plane rows
 of ``hard_rasterizer.face_planes``, made in float64 and rounded) are >= 0; the smallest camera
-z wins and a tie goes to the lower face index. Two launches with 32-bit atomics (the nearest
-depth, then the lowest face at that depth), so it is also correct on a GPU. On the CPU Warp
-runs a launch as a native loop: neither the per-face set-up over every face nor a
-(face, pixel) pair list is made in torch, which is where the torch path spends its time.
+z wins and a tie goes to the lower face index. On a GPU, two launches with 32-bit atomics (the
+nearest depth, then the lowest face at that depth). On the CPU Warp runs a launch's threads
+one after another (a serial loop in Warp's generated CPU code), so one launch with a plain
+compare-and-store is exact and does half the work. Neither the per-face set-up over every face
+nor a (face, pixel) pair list is made in torch, which is where the torch path spends its time.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ _CPU_FACES_PER_THREAD = 1024
 def _depth_test_face(t: int, px: wp.array3d(dtype=wp.float64), z: wp.array2d(dtype=wp.float64),
                      faces: wp.array2d(dtype=wp.int32), face_mask: wp.array2d(dtype=wp.uint8),
                      use_mask: int, cullable: wp.array(dtype=wp.uint8), use_cull: int,
-                     near: float, height: int, width: int, second_pass: int,
+                     near: float, height: int, width: int, mode: int,
                      depth: wp.array(dtype=wp.float32), nearest: wp.array(dtype=wp.int32)):
     """The depth test of flat face ``t`` (batch ``t // F``) over its pixel box."""
     n_faces = faces.shape[0]
@@ -100,29 +101,34 @@ def _depth_test_face(t: int, px: wp.array3d(dtype=wp.float64), z: wp.array2d(dty
             l2 = (C2 + A2 * uf) + B2 * vf
             if wp.min(wp.min(l0, l1), l2) >= 0.0:
                 d = wp.max(1.0 / (l0 * w0 + l1 * w1 + l2 * w2), 0.0)
-                if second_pass == 0:
+                if mode == 0:
                     wp.atomic_min(depth, row + u, d)
-                elif d == depth[row + u]:
-                    wp.atomic_min(nearest, row + u, f)
+                elif mode == 1:
+                    if d == depth[row + u]:
+                        wp.atomic_min(nearest, row + u, f)
+                elif d < depth[row + u] or (d == depth[row + u] and f < nearest[row + u]):
+                    # one pass, threads one after another (the CPU): plain compare and store
+                    depth[row + u] = d
+                    nearest[row + u] = f
 
 
 @wp.kernel
 def _zbuffer_kernel(px: wp.array3d(dtype=wp.float64), z: wp.array2d(dtype=wp.float64),
                     faces: wp.array2d(dtype=wp.int32), face_mask: wp.array2d(dtype=wp.uint8),
                     use_mask: int, cullable: wp.array(dtype=wp.uint8), use_cull: int,
-                    near: float, height: int, width: int, second_pass: int,
+                    near: float, height: int, width: int, mode: int,
                     faces_per_thread: int, total: int, depth: wp.array(dtype=wp.float32),
                     nearest: wp.array(dtype=wp.int32)):
     first = wp.tid() * faces_per_thread
     for t in range(first, wp.min(first + faces_per_thread, total)):
         _depth_test_face(t, px, z, faces, face_mask, use_mask, cullable, use_cull, near, height,
-                         width, second_pass, depth, nearest)
+                         width, mode, depth, nearest)
 
 
 def nearest_faces(verts_px: torch.Tensor, verts_z: torch.Tensor, faces: torch.Tensor,
                   height: int, width: int, face_mask: torch.Tensor | None,
-                  near: float, cullable: torch.Tensor | None = None
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+                  near: float, cullable: torch.Tensor | None = None,
+                  atomic: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The depth test of a batch of meshes sharing one triangle list.
 
     Args:
@@ -130,11 +136,17 @@ def nearest_faces(verts_px: torch.Tensor, verts_z: torch.Tensor, faces: torch.Te
         faces: (F, 3) integer vertex indices; face_mask: (B, F) bool or None.
         cullable: (F,) bool, faces dropped when back-facing, or None.
         height, width: the image; near: faces with a vertex at z <= near are dropped [m].
+        atomic: True: two launches with atomics (what a GPU needs); False: one serial launch
+            (CPU only); None: by the device. Both give the same result (tested on the CPU).
     Returns:
         face (B * H * W,) int64 face index within its mesh, -1 where empty; depth
         (B * H * W,) float32 nearest camera z, +inf where empty.
     """
     device = verts_px.device
+    atomic = device.type == 'cuda' if atomic is None else bool(atomic)
+    if not atomic and device.type != 'cpu':
+        raise ValueError(f'nearest_faces: the serial depth test runs on the CPU only, '
+                         f'not {device}')
     B, F = verts_px.shape[0], faces.shape[0]
     n_pixels = B * height * width
     if max(n_pixels, B * F) >= 2 ** 31:
@@ -149,22 +161,30 @@ def nearest_faces(verts_px: torch.Tensor, verts_z: torch.Tensor, faces: torch.Te
                 else torch.zeros((1, 1), dtype=torch.uint8, device=device))
         cull = (cullable.to(torch.uint8).contiguous() if cullable is not None
                 else torch.zeros(1, dtype=torch.uint8, device=device))
-        inputs = [wp.from_torch(verts_px.detach().to(torch.float64).contiguous(),
-                                dtype=wp.float64),
-                  wp.from_torch(verts_z.detach().to(torch.float64).contiguous(),
-                                dtype=wp.float64),
-                  wp.from_torch(faces.to(torch.int32).contiguous(), dtype=wp.int32),
-                  wp.from_torch(mask, dtype=wp.uint8), int(face_mask is not None),
-                  wp.from_torch(cull, dtype=wp.uint8), int(cullable is not None),
-                  float(near), int(height), int(width)]
-        outputs = [wp.from_torch(depth, dtype=wp.float32), wp.from_torch(face, dtype=wp.int32)]
-        # on the CPU, a loop over 1024 faces per Warp thread (measured: a 16k-face mesh's
-        # two launches 1.28 -> 1.07 ms); on a GPU, a thread per face
+        # array descriptors (return_ctype): no wp.array objects, less per-call overhead; the
+        # tensors they alias are held by this frame until the launches return
+        px64 = verts_px.detach().to(torch.float64).contiguous()
+        z64 = verts_z.detach().to(torch.float64).contiguous()
+        faces32 = faces.to(torch.int32).contiguous()
+        inputs = [wp.from_torch(px64, dtype=wp.float64, return_ctype=True),
+                  wp.from_torch(z64, dtype=wp.float64, return_ctype=True),
+                  wp.from_torch(faces32, dtype=wp.int32, return_ctype=True),
+                  wp.from_torch(mask, dtype=wp.uint8, return_ctype=True),
+                  int(face_mask is not None),
+                  wp.from_torch(cull, dtype=wp.uint8, return_ctype=True),
+                  int(cullable is not None), float(near), int(height), int(width)]
+        outputs = [wp.from_torch(depth, dtype=wp.float32, return_ctype=True),
+                   wp.from_torch(face, dtype=wp.int32, return_ctype=True)]
+        # on the CPU, one launch (serial threads, see the module docstring) looping over 1024
+        # faces per Warp thread (measured: a 16k-face mesh's two launches 1.28 -> 1.07 ms);
+        # on a GPU, a thread per face and two launches
         per_thread = 1 if device.type == 'cuda' else _CPU_FACES_PER_THREAD
         n_threads = -(-B * F // per_thread)
-        for second_pass in (0, 1):
+        # mode 0: the nearest depth (atomic); 1: the lowest face at that depth (atomic); 2: both
+        # in one pass (serial threads only)
+        for mode in ((0, 1) if atomic else (2,)):
             wp.launch(_zbuffer_kernel, dim=n_threads, device=wdev, stream=stream,
-                      inputs=[*inputs, second_pass, per_thread, B * F, *outputs])
+                      inputs=[*inputs, mode, per_thread, B * F, *outputs])
     face = face.to(torch.int64)
     return face.masked_fill_(face == _NO_FACE, -1), depth
 
