@@ -13,7 +13,8 @@ from handypriors_ros.core.errors import InputError
 from handypriors_ros.core.geometry.rotations import axis_angle_to_matrix
 from handypriors_ros.core.geometry.se3 import make_transform
 from handypriors_ros.core.physics import (QUASISTATIC_MODES, FitStatus, WarpMeshSDF,
-                                          quasistatic_step, weighted_rigid_fit)
+                                          find_contacts, quasistatic_step, weighted_rigid_fit)
+from handypriors_ros.core.physics.quasistatic import contact_query
 from handypriors_ros.core.refine import quasistatic_poses
 from handypriors_ros.core.tracking.config import TrackerConfig
 from handypriors_ros.core.tracking.dynamics import HandFrame, predict_motion
@@ -124,6 +125,37 @@ def test_fallbacks_hand_root_near_the_hand_constant_far_or_without_root_poses():
                                   **kw)):
         assert step.mode == 'constant'
         torch.testing.assert_close(step.dT, torch.eye(4, dtype=F64))
+
+
+@pytest.mark.parametrize('case', ['touching', 'deep', 'apart'])
+def test_the_contact_query_reads_what_a_full_query_reads(case):
+    """contact_query resolves only near and inside points; the contact set, the contacts'
+    distances and the smallest distance are still the full query's (here: points spread
+    around a box, one 2 cm inside it (beyond the 5 mm near range), or all at least 1.5 cm away)."""
+    rng = np.random.default_rng(11)
+    sdf = WarpMeshSDF(*(lambda b: (b.vertices, b.faces))(trimesh.creation.box(extents=EXTENTS)),
+                      max_distance=0.06)
+    p_obj = rng.uniform(-0.09, 0.09, size=(800, 3))
+    d_true = find_contacts(torch.as_tensor(p_obj)[None], sdf).distance[0].numpy()
+    if case == 'deep':
+        p_obj = np.r_[p_obj[d_true > 0.001], [[0.0, 0.0, 0.005]]]
+    elif case == 'apart':
+        p_obj = p_obj[d_true > 0.015]
+    p_obj = torch.as_tensor(p_obj)
+    T = make_transform(axis_angle_to_matrix(torch.tensor([0.2, -0.1, 0.3], dtype=F64)),
+                       torch.tensor([0.02, -0.01, 0.5], dtype=F64))
+    p_cam = p_obj @ T[:3, :3].T + T[:3, 3]
+    got = contact_query(p_cam, T, sdf, contact_threshold_m=0.005)
+    ref = find_contacts(p_obj[None], sdf, threshold=0.005)
+    torch.testing.assert_close(got.mask, ref.mask)
+    m = ref.mask[0]
+    assert (int(m.sum()) > 10) == (case != 'apart')
+    torch.testing.assert_close(got.distance[0][m], ref.distance[0][m], rtol=0, atol=1e-9)
+    assert float(got.distance.min()) == pytest.approx(float(ref.distance.min()), abs=1e-9)
+    if case == 'deep':
+        assert float(got.distance.min()) == pytest.approx(-0.02, abs=1e-6)  # 2 cm from y faces
+    else:
+        assert float(got.distance.min()) > (0.01 if case == 'apart' else -1.0)
 
 
 def test_bad_arguments_raise():

@@ -213,6 +213,38 @@ def test_find_contacts(device):
     torch.testing.assert_close(tight.mask[0], expected & (radii.to(device) < 0.041))
 
 
+@pytest.mark.parametrize('sign_method', ['normal', 'winding'])
+def test_near_queries_resolve_the_near_and_inside_points_as_the_full_query(sign_method):
+    """``near_m``: points within it of the surface, or inside the bounding box, get exactly the
+    full query's answer; points outside the box and farther are out of range. On a torus the
+    hole is inside the box but outside the object, so the box test is not 'inside'."""
+    torus = trimesh.creation.torus(major_radius=0.04, minor_radius=0.012)
+    sdf = WarpMeshSDF.from_trimesh(torus, sign_method=sign_method, max_distance=0.06)
+    rng = np.random.default_rng(5)
+    points = rng.uniform(torus.bounds[0] - 0.03, torus.bounds[1] + 0.03, size=(600, 3))
+    p = torch.tensor(points)[None]
+    full = sdf.signed_distance(p)
+    near = sdf.signed_distance(p, near_m=0.005)
+    in_box = np.all((points >= torus.bounds[0]) & (points <= torus.bounds[1]), axis=1)
+    d_full = full.distance[0].numpy()
+    expect = torch.tensor(in_box | (np.abs(d_full) < 0.005)) & full.valid[0]
+    assert 50 < int(expect.sum()) < 500 and bool((torch.tensor(d_full) < 0)[~expect].sum() == 0)
+    torch.testing.assert_close(near.valid[0], expect)
+    torch.testing.assert_close(near.distance[0][expect], full.distance[0][expect], rtol=0,
+                               atol=0)
+    torch.testing.assert_close(near.face_index[0][expect], full.face_index[0][expect])
+    far = near.distance[0][~expect]
+    torch.testing.assert_close(far, torch.full_like(far, 0.06))
+    assert not bool(near.valid[0][~expect].any())
+    # the hole's centre: inside the box, 2.8 cm from the surface, resolved and positive
+    hole = sdf.signed_distance(torch.zeros(1, 1, 3, dtype=torch.float64), near_m=0.005)
+    assert hole.distance.item() == pytest.approx(0.028, abs=2e-4)
+    with pytest.raises(InputError, match='near_m'):
+        sdf.signed_distance(p, near_m=0.0)
+    with pytest.raises(InputError, match='near_m'):
+        find_contacts(p, sdf, threshold=0.005, near_m=0.002)
+
+
 def test_max_distance_gives_invalid_points_with_zero_gradient():
     sdf = WarpMeshSDF.from_trimesh(_icosphere(), max_distance=0.1)
     pts = torch.tensor([[[0.0, 0.0, 0.3], [0.0, 0.0, 0.05]]], requires_grad=True)

@@ -56,7 +56,8 @@ class ContactSet:
 
 def find_contacts(hand_points_obj: torch.Tensor, sdf: WarpMeshSDF, *,
                   threshold: float = DEFAULT_CONTACT_THRESHOLD_M,
-                  link_ids: torch.Tensor | None = None) -> ContactSet:
+                  link_ids: torch.Tensor | None = None,
+                  near_m: float | None = None) -> ContactSet:
     """Query the object's SDF at the hand points and threshold the distance.
 
     Args:
@@ -66,6 +67,8 @@ def find_contacts(hand_points_obj: torch.Tensor, sdf: WarpMeshSDF, *,
         threshold: contact threshold (m); see ``DEFAULT_CONTACT_THRESHOLD_M`` for the choice.
         link_ids: optional (P,) or (B, P) integer tensor naming each point's hand link; returned
             unchanged so callers can group contacts per finger.
+        near_m: passed to :meth:`WarpMeshSDF.signed_distance` (None: every point within the
+            SDF's range is resolved); at least ``threshold`` so no contact is missed.
     Returns:
         :class:`ContactSet`.
     """
@@ -81,7 +84,9 @@ def find_contacts(hand_points_obj: torch.Tensor, sdf: WarpMeshSDF, *,
         if tuple(link_ids.shape) not in ((count,), (batch, count)):
             raise InputError(f'link_ids: expected shape ({count},) or ({batch}, {count}), got '
                              f'{tuple(link_ids.shape)}')
-    result = sdf.signed_distance(hand_points_obj)
+    if near_m is not None and not near_m >= threshold:
+        raise InputError(f'near_m: expected None or >= threshold ({threshold}), got {near_m!r}')
+    result = sdf.signed_distance(hand_points_obj, near_m=near_m)
     mask = (result.distance.detach() < threshold) & result.valid
     return ContactSet(mask=mask, distance=result.distance,
                       closest_point_obj=result.closest_point, normal_obj=result.normal,
