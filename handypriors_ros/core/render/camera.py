@@ -168,6 +168,16 @@ class PinholeCamera:
         v = self.fy * y / z + self.cy
         return torch.stack([u, v], dim=-1)
 
+    def project_jacobian(self, points_cam: torch.Tensor) -> torch.Tensor:
+        """(..., 2, 3) Jacobian of :meth:`project` at optical-frame points (..., 3):
+        ``[[fx / z, 0, -fx x / z^2], [0, fy / z, -fy y / z^2]]``."""
+        x, y, z = points_cam.unbind(-1)
+        inv_z = 1.0 / z
+        zero = torch.zeros_like(z)
+        return torch.stack([torch.stack([self.fx * inv_z, zero, -self.fx * x * inv_z ** 2], -1),
+                            torch.stack([zero, self.fy * inv_z, -self.fy * y * inv_z ** 2], -1)],
+                           -2)
+
 
 @dataclass(frozen=True)
 class CameraBatch:

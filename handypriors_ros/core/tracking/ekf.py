@@ -12,9 +12,12 @@ robot_localization expects, so ``P`` is published as it is.
 Filter steps follow filterpy's EKF conventions:
 - :meth:`PoseEKF.predict` takes the motion ``dT`` (T_new = dT T) with its Jacobian and the
   process noise; a frame without a usable measurement is predict-only, never a reset.
-- :meth:`PoseEKF.update` takes a residual function ``r(delta) = z - h(T (+) delta)`` whose
-  Jacobian comes from automatic differentiation (reverse mode, one backward pass per output
-  column of a row-separable measurement: :func:`separable_jacobian`); Mahalanobis gating; Joseph-form covariance update; the
+- :meth:`PoseEKF.update` takes a residual function ``r(delta) = z - h(T (+) delta)``. Its
+  Jacobian is the closed form a measurement attaches (:class:`LinearisedResidual`, built from
+  :func:`point_jacobian` and the camera's projection Jacobian) or else comes from automatic
+  differentiation (reverse mode, one backward pass per output column of a row-separable
+  measurement: :func:`separable_jacobian`); the tests check every closed form against the
+  autodiff of its own residual. Mahalanobis gating; Joseph-form covariance update; the
   innovation, S, NIS and the gate outcome are kept in :class:`UpdateRecord` for inspection.
 """
 from __future__ import annotations
@@ -110,6 +113,50 @@ def axis_twist(T_cam_obj: torch.Tensor, origin_obj: torch.Tensor,
     return torch.cat([torch.linalg.cross(R @ origin_obj.to(torch.float64), a), a])
 
 
+class LinearisedResidual:
+    """A row-separable residual ``delta (rows, 6) -> (rows, d)`` together with its value and
+    Jacobian at ``delta = 0`` in closed form.
+
+    Calling it evaluates the residual: that stays the measurement's definition (and what the
+    tests differentiate by autodiff to check the closed form). :func:`separable_jacobian` takes
+    :meth:`value_and_jacobian` instead of autodiff: no graph, no backward passes (on the CPU,
+    ~0.5-2 ms per update saved).
+
+    Args:
+        residual: the residual function.
+        value_and_jacobian: ``() -> (value (rows, d), J (rows, d, 6))``, both float64.
+    """
+
+    def __init__(self, residual: Callable[[torch.Tensor], torch.Tensor],
+                 value_and_jacobian: Callable[[], tuple[torch.Tensor, torch.Tensor]]) -> None:
+        self._residual = residual
+        self._value_and_jacobian = value_and_jacobian
+
+    def __call__(self, delta: torch.Tensor) -> torch.Tensor:
+        return self._residual(delta)
+
+    def value_and_jacobian(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(value (rows, d), J (rows, d, 6))`` at ``delta = 0``."""
+        return self._value_and_jacobian()
+
+
+def point_jacobian(q_cam: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """(N, 3, 6) Jacobian of the camera-frame points ``q = (T (+) delta) x`` w.r.t. ``delta``
+    at 0, from the points ``q`` (N, 3) at ``T`` and its translation ``t`` (3,).
+
+    With ``T (+) delta = [exp(phi) R | t + rho]``: ``dq = rho + phi x (q - t)``, so the
+    Jacobian is ``[I, -[q - t]x]``.
+    """
+    a = (q_cam - t).to(torch.float64)
+    zero = torch.zeros_like(a[:, 0])
+    # -[a]x = [[0, a_z, -a_y], [-a_z, 0, a_x], [a_y, -a_x, 0]]
+    neg_skew = torch.stack([torch.stack([zero, a[:, 2], -a[:, 1]], -1),
+                            torch.stack([-a[:, 2], zero, a[:, 0]], -1),
+                            torch.stack([a[:, 1], -a[:, 0], zero], -1)], -2)
+    eye = torch.eye(3, dtype=torch.float64).expand(a.shape[0], 3, 3)
+    return torch.cat([eye, neg_skew], dim=-1)
+
+
 def without_direction(residual: Callable[[torch.Tensor], torch.Tensor],
                       v: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
     """A residual that does not see the error-state direction ``v`` (6,): ``delta`` is first
@@ -124,13 +171,19 @@ def without_direction(residual: Callable[[torch.Tensor], torch.Tensor],
     def projected(delta: torch.Tensor) -> torch.Tensor:
         return residual(delta - (delta @ w)[..., None] * v)
 
+    if isinstance(residual, LinearisedResidual):
+        def value_and_jacobian() -> tuple[torch.Tensor, torch.Tensor]:
+            value, J = residual.value_and_jacobian()
+            return value, J - (J @ v)[..., None] * w  # J (I - v w^T)
+
+        return LinearisedResidual(projected, value_and_jacobian)
     return projected
 
 
-def separable_jacobian(f: Callable[[torch.Tensor], torch.Tensor], rows: int
-                       ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Value and Jacobian of a row-separable measurement at ``delta = 0``, by reverse-mode
-    autodiff.
+def separable_jacobian(f: Callable[[torch.Tensor], torch.Tensor], rows: int, *,
+                       autodiff: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Value and Jacobian of a row-separable measurement at ``delta = 0``: the closed form of
+    a :class:`LinearisedResidual` (unless ``autodiff``), else by reverse-mode autodiff.
 
     ``f`` maps per-row perturbations ``delta (rows, 6)`` to ``(rows, d)`` residuals where row i
     depends only on ``delta[i]`` (each silhouette point, each fingertip sees the state through
@@ -141,6 +194,15 @@ def separable_jacobian(f: Callable[[torch.Tensor], torch.Tensor], rows: int
     Returns:
         value: (rows * d,); J: (rows * d, 6), rows major.
     """
+    if isinstance(f, LinearisedResidual) and not autodiff:
+        value, J = f.value_and_jacobian()
+        if value.dim() == 1:
+            value, J = value[:, None], J[:, None]
+        if value.shape[0] != rows or J.shape != (*value.shape, 6):
+            raise InputError(f'residual: expected {rows} rows and a ({rows}, d, 6) Jacobian, '
+                             f'got {tuple(value.shape)} and {tuple(J.shape)}')
+        return (value.detach().reshape(-1).to(torch.float64),
+                J.detach().reshape(-1, 6).to(torch.float64))
     delta = torch.zeros(rows, 6, dtype=torch.float64, requires_grad=True)
     out = f(delta)
     if out.dim() == 1:

@@ -33,7 +33,7 @@ from handypriors_ros.core.render.camera import PinholeCamera
 from handypriors_ros.core.render.mesh import RenderMesh
 from handypriors_ros.core.render.renderer import Renderer, RenderSettings
 from handypriors_ros.core.render.roi import make_roi
-from handypriors_ros.core.tracking.ekf import oplus_linear
+from handypriors_ros.core.tracking.ekf import LinearisedResidual, oplus_linear, point_jacobian
 from handypriors_ros.core.tracking.measurements.base import (Linearisation, Linearise,
                                                              Measurement, StepContext)
 from handypriors_ros.core.tracking.measurements.contour import SampledImage
@@ -202,7 +202,13 @@ class Appearance(Measurement):
                     Td = oplus_linear(T_at, delta)
                     q = (Td[:, :3, :3] @ X[:, :, None])[..., 0] + Td[:, :3, 3]
                     return z_obs - full.project(q[None])[0]
-                return residual
+
+                def value_and_jacobian() -> tuple[torch.Tensor, torch.Tensor]:
+                    q = X @ T_at[:3, :3].T + T_at[:3, 3]
+                    J = -(full.project_jacobian(q) @ point_jacobian(q, T_at[:3, 3]))
+                    return z_obs - full.project(q[None])[0], J
+
+                return LinearisedResidual(residual, value_and_jacobian)
 
             n = len(pr)
         else:  # direct

@@ -11,7 +11,8 @@ import numpy as np
 import torch
 
 from handypriors_ros.core.render.camera import PinholeCamera
-from handypriors_ros.core.tracking.ekf import oplus_linear
+from handypriors_ros.core.tracking.ekf import (LinearisedResidual, oplus_linear,
+                                               point_jacobian)
 from handypriors_ros.core.tracking.measurements.base import (Linearisation, Linearise,
                                                              Measurement, Residual,
                                                              StepContext)
@@ -51,7 +52,12 @@ def center_measurement(camera: PinholeCamera, roi: RoiView, render: RoiRender,
         Td = oplus_linear(T, delta)[0]
         return (z - camera.project((c @ Td[:3, :3].T + Td[:3, 3])[None])[0, 0])[None]
 
-    return residual
+    def value_and_jacobian() -> tuple[torch.Tensor, torch.Tensor]:
+        q = c @ T[:3, :3].T + T[:3, 3]  # (1, 3)
+        J = -(camera.project_jacobian(q) @ point_jacobian(q, T[:3, 3]))  # (1, 2, 6)
+        return (z - camera.project(q[None])[0, 0])[None], J
+
+    return LinearisedResidual(residual, value_and_jacobian)
 
 
 class ObjectCenter(Measurement):

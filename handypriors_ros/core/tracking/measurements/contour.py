@@ -19,7 +19,8 @@ from handypriors_ros.core.render.camera import PinholeCamera
 from handypriors_ros.core.render.contour import signed_distance_transform as _sdt
 from handypriors_ros.core.render.contour import silhouette_edges
 from handypriors_ros.core.render.mesh import RenderMesh, front_facing
-from handypriors_ros.core.tracking.ekf import axis_twist, oplus_linear, without_direction
+from handypriors_ros.core.tracking.ekf import (LinearisedResidual, axis_twist, oplus_linear,
+                                               point_jacobian, without_direction)
 from handypriors_ros.core.tracking.measurements.base import (Linearisation, Linearise,
                                                              Measurement, Residual,
                                                              StepContext)
@@ -86,6 +87,13 @@ class SampledImage:
     def __call__(self, uv: torch.Tensor) -> torch.Tensor:
         """(..., 2) pixel positions (u, v) -> (...) values, clamped to the image."""
         return _ImageSample.apply(self.image, self.grad_u, self.grad_v, uv)
+
+    def value_and_gradient(self, uv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(..., 2) positions -> the values (...) and the derivative autodiff of
+        :meth:`__call__` gives, (..., 2) (d/du, d/dv), without a graph."""
+        uv = uv.detach()
+        return _bilinear(self.image, uv), torch.stack([_bilinear(self.grad_u, uv),
+                                                       _bilinear(self.grad_v, uv)], dim=-1)
 
 
 @dataclass(frozen=True)
@@ -217,16 +225,26 @@ def contour_measurement(camera: PinholeCamera, roi: RoiView, render: RoiRender,
         u = (1 - tk) * crop_cam.project(qa[None])[0] + tk * crop_cam.project(qb[None])[0]
         return -sdt(u)
 
-    all_rows = torch.arange(t.shape[0])
-    r0 = residual_all(torch.zeros(t.shape[0], 6, dtype=torch.float64), all_rows).detach()
+    with torch.no_grad():  # the residual and its Jacobian at delta = 0 in closed form
+        R0, t0 = T[:3, :3], T[:3, 3]
+        qa, qb = va @ R0.T + t0, vb @ R0.T + t0
+        tk = t[:, None, None]
+        du = ((1 - tk) * (crop_cam.project_jacobian(qa) @ point_jacobian(qa, t0))
+              + tk * (crop_cam.project_jacobian(qb) @ point_jacobian(qb, t0)))  # (K, 2, 6)
+        u0 = (1 - t[:, None]) * crop_cam.project(qa[None])[0] \
+            + t[:, None] * crop_cam.project(qb[None])[0]
+        value, grad = sdt.value_and_gradient(u0)
+        r0, J0 = -value, -(grad[:, :, None] * du).sum(dim=1)  # (K,), (K, 6)
     inlier = torch.nonzero(r0.abs() < outlier_px)[:, 0]
     if inlier.numel() < 8:
         return None
     K = inlier.numel()
     R = (sigma_px ** 2) * torch.eye(K, dtype=torch.float64) \
         + (common_px ** 2) * torch.ones(K, K, dtype=torch.float64)
-    return ContourMeasurement(edge_vertices[inlier], t[inlier],
-                              lambda d: residual_all(d, inlier), R, r0[inlier].numpy())
+    residual = LinearisedResidual(lambda d: residual_all(d, inlier),
+                                  lambda: (r0[inlier], J0[inlier]))
+    return ContourMeasurement(edge_vertices[inlier], t[inlier], residual, R,
+                              r0[inlier].numpy())
 
 
 class Contour(Measurement):

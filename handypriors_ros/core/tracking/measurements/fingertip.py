@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from handypriors_ros.core.physics.sdf import SDFResult, WarpMeshSDF
-from handypriors_ros.core.tracking.ekf import oplus_linear
+from handypriors_ros.core.tracking.ekf import LinearisedResidual, oplus_linear
 from handypriors_ros.core.tracking.measurements.base import (Linearisation, Linearise,
                                                              Measurement, Residual,
                                                              StepContext)
@@ -46,7 +46,13 @@ def fingertip_contact_measurement(T_cam_obj: torch.Tensor, tips_cam: torch.Tenso
         d = ((p_obj - c) * n).sum(-1)  # signed distance to the tangent plane
         return tgt - d
 
-    return residual
+    def value_and_jacobian() -> tuple[torch.Tensor, torch.Tensor]:
+        a = tips - T[:3, 3]
+        b = n @ T[:3, :3].T
+        d = ((a @ T[:3, :3] - c) * n).sum(-1)
+        return tgt - d, torch.cat([b, torch.linalg.cross(a, b, dim=-1)], dim=-1)
+
+    return LinearisedResidual(residual, value_and_jacobian)
 
 
 def query_fingertips(sdf: WarpMeshSDF, tips_cam: torch.Tensor, T_cam_obj: np.ndarray
