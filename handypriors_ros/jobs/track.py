@@ -128,9 +128,9 @@ _NODE_OPTIONS = (
     Option('max_pending_frames', 'int', 30, 'most images held waiting for their inputs; older '
            'ones are dropped and counted (offline: no limit)', range=(1, 1000), offline=False,
            group=NODE),
-    Option('torch_threads', 'int', 1, "torch intra-op threads; 0 = torch's default (on 2 cores "
-           "torch's 2 threads stall under load: measured, PLATFORM.md)", range=(0, 256),
-           group=NODE),
+    Option('torch_threads', 'int', 1, "torch and OpenCV intra-op threads; 0 = their defaults "
+           "(on 2 cores torch's 2 threads stall under load, PLATFORM.md; OpenCV's 2 cost "
+           "15-20 percent more time per step: measured)", range=(0, 256), group=NODE),
     Option('publish_markers', 'bool', True, 'publish RViz markers (object mesh, contacts, '
            'fingertips)', read_only=False, offline=False, group=NODE),
     Option('marker_mesh', 'str', 'triangle_list', 'object mesh marker: triangle_list (the render '
@@ -408,7 +408,9 @@ def load_tracker(options: TrackerOptions, *, info: Log | None = None,
     from handypriors_ros.core.tracking.tracker import ObjectTracker
 
     if options.torch_threads > 0:
+        import cv2
         torch.set_num_threads(options.torch_threads)
+        cv2.setNumThreads(options.torch_threads)
     device = resolve_device(options.device)
     if options.renderer == 'nvdiffrast' and not torch.cuda.is_available():
         raise InputError("renderer: 'nvdiffrast' needs a CUDA device, and "

@@ -100,9 +100,12 @@ class TrackerConfig:
             10-25 mm), while the published ``P + M`` alone keeps NEES consistent.
         roi_size_px: the region of interest around the object is rendered at most this size.
         parallel_prepare: measurements that need only the prediction (``prior_only``: the
-            appearance render and its keypoint matching) are prepared in a worker thread while
-            the ROI is rendered and the contour measured (the same results, in less wall-clock
-            time where a second core is free); False: all in the calling thread.
+            appearance render and its keypoint matching) and the next frame's contact query
+            are prepared in a worker thread while the ROI is rendered and the contour measured
+            (the same results). Off by default: measured on the 2-core VM (2026-12-06, devbench
+            sugar box, interleaved runs), the two threads contend for the GIL and the step
+            takes 36-41 ms wall instead of 30-35 ms in one thread; it may pay where the
+            threads' work is mostly outside Python (a GPU).
         gate_probability: Mahalanobis gate.
     Initial state and loss of track:
         initial_std: std of the initial pose (x y z [m], rx ry rz [rad]).
@@ -152,7 +155,7 @@ class TrackerConfig:
     iterations: int = 1
     init_iterations: int = 4
     roi_size_px: int = 128
-    parallel_prepare: bool = True
+    parallel_prepare: bool = False
     gate_probability: float = 0.9999
     initial_std: tuple[float, ...] = (0.01, 0.01, 0.01, 0.1, 0.1, 0.1)
     lost_after_frames: int = 6
