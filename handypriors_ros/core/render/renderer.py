@@ -487,9 +487,14 @@ class Renderer:
             object_mask, hand_mask, object_depth, object_rgb = self._render_soft(
                 camera, verts_cam, colors, hand, hand_depth)
         if self.object_mesh.textured:
+            # the texture is looked up at the object's pixels only (the rest is background)
             bg = torch.tensor(self.settings.background_rgb, dtype=self.dtype, device=self.device)
-            object_rgb = torch.where((object_depth > 0)[..., None],
-                                     self._attributes_to_rgb(object_rgb), bg)
+            shape = object_rgb.shape
+            flat = object_rgb.reshape(-1, shape[-1])
+            pixels = torch.nonzero((object_depth > 0).reshape(-1)).squeeze(-1)
+            object_rgb = bg.expand(flat.shape[0], 3).index_put(
+                (pixels,), self._attributes_to_rgb(flat.index_select(0, pixels))
+            ).reshape(*shape[:-1], 3)
         keypoints = [camera.project(transform_points(T_cam_obj, self.object_keypoints))]
         if hand_keypoints_cam is not None:
             if not isinstance(hand_keypoints_cam, torch.Tensor) or \
