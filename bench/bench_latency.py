@@ -85,6 +85,18 @@ def percentiles(values_ms, qs=(50, 90, 99)) -> dict[str, float]:
     return out
 
 
+def _lost_episodes(reasons: list[tuple[int, str, str]]) -> list[list[str]]:
+    """For each switch to LOST (in stamp order): the status reasons of the three answers
+    before it and of the first LOST one (why the track was given up)."""
+    ordered = sorted(reasons)
+    episodes = []
+    for i, (_, status, _) in enumerate(ordered):
+        if status == 'lost' and (i == 0 or ordered[i - 1][1] != 'lost'):
+            episodes.append([f'{name}: {reason}'
+                             for _, name, reason in ordered[max(0, i - 3):i + 1]])
+    return episodes
+
+
 def add_s_held(stamps: np.ndarray, poses: dict[int, np.ndarray], T_gt: np.ndarray,
                points: np.ndarray, T_init: np.ndarray) -> np.ndarray:
     """ADD-S [m] per image, holding the last pose received (the initial pose before any)."""
@@ -175,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     track_arrivals: dict[int, int] = {}
     online: dict[int, np.ndarray] = {}
     statuses: dict[str, int] = {}
+    reasons: list[tuple[int, str, str]] = []  # (stamp, status, status_reason) per answer
     stages: dict[str, list[float]] = {}
     diagnostics: list = []
 
@@ -189,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         track_arrivals.setdefault(stamp, time.monotonic_ns())
         name = {0: 'initialising', 1: 'tracking', 2: 'lost'}.get(msg.status, str(msg.status))
         statuses[name] = statuses.get(name, 0) + 1
+        reasons.append((stamp, name, msg.status_reason))
         if msg.status != TrackedObject.STATUS_LOST:
             online[stamp] = pose_to_matrix(msg.pose.pose)
         for s in msg.latency:
@@ -279,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         'images_published': n_pub, 'answered': len(answered_ms),
         'answered_pct': round(100.0 * len(answered_ms) / n_pub, 1),
         'with_tf': len(latency_ms), 'statuses': statuses,
+        'lost_episodes': _lost_episodes(reasons),
         'image_to_tf_ms': percentiles(latency_ms),
         'image_to_track_ms': percentiles(answered_ms),
         'node_stage_ms': {k: {'p50': round(float(np.median(v)), 2),
@@ -314,6 +329,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f'  images: {n_pub} published, {len(answered_ms)} answered '
           f'({result["answered_pct"]} %), {len(latency_ms)} with a TF; statuses {statuses}; '
           'node counts: ' + (', '.join(f'{k} {n}' for k, n in sorted(counts.items())) or 'none'))
+    for episode in result['lost_episodes']:
+        print('  became LOST: ' + ' | '.join(episode))
     print(f'  image published -> TF received [ms]: {result["image_to_tf_ms"]}')
     print('  node stages [ms] p50/p99: ' + ', '.join(
         f'{k} {v["p50"]}/{v["p99"]}' for k, v in result['node_stage_ms'].items()))
