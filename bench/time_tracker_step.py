@@ -3,8 +3,6 @@
     python bench/time_tracker_step.py [--sequences NAME,...] [--repeats 3] [--threads 1]
                                       [--device cpu] [--poses OUT.npz]
 
-``--threads``: torch's and OpenCV's (``handypriors track``'s ``torch_threads`` sets both).
-
 Times are ``time.process_time`` per step (CPU time of this process, all its threads), so
 other processes sharing the machine disturb them less than wall-clock times; with
 ``--device cuda`` wall-clock times (``time.perf_counter``) are printed as well, since GPU work
@@ -43,15 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--sequences', default=','.join(DEFAULT_SEQUENCES))
     parser.add_argument('--repeats', type=int, default=3)
-    parser.add_argument('--threads', type=int, default=1,
-                        help='torch and OpenCV threads (as handypriors track --torch-threads)')
+    parser.add_argument('--threads', type=int, default=1)
     parser.add_argument('--device', default=None,
                         help="ObjectTracker's device (omitted: the constructor's default)")
     parser.add_argument('--poses', default=None, help='save the poses of the first repeat')
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    import cv2
-    cv2.setNumThreads(args.threads)
     suite = SyntheticSuite.full()
     specs = {s.name: s for s in suite.specs}
     kwargs = {}

@@ -128,9 +128,9 @@ _NODE_OPTIONS = (
     Option('max_pending_frames', 'int', 30, 'most images held waiting for their inputs; older '
            'ones are dropped and counted (offline: no limit)', range=(1, 1000), offline=False,
            group=NODE),
-    Option('torch_threads', 'int', 1, "torch and OpenCV intra-op threads; 0 = their defaults "
-           "(on 2 cores torch's 2 threads stall under load, PLATFORM.md; OpenCV's 2 cost "
-           "15-20 percent more time per step: measured)", range=(0, 256), group=NODE),
+    Option('torch_threads', 'int', 1, "torch intra-op threads; 0 = torch's default (on 2 cores "
+           "torch's 2 threads stall under load: measured, PLATFORM.md)", range=(0, 256),
+           group=NODE),
     Option('publish_markers', 'bool', True, 'publish RViz markers (object mesh, contacts, '
            'fingertips)', read_only=False, offline=False, group=NODE),
     Option('marker_mesh', 'str', 'triangle_list', 'object mesh marker: triangle_list (the render '
@@ -218,6 +218,9 @@ _TRACKER_DOCS: dict[str, tuple[str, tuple[float, float] | None]] = {
                                 'prediction [px]', (1e-3, 1e4)),
     'appearance_border_px': ('appearance keypoints are detected only this far inside the '
                              'rendered and the observed silhouette [px]', (0.0, 1000.0)),
+    'appearance_rerender_deg': ('the appearance render and its keypoints are reused while the '
+                                'view has turned less than this since [deg]; 0 = render every '
+                                'frame', (0.0, 180.0)),
     'reinit_min_iou': ('a re-initialisation hypothesis must overlap the mask at least this much '
                        '(intersection over union)', (0.0, 1.0)),
     'segmenter': ('object mask source: auto (the mask topic when a mask comes, else the built-in '
@@ -408,9 +411,10 @@ def load_tracker(options: TrackerOptions, *, info: Log | None = None,
     from handypriors_ros.core.tracking.tracker import ObjectTracker
 
     if options.torch_threads > 0:
-        import cv2
+        # (OpenCV keeps its own thread count: with 1 thread, OpenCV 5.0's precise
+        # distanceTransform differs by ~4e-6 px from run to run, and a replay would no longer
+        # be deterministic; measured 2026-12-06)
         torch.set_num_threads(options.torch_threads)
-        cv2.setNumThreads(options.torch_threads)
     device = resolve_device(options.device)
     if options.renderer == 'nvdiffrast' and not torch.cuda.is_available():
         raise InputError("renderer: 'nvdiffrast' needs a CUDA device, and "

@@ -57,9 +57,8 @@ input (image, camera_info, joint_states, tf; the mask once it has been seen) is 
 start-up).
 
 Executor: single-threaded (PLATFORM.md: a multi-threaded executor misbehaves on 2 cores) plus
-the live worker thread, and ``torch.set_num_threads(torch_threads)``, OpenCV's thread count the
-same (default 1: measured, torch's 2 intra-op threads stall under load on 2 cores, and OpenCV's
-cost 15-20 % more time per step).
+the live worker thread, and ``torch.set_num_threads(torch_threads)`` (default 1: measured,
+torch's 2 intra-op threads stall under load on 2 cores).
 """
 from __future__ import annotations
 
