@@ -81,6 +81,13 @@ class TrackerConfig:
         appearance_border_px: keypoints are detected only this far inside the rendered
             visible object and the observed mask [full-resolution px] (corners of a silhouette
             or of a finger in front do not move when a can turns about its axis).
+        appearance_rerender_deg: the keypoints method renders the texture and detects its
+            keypoints again only once the view has turned this much since the last render
+            (the object's rotation relative to the camera plus the turn of the viewing ray,
+            :func:`~.measurements.appearance.view_change_rad`), and while initialising or lost;
+            in between, the last render's keypoints (3D points of the object and their ORB
+            descriptors) are projected at the prediction and matched with the image's: no
+            render, one keypoint detection instead of two. 0: render every frame.
         iterations: Gauss-Newton iterations of the contour update (iterated EKF) per frame
             while tracking (each re-renders the object: about 5-10 ms on 2 CPU cores).
         init_iterations: the same while initialising or lost (the initial guess can be
@@ -150,6 +157,7 @@ class TrackerConfig:
     appearance_min_points: int = 6
     appearance_max_shift_px: float = 20.0
     appearance_border_px: float = 6.0
+    appearance_rerender_deg: float = 0.0
     model_std: tuple[float, ...] = (0.0018, 0.0018, 0.0036, 0.0225, 0.0225, 0.0225)
     model_noise_measurements: tuple[str, ...] = ()
     iterations: int = 1
@@ -203,6 +211,9 @@ class TrackerConfig:
                      'appearance_max_shift_px'):
             if not getattr(self, name) > 0:
                 raise InputError(f'{name}: expected > 0, got {getattr(self, name)}')
+        if not self.appearance_rerender_deg >= 0:
+            raise InputError(f'appearance_rerender_deg: expected >= 0, got '
+                             f'{self.appearance_rerender_deg}')
         if not self.appearance_border_px >= 0:
             raise InputError(f'appearance_border_px: expected >= 0, got '
                              f'{self.appearance_border_px}')

@@ -24,6 +24,8 @@ The comparison is measured on the realistic development set (README, "Tracking a
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 import torch
@@ -37,6 +39,7 @@ from handypriors_ros.core.tracking.ekf import LinearisedResidual, oplus_linear, 
 from handypriors_ros.core.tracking.measurements.base import (Linearisation, Linearise,
                                                              Measurement, StepContext)
 from handypriors_ros.core.tracking.measurements.contour import SampledImage
+from handypriors_ros.core.tracking.types import TrackStatus
 
 METHODS = ('keypoints', 'direct')
 #: Gaussian smoothing of both images of the direct method [ROI px].
@@ -58,6 +61,54 @@ def _to_uint8(g: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return np.where(mask, np.clip(128 + 40 * g, 0, 255), 0).astype(np.uint8)
 
 
+def _orb(n_features: int) -> cv2.ORB:
+    return cv2.ORB_create(nfeatures=n_features, scaleFactor=1.2, nlevels=4, edgeThreshold=9,
+                          patchSize=15, fastThreshold=5)
+
+
+def detect_keypoints(gray: np.ndarray, mask: np.ndarray, n_features: int = 300
+                     ) -> tuple[np.ndarray, np.ndarray | None]:
+    """ORB keypoints of a uint8 gray crop inside a bool mask: (N, 2) positions (u, v) and
+    (N, 32) uint8 descriptors (None when there are none)."""
+    kp, desc = _orb(n_features).detectAndCompute(gray, mask.astype(np.uint8))
+    return np.array([k.pt for k in kp], dtype=np.float64).reshape(-1, 2), desc
+
+
+def match_descriptors(p_r: np.ndarray, d_r: np.ndarray | None, p_o: np.ndarray,
+                      d_o: np.ndarray | None, *, max_shift_px: float, ratio: float = 0.8
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Matches between keypoints expected at ``p_r`` (N, 2) and observed at ``p_o`` (M, 2):
+    mutual best by Hamming distance, Lowe's ratio, within ``max_shift_px`` of the expected
+    position and within a few pixels of the matches' median displacement.
+
+    Returns:
+        (K,) indices into ``p_r`` and (K,) into ``p_o``.
+    """
+    empty = np.zeros(0, dtype=int), np.zeros(0, dtype=int)
+    if d_r is None or d_o is None or len(p_r) < 2 or len(p_o) < 2:
+        return empty
+    bf = cv2.BFMatcher(cv2.NORM_HAMMING)
+    knn = bf.knnMatch(d_r, d_o, k=2)
+    back = {m[0].queryIdx: m[0].trainIdx for m in bf.knnMatch(d_o, d_r, k=1) if m}
+    ir, io = [], []
+    for pair in knn:
+        if len(pair) < 2:
+            continue
+        m, n = pair
+        if m.distance > ratio * n.distance or back.get(m.trainIdx) != m.queryIdx:
+            continue
+        if np.linalg.norm(p_o[m.trainIdx] - p_r[m.queryIdx]) <= max_shift_px:
+            ir.append(m.queryIdx)
+            io.append(m.trainIdx)
+    if len(ir) < 3:
+        return empty
+    ir, io = np.array(ir), np.array(io)
+    d = p_o[io] - p_r[ir]
+    # the prior is close: the matches move together, within a few pixels of their median
+    ok = np.linalg.norm(d - np.median(d, axis=0), axis=1) <= max(3.0, 0.25 * max_shift_px)
+    return ir[ok], io[ok]
+
+
 def match_keypoints(rendered: np.ndarray, observed: np.ndarray, rendered_mask: np.ndarray,
                     observed_mask: np.ndarray, *, max_shift_px: float, n_features: int = 300,
                     ratio: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
@@ -66,34 +117,30 @@ def match_keypoints(rendered: np.ndarray, observed: np.ndarray, rendered_mask: n
     Returns:
         (M, 2) rendered and (M, 2) observed pixel positions (u, v) of the kept matches.
     """
-    orb = cv2.ORB_create(nfeatures=n_features, scaleFactor=1.2, nlevels=4, edgeThreshold=9,
-                         patchSize=15, fastThreshold=5)
-    kr, dr = orb.detectAndCompute(rendered, rendered_mask.astype(np.uint8))
-    ko, do = orb.detectAndCompute(observed, observed_mask.astype(np.uint8))
-    empty = np.zeros((0, 2)), np.zeros((0, 2))
-    if dr is None or do is None or len(kr) < 2 or len(ko) < 2:
-        return empty
-    bf = cv2.BFMatcher(cv2.NORM_HAMMING)
-    knn = bf.knnMatch(dr, do, k=2)
-    back = {m[0].queryIdx: m[0].trainIdx for m in bf.knnMatch(do, dr, k=1) if m}
-    pr, po = [], []
-    for pair in knn:
-        if len(pair) < 2:
-            continue
-        m, n = pair
-        if m.distance > ratio * n.distance or back.get(m.trainIdx) != m.queryIdx:
-            continue
-        a, b = np.array(kr[m.queryIdx].pt), np.array(ko[m.trainIdx].pt)
-        if np.linalg.norm(b - a) <= max_shift_px:
-            pr.append(a)
-            po.append(b)
-    if len(pr) < 3:
-        return empty
-    pr, po = np.array(pr), np.array(po)
-    d = po - pr
-    # the prior is close: the matches move together, within a few pixels of their median
-    ok = np.linalg.norm(d - np.median(d, axis=0), axis=1) <= max(3.0, 0.25 * max_shift_px)
-    return pr[ok], po[ok]
+    p_r, d_r = detect_keypoints(rendered, rendered_mask, n_features)
+    p_o, d_o = detect_keypoints(observed, observed_mask, n_features)
+    ir, io = match_descriptors(p_r, d_r, p_o, d_o, max_shift_px=max_shift_px, ratio=ratio)
+    return p_r[ir], p_o[io]
+
+
+@dataclass(frozen=True)
+class _Keyframe:
+    """The rendered keypoints of one appearance render: object-frame points (N, 3) and their
+    ORB descriptors (N, 32), with the pose they were rendered at."""
+    T_cam_obj: np.ndarray
+    points_obj: np.ndarray
+    descriptors: np.ndarray
+
+
+def view_change_rad(T_a: np.ndarray, T_b: np.ndarray) -> float:
+    """How far the view of an object turned between two poses (4, 4) [rad]: its rotation
+    relative to the camera plus the turn of the viewing ray to its origin (an upper bound of
+    the out-of-plane turn a keypoint's neighbourhood sees)."""
+    R = T_a[:3, :3] @ T_b[:3, :3].T
+    turn = float(np.arccos(np.clip((np.trace(R) - 1.0) / 2.0, -1.0, 1.0)))
+    ta, tb = T_a[:3, 3], T_b[:3, 3]
+    cos_ray = float(ta @ tb) / max(float(np.linalg.norm(ta) * np.linalg.norm(tb)), 1e-12)
+    return turn + float(np.arccos(np.clip(cos_ray, -1.0, 1.0)))
 
 
 class Appearance(Measurement):
@@ -106,6 +153,10 @@ class Appearance(Measurement):
         super().__init__(config)
         self._renderer: Renderer | None = None
         self._renderer_of: int | None = None
+        self._keyframe: _Keyframe | None = None
+
+    def reset(self) -> None:
+        self._keyframe = None
 
     def _renderer_for(self, ctx: StepContext) -> Renderer | None:
         model = ctx.scene.object_model
@@ -125,6 +176,72 @@ class Appearance(Measurement):
             self._renderer_of = id(model)
         return self._renderer
 
+    def _keypoint_linearise(self, ctx: StepContext, X: torch.Tensor,
+                            z_obs_full: np.ndarray) -> Linearise:
+        """Matched object points (M, 3) observed at full-resolution pixels (M, 2): the
+        reprojection residuals, linearised at any estimate."""
+        z_obs = torch.as_tensor(z_obs_full, dtype=torch.float64)
+        X = X.to(torch.float64)
+        full = ctx.frame.camera
+        n = len(X)
+        R = torch.full((2 * n,), self.config.appearance_sigma_px ** 2, dtype=torch.float64)
+
+        def make_residual(T_at: torch.Tensor) -> LinearisedResidual:
+            def residual(delta: torch.Tensor) -> torch.Tensor:  # (M, 6) -> (M, 2)
+                Td = oplus_linear(T_at, delta)
+                q = (Td[:, :3, :3] @ X[:, :, None])[..., 0] + Td[:, :3, 3]
+                return z_obs - full.project(q[None])[0]
+
+            def value_and_jacobian() -> tuple[torch.Tensor, torch.Tensor]:
+                q = X @ T_at[:3, :3].T + T_at[:3, 3]
+                J = -(full.project_jacobian(q) @ point_jacobian(q, T_at[:3, 3]))
+                return z_obs - full.project(q[None])[0], J
+
+            return LinearisedResidual(residual, value_and_jacobian)
+
+        def linearise(T_cam_obj: torch.Tensor, iteration: int) -> Linearisation | None:
+            return Linearisation(make_residual(T_cam_obj.to(torch.float64)), n, R)
+
+        return linearise
+
+    def _reuse_keyframe(self, ctx: StepContext, roi) -> Linearise | None | bool:
+        """The keypoints of the last render, while the view has turned less than
+        ``appearance_rerender_deg`` since (and the track is not initialising): their object
+        points are projected at the prediction, those that fall on the observed mask are
+        matched with the image's keypoints, no render. False when a render is needed."""
+        cfg = self.config
+        key = self._keyframe
+        T0 = ctx.T_prior
+        if key is None or cfg.appearance_rerender_deg <= 0 \
+                or ctx.status != TrackStatus.TRACKING \
+                or view_change_rad(T0, key.T_cam_obj) >= np.radians(cfg.appearance_rerender_deg):
+            return False
+        rc = roi.camera
+        mask_o = roi.crop(ctx.mask.astype(np.float32)) > 0.5
+        if mask_o.sum() < 50:
+            return None
+        q = key.points_obj @ T0[:3, :3].T + T0[:3, 3]
+        if (q[:, 2] <= 1e-3).any():
+            return False
+        p_r = np.stack([rc.fx * q[:, 0] / q[:, 2] + rc.cx, rc.fy * q[:, 1] / q[:, 2] + rc.cy], 1)
+        ui, vi = np.round(p_r[:, 0]).astype(int), np.round(p_r[:, 1]).astype(int)
+        inside = (ui >= 0) & (ui < rc.width) & (vi >= 0) & (vi < rc.height)
+        seen = np.flatnonzero(inside)
+        seen = seen[mask_o[vi[seen], ui[seen]]]  # not hidden by a finger, on the object
+        border = int(round(cfg.appearance_border_px * roi.scale))
+        det_o = mask_o
+        if border > 0:
+            disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * border + 1,) * 2)
+            det_o = cv2.erode(mask_o.astype(np.uint8), disk) > 0
+        g_o = _normalised_gray(roi.crop(ctx.frame.rgb), mask_o)
+        p_o, d_o = detect_keypoints(_to_uint8(g_o, mask_o), det_o)
+        ir, io = match_descriptors(p_r[seen], key.descriptors[seen] if len(seen) else None,
+                                   p_o, d_o, max_shift_px=cfg.appearance_max_shift_px * roi.scale)
+        if len(ir) < cfg.appearance_min_points:
+            return None
+        return self._keypoint_linearise(ctx, torch.as_tensor(key.points_obj[seen[ir]]),
+                                        roi.to_full(p_o[io]))
+
     def prepare(self, ctx: StepContext) -> Linearise | None:
         # Without a mask this frame (dropped by the segmenter) the comparison is not made:
         # measured on the realistic development set, matching over the predicted region alone
@@ -141,6 +258,10 @@ class Appearance(Measurement):
         if roi is None:
             return None
         rc = roi.camera
+        if cfg.appearance_method == 'keypoints':
+            reused = self._reuse_keyframe(ctx, roi)
+            if reused is not False:
+                return reused
         with torch.no_grad():
             out = renderer.render(rc, torch.as_tensor(T0, dtype=renderer.dtype,
                                                       device=renderer.device)[None],
@@ -185,32 +306,19 @@ class Appearance(Measurement):
                 disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * border + 1,) * 2)
                 det_r = cv2.erode(vis_in.astype(np.uint8), disk) > 0
                 det_o = cv2.erode(mask_o.astype(np.uint8), disk) > 0
-            pr, po = match_keypoints(_to_uint8(g_r, vis_in), _to_uint8(g_o, mask_o), det_r,
-                                     det_o, max_shift_px=max_shift * scale)
-            ui = np.clip(np.round(pr[:, 0]).astype(int), 0, rc.width - 1) if len(pr) else []
-            if len(pr):
-                keep = depth[np.clip(np.round(pr[:, 1]).astype(int), 0, rc.height - 1), ui] > 0
-                pr, po = pr[keep], po[keep]
-            if len(pr) < cfg.appearance_min_points:
+            p_r, d_r = detect_keypoints(_to_uint8(g_r, vis_in), det_r)
+            p_o, d_o = detect_keypoints(_to_uint8(g_o, mask_o), det_o)
+            ui = np.clip(np.round(p_r[:, 0]).astype(int), 0, rc.width - 1)
+            vi = np.clip(np.round(p_r[:, 1]).astype(int), 0, rc.height - 1)
+            on_object = depth[vi, ui] > 0  # a 3D point of the object
+            if d_r is not None and on_object.any() and cfg.appearance_rerender_deg > 0:
+                self._keyframe = _Keyframe(T0.copy(), points_obj(p_r[on_object]).numpy(),
+                                           d_r[on_object])
+            ir, io = match_descriptors(p_r, d_r, p_o, d_o, max_shift_px=max_shift * scale)
+            ir, io = ir[on_object[ir]], io[on_object[ir]]
+            if len(ir) < cfg.appearance_min_points:
                 return None
-            X = points_obj(pr)
-            z_obs = torch.as_tensor(roi.to_full(po))
-            R = torch.full((2 * len(pr),), cfg.appearance_sigma_px ** 2, dtype=torch.float64)
-
-            def make_residual(T_at: torch.Tensor):
-                def residual(delta: torch.Tensor) -> torch.Tensor:  # (M, 6) -> (M, 2)
-                    Td = oplus_linear(T_at, delta)
-                    q = (Td[:, :3, :3] @ X[:, :, None])[..., 0] + Td[:, :3, 3]
-                    return z_obs - full.project(q[None])[0]
-
-                def value_and_jacobian() -> tuple[torch.Tensor, torch.Tensor]:
-                    q = X @ T_at[:3, :3].T + T_at[:3, 3]
-                    J = -(full.project_jacobian(q) @ point_jacobian(q, T_at[:3, 3]))
-                    return z_obs - full.project(q[None])[0], J
-
-                return LinearisedResidual(residual, value_and_jacobian)
-
-            n = len(pr)
+            return self._keypoint_linearise(ctx, points_obj(p_r[ir]), roi.to_full(p_o[io]))
         else:  # direct
             # Smoothed (a few pixels of basin: the prior is a frame's motion away); the
             # observed image where the render has the object, so the background does not bleed.
