@@ -887,3 +887,59 @@ def test_every_closed_form_jacobian_equals_the_autodiff_of_its_residual(seq, tmp
     tracker.step(replace(frame, rgb=rgb, mask=mask))
     assert checked == {'center_measurement', 'contour_measurement', 'without_direction',
                        'fingertip_contact_measurement', 'Appearance'}, checked
+
+
+def test_the_appearance_reuses_its_last_render_while_the_view_turns_little(seq, tmp_path,
+                                                                         monkeypatch):
+    """appearance_rerender_deg: the first frame renders (initialising); later frames whose
+    view is within the threshold of the last render match its keypoints projected at the
+    prediction and render nothing. The can starts 4 deg off about its axis: with 6 deg no
+    later frame renders, with 3 deg the second frame does (the first update turned the view
+    by ~4 deg), then none; 0 renders every frame. The error comes back in all three."""
+    from handypriors_ros.core.tracking.measurements.appearance import Appearance, view_change_rad
+    obj = ObjectModel.from_file(_textured_can(tmp_path))
+    frame = seq['frames'][0]
+    T_true = np.eye(4)
+    T_true[:3, :3] = Rotation.from_rotvec([1.2, 0.0, 0.3]).as_matrix()
+    T_true[:3, 3] = [0.06, -0.05, 0.45]
+    out = Renderer(RenderMesh.from_object_model(obj), settings=RenderSettings(
+        cull_backfaces=False, antialias=False)).render(
+            frame.camera, torch.as_tensor(T_true, dtype=torch.float32)[None])
+    mask = out.object_mask[0].numpy() > 0.5
+    rgb = np.where(mask[..., None], out.object_rgb[0].numpy() * 255 * 0.8 + 10,
+                   frame.rgb).clip(0, 255).astype(np.uint8)
+    frames = [replace(frame, rgb=rgb, mask=mask, stamp_ns=frame.stamp_ns + i * 33_000_000)
+              for i in range(4)]
+    axis_cam = T_true[:3, :3] @ np.array([0.0, 0.0, 1.0])
+    T0 = T_true.copy()
+    T0[:3, :3] = Rotation.from_rotvec(np.radians(4.0) * axis_cam).as_matrix() @ T_true[:3, :3]
+    assert np.degrees(view_change_rad(T0, T_true)) == pytest.approx(4.0, abs=1e-6)
+    renders = []
+
+    def error_about_axis(T):
+        rv = Rotation.from_matrix(T[:3, :3] @ T_true[:3, :3].T).as_rotvec()
+        return abs(np.degrees(rv @ axis_cam))
+
+    errors = {}
+    for rerender, expected_renders in ((0.0, 3), (3.0, 1), (6.0, 0)):
+        renders.clear()
+        tracker = ObjectTracker(obj, seq['kin'], TrackerConfig(
+            measurements=('appearance', 'contour'), appearance_rerender_deg=rerender,
+            initial_std=(0.002, 0.002, 0.002, 0.2, 0.2, 0.2),
+            model_std=(1e-4,) * 3 + (1e-3,) * 3))
+        app = next(m for m in tracker.measurements if isinstance(m, Appearance))
+        tracker.initialise(T0)
+        for f in frames:
+            renderer = app._renderer
+            if renderer is not None and not hasattr(renderer, 'spied'):
+                render = renderer.render
+                renderer.render = lambda *a, **k: renders.append(1) or render(*a, **k)
+                renderer.spied = True
+            res = tracker.step(f)
+            assert res.updates[0].name == 'appearance' and res.updates[0].accepted
+        errors[rerender] = error_about_axis(res.T_cam_obj)
+        # the first render happens before the spy can be set: count the later frames'
+        assert len(renders) == expected_renders, (rerender, renders)
+    assert max(errors.values()) < 1.0, errors
+    app.reset()  # a new track renders again
+    assert app._keyframe is None
