@@ -331,18 +331,7 @@ def test_preparing_the_appearance_in_the_worker_thread_changes_nothing(seq, tmp_
     from scipy.spatial.transform import Rotation
 
     from handypriors_ros.core.tracking.measurements.appearance import Appearance
-    obj = ObjectModel.from_file(_textured_can(tmp_path))
-    frame = seq['frames'][0]
-    T_true = np.eye(4)
-    T_true[:3, :3] = Rotation.from_rotvec([1.2, 0.0, 0.3]).as_matrix()
-    T_true[:3, 3] = [0.06, -0.05, 0.45]
-    out = Renderer(RenderMesh.from_object_model(obj), settings=RenderSettings(
-        cull_backfaces=False, antialias=False)).render(
-            frame.camera, torch.as_tensor(T_true, dtype=torch.float32)[None])
-    mask = out.object_mask[0].numpy() > 0.5
-    rgb = np.where(mask[..., None], out.object_rgb[0].numpy() * 255, frame.rgb).astype(np.uint8)
-    frames = [replace(frame, rgb=rgb, mask=mask, stamp_ns=frame.stamp_ns + i * 33_000_000)
-              for i in range(3)]
+    obj, T_true, frames = _textured_can_frames(seq, tmp_path, 3)
     T0 = T_true.copy()
     T0[:3, :3] = Rotation.from_rotvec([0.0, 0.0, np.radians(6.0)]).as_matrix() @ T_true[:3, :3]
     threads = []
@@ -705,6 +694,26 @@ def _textured_can(tmp_path, axis_at=(0.0, 0.0)):
     return path
 
 
+def _textured_can_frames(seq, tmp_path, n, gain=1.0, offset=0.0):
+    """The textured can (:func:`_textured_can`) rendered at a fixed pose ``T_true`` over the
+    first frame of ``seq``: ``n`` frames 33 ms apart whose image shows the can's texture
+    (scaled by ``gain`` and ``offset``, in 0-255) and whose mask is its silhouette.
+    Returns ``(object model, T_true (4x4), frames)``."""
+    obj = ObjectModel.from_file(_textured_can(tmp_path))
+    frame = seq['frames'][0]
+    T_true = np.eye(4)
+    T_true[:3, :3] = Rotation.from_rotvec([1.2, 0.0, 0.3]).as_matrix()
+    T_true[:3, 3] = [0.06, -0.05, 0.45]
+    out = Renderer(RenderMesh.from_object_model(obj), settings=RenderSettings(
+        cull_backfaces=False, antialias=False)).render(
+            frame.camera, torch.as_tensor(T_true, dtype=torch.float32)[None])
+    mask = out.object_mask[0].numpy() > 0.5
+    rgb = np.where(mask[..., None], out.object_rgb[0].numpy() * 255 * gain + offset,
+                   frame.rgb).clip(0, 255).astype(np.uint8)
+    return obj, T_true, [replace(frame, rgb=rgb, mask=mask,
+                                 stamp_ns=frame.stamp_ns + i * 33_000_000) for i in range(n)]
+
+
 @pytest.mark.parametrize('method', ['keypoints', 'direct'])
 def test_appearance_observes_rotation_about_a_symmetry_axis_under_other_lighting(seq, tmp_path,
                                                                                   method):
@@ -897,19 +906,7 @@ def test_the_appearance_reuses_its_last_render_while_the_view_turns_little(seq, 
     later frame renders, with 3 deg the second frame does (the first update turned the view
     by ~4 deg), then none; 0 renders every frame. The error comes back in all three."""
     from handypriors_ros.core.tracking.measurements.appearance import Appearance, view_change_rad
-    obj = ObjectModel.from_file(_textured_can(tmp_path))
-    frame = seq['frames'][0]
-    T_true = np.eye(4)
-    T_true[:3, :3] = Rotation.from_rotvec([1.2, 0.0, 0.3]).as_matrix()
-    T_true[:3, 3] = [0.06, -0.05, 0.45]
-    out = Renderer(RenderMesh.from_object_model(obj), settings=RenderSettings(
-        cull_backfaces=False, antialias=False)).render(
-            frame.camera, torch.as_tensor(T_true, dtype=torch.float32)[None])
-    mask = out.object_mask[0].numpy() > 0.5
-    rgb = np.where(mask[..., None], out.object_rgb[0].numpy() * 255 * 0.8 + 10,
-                   frame.rgb).clip(0, 255).astype(np.uint8)
-    frames = [replace(frame, rgb=rgb, mask=mask, stamp_ns=frame.stamp_ns + i * 33_000_000)
-              for i in range(4)]
+    obj, T_true, frames = _textured_can_frames(seq, tmp_path, 4, gain=0.8, offset=10.0)
     axis_cam = T_true[:3, :3] @ np.array([0.0, 0.0, 1.0])
     T0 = T_true.copy()
     T0[:3, :3] = Rotation.from_rotvec(np.radians(4.0) * axis_cam).as_matrix() @ T_true[:3, :3]
