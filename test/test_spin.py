@@ -1,5 +1,7 @@
 """run_node's spin loop: a message the executor cannot take is skipped, not fatal; a take that
 fails because Ctrl-C shut the context down is an interruption (exit status, not a traceback)."""
+import time
+
 import pytest
 
 pytest.importorskip('rclpy')
@@ -62,3 +64,59 @@ def test_spinning_ends_normally_at_shutdown(monkeypatch):
     monkeypatch.setattr(spin.rclpy, 'ok', lambda: state['ok'])
     executor = _Executor(set(), lambda n: n == 2 and state.update(ok=False))
     assert spin._spin(executor, _Logger(), None) is True and executor.calls == 2
+
+
+# -- the executor (the node's ``executor`` parameter) ------------------------------------------
+def test_auto_is_the_events_executor_where_rclpy_has_one(monkeypatch):
+    from handypriors_ros.core.errors import InputError
+
+    monkeypatch.setattr(spin, 'events_executor_available', lambda: True)
+    assert spin.resolve_executor('auto') == 'events'
+    assert spin.resolve_executor('single_threaded') == 'single_threaded'
+    monkeypatch.setattr(spin, 'events_executor_available', lambda: False)
+    assert spin.resolve_executor('auto') == 'single_threaded'
+    with pytest.raises(InputError, match="executor: 'events' needs"):
+        spin.resolve_executor('events')
+    with pytest.raises(InputError, match='executor: expected one of'):
+        spin.resolve_executor('multi_threaded')
+
+
+def test_events_executor_available_matches_rclpy():
+    try:
+        from rclpy.experimental import EventsExecutor  # noqa: F401
+        present = True
+    except ImportError:
+        present = False
+    assert spin.events_executor_available() is present
+
+
+def test_make_executor_spins_a_subscription_and_a_timer():
+    """Each kind that this rclpy has delivers a message over DDS and fires a timer."""
+    import rclpy
+    from std_msgs.msg import String
+    from ros_helpers.domains import free_domain_id
+
+    kinds = ['single_threaded'] + (['events'] if spin.events_executor_available() else [])
+    for kind in kinds:
+        context = rclpy.context.Context()
+        rclpy.init(context=context, domain_id=free_domain_id())
+        node = rclpy.create_node(f'spin_test_{kind}', context=context)
+        executor = spin.make_executor(kind, context=context)
+        try:
+            got, ticks = [], []
+            node.create_subscription(String, 'spin_test', lambda m: got.append(m.data), 10)
+            node.create_timer(0.01, lambda: ticks.append(1))
+            pub = node.create_publisher(String, 'spin_test', 10)
+            executor.add_node(node)
+            expected = type(executor).__name__
+            assert ('Events' in expected) == (kind == 'events'), expected
+            deadline = time.monotonic() + 10.0
+            while time.monotonic() < deadline and not (got and len(ticks) >= 3):
+                pub.publish(String(data='x'))
+                executor.spin_once(timeout_sec=0.05)
+            assert got and got[0] == 'x', kind
+            assert len(ticks) >= 3, kind
+        finally:
+            executor.shutdown()
+            node.destroy_node()
+            rclpy.try_shutdown(context=context)

@@ -29,6 +29,7 @@ from handypriors_ros.bag import BagReader, BagWriter  # noqa: E402
 from handypriors_ros.core import metrics  # noqa: E402
 from handypriors_ros.core.models.object_model import ObjectModel  # noqa: E402
 from handypriors_ros.ros.conversions import pose_to_matrix, stamp_to_ns  # noqa: E402
+from handypriors_ros.ros import spin  # noqa: E402
 from handypriors_ros.ros.qos import OUTPUT_QOS, TF_QOS  # noqa: E402
 
 HELPERS = Path(__file__).resolve().parent / 'ros_helpers'
@@ -53,7 +54,12 @@ def bad_bag(tmp_path_factory):
     return sequence, path, good
 
 
-def test_node_over_dds_tracks_good_frames_and_survives_bad_ones(bad_bag):
+@pytest.mark.parametrize('executor_kind', ['events', 'single_threaded'])
+def test_node_over_dds_tracks_good_frames_and_survives_bad_ones(bad_bag, executor_kind):
+    """Both executors the node can spin on (its ``executor`` parameter)."""
+    if executor_kind == 'events' and not spin.events_executor_available():
+        pytest.skip('this rclpy has no events executor (rclpy.experimental.EventsExecutor: '
+                    'ROS 2 Kilted on)')
     sequence, bag, good = bad_bag
     domain = free_domain_id()  # no other test run on this machine can talk to these nodes
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain))
@@ -84,7 +90,7 @@ def test_node_over_dds_tracks_good_frames_and_survives_bad_ones(bad_bag):
          '-p', f'object_mesh:={sequence / "object.ply"}', '-p', 'mode:=replay',
          '-p', 'diagnostics_period_s:=0.2', '-p', 'replay_idle_s:=1.0',
          # every good frame's pose, LOST or not (the bad inputs may lose the track)
-         '-p', 'publish_lost:=true'],
+         '-p', 'publish_lost:=true', '-p', f'executor:={executor_kind}'],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     publisher = None
     try:
@@ -135,3 +141,4 @@ def test_node_over_dds_tracks_good_frames_and_survives_bad_ones(bad_bag):
     assert all(n >= 1 for n in counts().values()), counts()
     for kind in EXPECTED_PROBLEMS:
         assert f'[{kind}]' in tracker_out, tracker_out
+    assert f'{executor_kind} executor' in tracker_out, tracker_out

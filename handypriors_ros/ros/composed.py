@@ -7,7 +7,8 @@ callbacks in this process (no serialization, no copy: the tracker keeps a refere
 converts the image without copying, :mod:`handypriors_ros.ros.conversions`), and over DDS only
 when another subscriber (RViz, a recorder) listens. rclpy has no intra-process transport of
 its own; this is its equivalent for the two nodes of this package. Both nodes share one
-single-threaded executor (PLATFORM.md: the multi-threaded one misbehaves on 2 cores); the
+executor, the tracker's (its ``executor`` parameter: events where rclpy has it, else
+single-threaded; PLATFORM.md: the multi-threaded one misbehaves on 2 cores); the
 driver reads frames in its reader thread and the tracker tracks in its worker thread (live
 mode), so neither waits for the other.
 
@@ -31,9 +32,10 @@ from typing import Any
 
 import rclpy
 from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import ExternalShutdownException
 
 from handypriors_ros.core.errors import HandyPriorsError
+from handypriors_ros.ros.spin import make_executor
 
 
 class DirectPublisher:
@@ -81,7 +83,7 @@ def main(args: list[str] | None = None) -> int:
         tracker = TrackerNode(subscribe_camera=False)
         driver = RealSenseNode()
         connect(driver, tracker)
-        executor = SingleThreadedExecutor()
+        executor = make_executor(tracker.executor_kind)  # the tracker's ``executor`` parameter
         executor.add_node(tracker)
         executor.add_node(driver)
         executor.spin_until_future_complete(driver.done)

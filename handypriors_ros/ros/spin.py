@@ -1,20 +1,69 @@
-"""The one ``main()`` body of the package's nodes: init, spin, shut down, exit status."""
+"""The one ``main()`` body of the package's nodes: init, spin, shut down, exit status; and the
+executor a node spins on (:func:`make_executor`).
+
+Executors: rclpy's ``SingleThreadedExecutor`` runs its wait loop in Python, so on 2 cores every
+callback (100 Hz joint states and TF, images, masks) costs the tracker thread GIL time; rclpy's
+events executor (``rclpy.experimental.EventsExecutor``, rclpy 9 = Kilted on) waits and
+dispatches in C++. Measured with ``bench/bench_latency.py`` (2026-12-06, 2-core VM): the node's
+step 40 -> 21-24 ms wall, image -> TF p50 61 -> 37-42 ms. It has no guard conditions and
+passes no message info to two-argument callbacks (rclpy 9.1 raises ``SystemError`` for one), so
+a node that uses either asks for the single-threaded executor (a node's ``executor_kind``).
+"""
 from __future__ import annotations
 
 from typing import Callable
 
 import rclpy
 from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.context import Context
+from rclpy.executors import Executor, ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 
-from handypriors_ros.core.errors import HandyPriorsError
+from handypriors_ros.core.errors import HandyPriorsError, InputError
+from handypriors_ros.jobs.track import EXECUTORS  # (the node's ``executor`` parameter)
+
+
+def events_executor_available() -> bool:
+    """Whether this rclpy has the events executor (rclpy 9 = Kilted on)."""
+    try:
+        from rclpy.experimental import EventsExecutor  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def resolve_executor(kind: str) -> str:
+    """'events' or 'single_threaded' for a requested kind (:data:`EXECUTORS`).
+
+    Raises:
+        InputError: an unknown kind, or 'events' where rclpy has no events executor.
+    """
+    if kind not in EXECUTORS:
+        raise InputError(f'executor: expected one of {", ".join(EXECUTORS)}, got {kind!r}')
+    available = events_executor_available()
+    if kind == 'events' and not available:
+        raise InputError("executor: 'events' needs rclpy.experimental.EventsExecutor (ROS 2 "
+                         'Kilted or newer); this rclpy has none: use auto or single_threaded')
+    if kind == 'auto':
+        return 'events' if available else 'single_threaded'
+    return kind
+
+
+def make_executor(kind: str, context: Context | None = None) -> Executor:
+    """An executor of a kind ('events' or 'single_threaded'; 'auto' is resolved)."""
+    if resolve_executor(kind) == 'events':
+        from rclpy.experimental import EventsExecutor
+        return EventsExecutor(context=context)
+    return SingleThreadedExecutor(context=context)
 
 
 def run_node(name: str, make_node: Callable[[], Node], *, args: list[str] | None = None,
              until_done: bool = False, unfinished_code: int = 0,
              interrupted_code: int = 0) -> int:
-    """Create a node, spin it on a single-threaded executor and return the exit status.
+    """Create a node, spin it on its executor and return the exit status.
+
+    The executor: the node's ``executor_kind`` attribute ('events' or 'single_threaded', see
+    :func:`make_executor`), single-threaded for a node without one.
 
     Args:
         name: logger name for start-up errors.
@@ -31,7 +80,7 @@ def run_node(name: str, make_node: Callable[[], Node], *, args: list[str] | None
     node: Node | None = None
     try:
         node = make_node()
-        executor = SingleThreadedExecutor()
+        executor = make_executor(getattr(node, 'executor_kind', 'single_threaded'))
         executor.add_node(node)
         if not _spin(executor, logger, None if not until_done else node.done):
             return interrupted_code
@@ -49,7 +98,7 @@ def run_node(name: str, make_node: Callable[[], Node], *, args: list[str] | None
         rclpy.try_shutdown()
 
 
-def _spin(executor: SingleThreadedExecutor, logger, done) -> bool:
+def _spin(executor: Executor, logger, done) -> bool:
     """Spin until shut down (or until ``done``, a future, completes). A message the executor
     cannot take (rclpy raises RuntimeError converting it, e.g. while the context is being shut
     down, or for a message its type support cannot convert) is logged and skipped: a node does

@@ -56,8 +56,11 @@ input (image, camera_info, joint_states, tf; the mask once it has been seen) is 
 ``input_stall_s``, ERROR after ``input_gone_s`` (also one that never came that long after
 start-up).
 
-Executor: single-threaded (PLATFORM.md: a multi-threaded executor misbehaves on 2 cores) plus
-the live worker thread, and ``torch.set_num_threads(torch_threads)`` (default 1: measured,
+Executor (parameter ``executor``, :mod:`handypriors_ros.ros.spin`): rclpy's events executor
+where rclpy has one (Kilted on: waiting and dispatch in C++, so the 100 Hz callbacks take little
+GIL time from the worker; no message info with it, hence no ``reception`` stage), else the
+single-threaded one (PLATFORM.md: a multi-threaded executor misbehaves on 2 cores); plus the
+live worker thread, and ``torch.set_num_threads(torch_threads)`` (default 1: measured,
 torch's 2 intra-op threads stall under load on 2 cores).
 """
 from __future__ import annotations
@@ -103,7 +106,7 @@ from handypriors_ros.ros.conversions import (FrameDecoder, FrameInputs, numpy_to
 from handypriors_ros.ros.parameters import changed_values, declare
 from handypriors_ros.ros.qos import (OUTPUT_QOS, TF_QOS, TF_STATIC_LISTENER_QOS, image_qos,
                                      joint_states_qos, matching_reliability, overridable)
-from handypriors_ros.ros.spin import run_node
+from handypriors_ros.ros.spin import resolve_executor, run_node
 
 WARN_PERIOD_S = 2.0  # per kind of problem
 MESH_MARKER_PERIOD_S = 2.0  # the object mesh marker is re-sent this often
@@ -155,12 +158,18 @@ class TrackerNode(Node):
         log = self.get_logger()
         try:
             self.config = TrackerOptions.from_values(declare(self, TRACKER_NODE_SCHEMA))
+            #: the executor run_node spins this node on ('events' or 'single_threaded')
+            self.executor_kind = resolve_executor(self.config.executor)
             loaded = load_tracker(self.config, info=log.info, warn=log.warning)
         except (HandyPriorsError, ParameterException):
             super().destroy_node()
             raise
         cfg = self.config
         self._loaded = loaded
+        if cfg.mode == 'live' and not threaded:
+            self.executor_kind = 'single_threaded'  # its guard condition (below) needs it
+        # The events executor passes no message info (no 'reception' latency stage with it).
+        self._message_info = _MESSAGE_INFO and self.executor_kind != 'events'
         self._hand_root = loaded.naming.hand_root_frame
         self._tf = TransformBuffer(cache_time_s=cfg.tf_cache_s)
         self._joints = loaded.naming.joint_buffer(
@@ -241,7 +250,10 @@ class TrackerNode(Node):
             self._check_image_publishers()
         self.create_service(Trigger, 'reset', self._on_reset)
         self._threaded = threaded and cfg.mode == 'live'
-        self._guard = self.create_guard_condition(self._on_guard)
+        # live mode without the worker thread: the executor tracks, woken by a guard condition
+        # (the events executor has none; the worker thread needs none).
+        self._guard = (self.create_guard_condition(self._on_guard)
+                       if cfg.mode == 'live' and not self._threaded else None)
         self.create_timer(_HOUSEKEEPING_PERIOD_S[cfg.mode], self._on_housekeeping)
         self.create_timer(cfg.diagnostics_period_s, self.publish_diagnostics)
         self.add_on_set_parameters_callback(self._on_set_parameters)
@@ -255,7 +267,8 @@ class TrackerNode(Node):
                                             daemon=True)
             self._worker.start()
         log.info(
-            f'{cfg.mode} mode ({"worker thread" if self._threaded else "executor thread"}); '
+            f'{cfg.mode} mode ({"worker thread" if self._threaded else "executor thread"}, '
+            f'{self.executor_kind} executor); '
             f'object {cfg.object_mesh} (scale {cfg.object_scale:g}, '
             f'{loaded.object_model.proxy.faces.shape[0]} proxy faces); hand '
             f'{loaded.urdf_path} (root {self._hand_root}); images {inputs.image_topic} '
@@ -305,7 +318,7 @@ class TrackerNode(Node):
             self._initial_reliability = reliability
         for topic, msg_type, callback, with_info in self._camera_streams:
             cb = (lambda msg, info, _cb=callback: _cb(msg, info)) if (
-                with_info and _MESSAGE_INFO) else callback
+                with_info and self._message_info) else callback
             qos = image_qos(reliability, self.image_qos_depth)
             if first:
                 sub = self.create_subscription(msg_type, topic, cb, qos,
