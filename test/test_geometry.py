@@ -429,3 +429,47 @@ def test_mesh_topology_agrees_with_trimesh():
         v, f = merged_by_position(split_v, split_f)
         assert len(v) == len(mesh.vertices) and is_closed_and_oriented(f, len(v))
         assert is_closed_outward(split_v, split_f)
+
+
+def test_axis_angle_to_matrix_of_one_vector_equals_the_batched_path_to_the_bit():
+    """One vector without a graph takes a shortcut (only the branch torch.where keeps); its
+    values are the batched path's, bit for bit, on both sides of the small-angle switch; the
+    ekf's single-pose oplus is the batched one's too."""
+    import torch
+
+    from handypriors_ros.core.geometry.rotations import axis_angle_to_matrix
+    from handypriors_ros.core.tracking.ekf import oplus
+
+    g = torch.Generator().manual_seed(3)
+    for scale in (1e-6, 1e-3, 0.02, 0.0316, 0.04, 0.5, 3.0):
+        v = torch.randn(500, 3, generator=g, dtype=torch.float64) * scale
+        batched = axis_angle_to_matrix(v)
+        one = torch.stack([axis_angle_to_matrix(x) for x in v])
+        assert torch.equal(one, batched), scale
+        T = torch.eye(4, dtype=torch.float64)
+        T[:3, :3] = axis_angle_to_matrix(torch.tensor([0.3, -0.2, 0.1], dtype=torch.float64))
+        T[:3, 3] = torch.tensor([0.1, 0.2, 0.5], dtype=torch.float64)
+        delta = torch.cat([torch.randn(500, 3, generator=g, dtype=torch.float64) * 0.01, v], -1)
+        assert torch.equal(torch.stack([oplus(T, d) for d in delta]),
+                           oplus(T.expand(500, 4, 4), delta)), scale
+    # with a graph the batched path (and its gradient) is used
+    w = torch.tensor([1e-3, 2e-3, 0.0], dtype=torch.float64, requires_grad=True)
+    axis_angle_to_matrix(w).sum().backward()
+    assert torch.isfinite(w.grad).all()
+
+
+@pytest.mark.parametrize('roi_size', [64, 1000])  # downscaled and full-resolution ROIs
+def test_roi_crop_mask_is_the_crop_of_the_float_mask(roi_size):
+    """crop_mask cuts before converting; the pixels are those of crop(mask as float) > 0.5."""
+    from handypriors_ros.core.render.camera import PinholeCamera
+    from handypriors_ros.core.render.roi import make_roi
+
+    camera = PinholeCamera(fx=500.0, fy=500.0, cx=320.0, cy=240.0, width=640, height=480)
+    rng = np.random.default_rng(4)
+    vertices = rng.uniform(-0.05, 0.05, (50, 3))
+    T = np.eye(4)
+    T[:3, 3] = [0.02, -0.01, 0.4]
+    roi = make_roi(camera, T, vertices, roi_size)
+    mask = rng.uniform(size=(480, 640)) > 0.6
+    expected = roi.crop(mask.astype(np.float32)) > 0.5
+    np.testing.assert_array_equal(roi.crop_mask(mask), expected)

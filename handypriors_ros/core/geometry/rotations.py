@@ -244,6 +244,19 @@ def quat_xyzw_to_axis_angle(q_xyzw: torch.Tensor) -> torch.Tensor:
     return v * f[..., None]
 
 
+def _rodrigues_series(theta_sq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rodrigues' ``A = sin(t)/t`` and ``B = (1 - cos(t))/t^2`` by their Taylor series (small
+    angles)."""
+    return (1 - theta_sq / 6 + theta_sq ** 2 / 120 - theta_sq ** 3 / 5040,
+            0.5 - theta_sq / 24 + theta_sq ** 2 / 720 - theta_sq ** 3 / 40320)
+
+
+def _rodrigues_exact(theta: torch.Tensor, theta_sq: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rodrigues' ``A`` and ``B = 2 sin^2(t/2)/t^2`` in closed form (no cancellation)."""
+    return torch.sin(theta) / theta, 2 * torch.sin(0.5 * theta) ** 2 / theta_sq
+
+
 def axis_angle_to_matrix(rotvec: torch.Tensor) -> torch.Tensor:
     """Rotation matrix of a rotation vector: the so(3) exponential (Rodrigues' formula).
 
@@ -256,12 +269,21 @@ def axis_angle_to_matrix(rotvec: torch.Tensor) -> torch.Tensor:
         R: (..., 3, 3).
     """
     _check_tensor('rotvec', rotvec, (3,))
-    theta_sq, small, theta = _safe_norm_sq(rotvec)
-    theta_sq_safe = torch.where(small, torch.ones_like(theta_sq), theta_sq)
-    a = torch.where(small, 1 - theta_sq / 6 + theta_sq ** 2 / 120 - theta_sq ** 3 / 5040,
-                    torch.sin(theta) / theta)
-    b = torch.where(small, 0.5 - theta_sq / 24 + theta_sq ** 2 / 720 - theta_sq ** 3 / 40320,
-                    2 * torch.sin(0.5 * theta) ** 2 / theta_sq_safe)
+    if rotvec.dim() == 1 and not rotvec.requires_grad:
+        # One vector without a graph (the filter's updates): only the branch torch.where would
+        # keep is evaluated; the same operations, so the same values to the bit.
+        theta_sq = (rotvec * rotvec).sum(-1)
+        if bool(theta_sq < _SMALL_ANGLE_SQ):
+            a, b = _rodrigues_series(theta_sq)
+        else:
+            a, b = _rodrigues_exact(torch.sqrt(theta_sq), theta_sq)
+    else:
+        theta_sq, small, theta = _safe_norm_sq(rotvec)
+        theta_sq_safe = torch.where(small, torch.ones_like(theta_sq), theta_sq)
+        a_series, b_series = _rodrigues_series(theta_sq)
+        a_exact, b_exact = _rodrigues_exact(theta, theta_sq_safe)
+        a = torch.where(small, a_series, a_exact)
+        b = torch.where(small, b_series, b_exact)
     K = skew(rotvec)
     eye = torch.eye(3, dtype=rotvec.dtype, device=rotvec.device)
     return eye + a[..., None, None] * K + b[..., None, None] * (K @ K)

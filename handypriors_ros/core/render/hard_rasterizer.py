@@ -308,8 +308,8 @@ def _barycentrics_of(verts_px: torch.Tensor, verts_z: torch.Tensor, faces: torch
                                verts_z.reshape(B * V).index_select(0, vid).reshape(-1, 3)).T
             g = list(rows)
         else:  # fewer faces than pixels: the planes of every face, gathered
-            rows = screen_planes(verts_px, verts_z, faces).T  # (12, B * F)
-            g = [rows[k].index_select(0, local_face + b * F) for k in range(12)]
+            rows = screen_planes(verts_px, verts_z, faces)  # (B * F, 12)
+            g = list(rows.index_select(0, local_face + b * F).T)  # one gather, 12 rows
         lam_over_z = [(g[6 + i] + g[i] * u + g[3 + i] * v) * g[9 + i] for i in range(3)]
         inv_depth = lam_over_z[0] + lam_over_z[1] + lam_over_z[2]
         bary.index_put_((idx,), torch.stack(lam_over_z, -1) / inv_depth[:, None])

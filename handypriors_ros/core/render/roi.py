@@ -34,7 +34,17 @@ class RoiView:
 
     def crop(self, image: np.ndarray, interpolation: int = cv2.INTER_AREA) -> np.ndarray:
         """The ROI of a full-resolution image, resized to the ROI camera's size."""
-        crop = image[self.y0:self.y1, self.x0:self.x1]
+        return self.crop_area(image[self.y0:self.y1, self.x0:self.x1], interpolation)
+
+    def crop_mask(self, mask: np.ndarray) -> np.ndarray:
+        """(h, w) bool: a full-resolution bool mask in the ROI, as ``crop(mask.astype(
+        np.float32)) > 0.5`` (the same pixels: INTER_AREA over the crop) without converting
+        the whole image."""
+        return self.crop_area(mask[self.y0:self.y1, self.x0:self.x1].astype(np.float32)) > 0.5
+
+    def crop_area(self, crop: np.ndarray, interpolation: int = cv2.INTER_AREA) -> np.ndarray:
+        """An image already cut to the ROI's full-resolution box, resized to the ROI camera's
+        size (what :meth:`crop` does after cutting). ``interpolation``: a cv2 flag."""
         size = (self.camera.width, self.camera.height)
         if crop.shape[1] == size[0] and crop.shape[0] == size[1]:
             return crop

@@ -50,6 +50,13 @@ def oplus(T: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
     Returns:
         (..., 4, 4).
     """
+    if T.dim() == 2 and delta.dim() == 1 and not (T.requires_grad or delta.requires_grad):
+        # one pose, no graph (the filter's updates): the same values, fewer small-tensor ops
+        out = torch.zeros(4, 4, dtype=T.dtype, device=T.device)
+        out[:3, :3] = axis_angle_to_matrix(delta[3:]) @ T[:3, :3]
+        out[:3, 3] = T[:3, 3] + delta[:3]
+        out[3, 3] = 1.0
+        return out
     R = axis_angle_to_matrix(delta[..., 3:]) @ T[..., :3, :3]
     t = T[..., :3, 3] + delta[..., :3]
     top = torch.cat([R, t[..., None]], dim=-1)

@@ -249,7 +249,7 @@ class ObjectTracker:
         early = self._prepare_early(ctx)
         if ctx.roi is not None and mask is not None:
             ctx.render = self.scene.render(ctx.roi, T_prior, ctx.hand_vertices())
-            ctx.mask_roi = ctx.roi.crop(mask.astype(np.float32)) > 0.5
+            ctx.mask_roi = ctx.roi.crop_mask(mask)
         t2 = time.perf_counter()
         lat['render'] = t2 - t1
 
@@ -595,7 +595,7 @@ class ObjectTracker:
         if roi is None:
             return
         hand_v = ctx.hand_vertices()
-        obs = roi.crop(mask.astype(np.float32)) > 0.5
+        obs = roi.crop_mask(mask)
         plausible = self._penetration(hyps, ctx.hand) <= cfg.max_penetration_m
         best, best_iou = None, -1.0
         for i, (T, ok) in enumerate(zip(hyps, plausible)):

@@ -217,7 +217,7 @@ class Appearance(Measurement):
                 or view_change_rad(T0, key.T_cam_obj) >= np.radians(cfg.appearance_rerender_deg):
             return False
         rc = roi.camera
-        mask_o = roi.crop(ctx.mask.astype(np.float32)) > 0.5
+        mask_o = roi.crop_mask(ctx.mask)
         if mask_o.sum() < 50:
             return None
         q = key.points_obj @ T0[:3, :3].T + T0[:3, 3]
@@ -274,7 +274,7 @@ class Appearance(Measurement):
         rgb_r = (out.object_rgb[0].cpu().numpy() * 255).clip(0, 255).astype(np.uint8)
         rgb_o = roi.crop(ctx.frame.rgb)
         kernel = np.ones((3, 3), np.uint8)
-        mask_o = roi.crop(ctx.mask.astype(np.float32)) > 0.5
+        mask_o = roi.crop_mask(ctx.mask)
         vis_in = cv2.erode(vis.astype(np.uint8), kernel, iterations=2) > 0
         both = vis_in & mask_o
         if both.sum() < 50:

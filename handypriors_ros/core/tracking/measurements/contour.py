@@ -56,13 +56,16 @@ class _ImageSample(torch.autograd.Function):
 
 
 def _bilinear(image: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
-    h, w = image.shape
+    """(h, w) image -> (...) values; (h, w, C) -> (..., C) (each channel as alone)."""
+    h, w = image.shape[:2]
     u = uv[..., 0].clamp(0, w - 1.0001)
     v = uv[..., 1].clamp(0, h - 1.0001)
     u0 = u.floor().long()
     v0 = v.floor().long()
     a = u - u0.to(u.dtype)
     b = v - v0.to(v.dtype)
+    if image.dim() == 3:
+        a, b = a[..., None], b[..., None]
     return ((1 - a) * (1 - b) * image[v0, u0] + a * (1 - b) * image[v0, u0 + 1]
             + (1 - a) * b * image[v0 + 1, u0] + a * b * image[v0 + 1, u0 + 1])
 
@@ -83,6 +86,8 @@ class SampledImage:
         self.image = torch.as_tensor(img, dtype=torch.float64)
         self.grad_u = torch.as_tensor(gu, dtype=torch.float64)
         self.grad_v = torch.as_tensor(gv, dtype=torch.float64)
+        # (h, w, 3): value, d/du, d/dv per pixel, for one bilinear gather of all three
+        self._stacked = torch.stack([self.image, self.grad_u, self.grad_v], dim=-1)
 
     def __call__(self, uv: torch.Tensor) -> torch.Tensor:
         """(..., 2) pixel positions (u, v) -> (...) values, clamped to the image."""
@@ -91,9 +96,8 @@ class SampledImage:
     def value_and_gradient(self, uv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(..., 2) positions -> the values (...) and the derivative autodiff of
         :meth:`__call__` gives, (..., 2) (d/du, d/dv), without a graph."""
-        uv = uv.detach()
-        return _bilinear(self.image, uv), torch.stack([_bilinear(self.grad_u, uv),
-                                                       _bilinear(self.grad_v, uv)], dim=-1)
+        out = _bilinear(self._stacked, uv.detach())  # (..., 3), per channel as _bilinear
+        return out[..., 0], out[..., 1:]
 
 
 @dataclass(frozen=True)
