@@ -467,3 +467,67 @@ def test_live_waits_count_from_when_the_caller_became_idle():
     assert asm.pop_ready(now_ns=55 * MS) == []  # would have expired at 10 ms otherwise
     (frame,) = asm.pop_ready(now_ns=60 * MS)
     assert frame.usable
+
+
+def test_live_does_not_drop_a_ready_frame_for_a_newer_one_that_waits():
+    """A newer image whose mask is still on its way does not replace a frame that can be
+    tracked now; once the older one has left, the newer one waits for its mask as usual."""
+    asm = _world(mode='live', wall_wait_ns=10 * MS, live_mask_wait_ns=20 * MS)
+    _add_frame(asm, 50.0, arrival=0)  # complete
+    ns = _add_frame(asm, 83.0, mask=False, arrival=1 * MS)  # its mask comes later
+    (frame,) = asm.pop_ready(now_ns=2 * MS)
+    assert frame.image == 'image50.0' and frame.problems == ()
+    assert asm.pop_ready(now_ns=3 * MS) == []  # the newer one waits for its mask
+    asm.add_mask(ns, 'mask83')
+    (frame,) = asm.pop_ready(now_ns=4 * MS)
+    assert frame.image == 'image83.0' and frame.mask == 'mask83' and frame.problems == ()
+
+
+def test_live_drops_an_older_frame_for_a_newer_one_that_is_ready_too():
+    asm = _world(mode='live', wall_wait_ns=10 * MS, live_mask_wait_ns=20 * MS)
+    _add_frame(asm, 50.0, arrival=0)
+    _add_frame(asm, 83.0, arrival=1 * MS)
+    dropped, frame = asm.pop_ready(now_ns=2 * MS)
+    assert [p.kind for p in dropped.problems] == ['dropped'] and dropped.image == 'image50.0'
+    assert frame.image == 'image83.0' and frame.usable
+
+
+def test_live_learns_how_long_to_wait_for_masks():
+    """live_mask_wait_ns = MASK_WAIT_AUTO: no wait before a mask's delay is known; then the
+    90th percentile of the masks' delays after their images + 5 ms; none once masks stop."""
+    from handypriors_ros.core.frames.assembler import MASK_WAIT_AUTO
+
+    asm = _world(mode='live', wall_wait_ns=10 * MS, live_mask_wait_ns=MASK_WAIT_AUTO)
+    assert asm.mask_wait_ns(0) == 0
+    ns = _add_frame(asm, 0.0, mask=False, arrival=0)
+    (frame,) = asm.pop_ready(now_ns=1 * MS)  # nothing learned yet: goes without its mask
+    assert frame.mask is None and [p.kind for p in frame.problems] == ['missing_mask']
+    asm.add_mask(ns, 'late', arrival_ns=12 * MS)  # too late for its frame, but timed
+    assert asm.mask_wait_ns(13 * MS) == 17 * MS
+    # Masks 8..12 ms after their images (and one before it: a delay of 0).
+    arrivals = [(33.0, 8), (66.0, 10), (100.0, 12), (133.0, -2)]
+    for ms, delay in arrivals:
+        t = int(ms * MS)
+        ns = _add_frame(asm, ms, mask=False, arrival=t)
+        asm.add_mask(ns, f'mask{ms}', arrival_ns=t + delay * MS)
+        asm.pop_ready(now_ns=t + max(delay, 0) * MS)
+    delays = np.array([12, 8, 10, 12, 0]) * MS
+    assert asm.mask_wait_ns(140 * MS) == int(np.percentile(delays, 90)) + 5 * MS
+    wait = asm.mask_wait_ns(140 * MS)
+    ns = _add_frame(asm, 166.0, mask=False, arrival=166 * MS)
+    assert asm.pop_ready(now_ns=166 * MS + wait - 1) == []  # waits for its mask
+    asm.add_mask(ns, 'mask166', arrival_ns=166 * MS + wait - 1)
+    (frame,) = asm.pop_ready(now_ns=166 * MS + wait - 1)
+    assert frame.mask == 'mask166'
+    # The segmenter stops: after 1 s without a mask, frames no longer wait.
+    late = 166 * MS + wait + 1_100 * MS
+    asm.joints.add(T0 + 2_000 * MS, NAMES, np.full(16, 2.0))
+    assert asm.mask_wait_ns(late) == 0
+
+
+def test_auto_mask_wait_is_the_only_negative_value_accepted():
+    from handypriors_ros.core.frames.assembler import MASK_WAIT_AUTO
+
+    AssemblyConfig(mode='live', live_mask_wait_ns=MASK_WAIT_AUTO)
+    with pytest.raises(InputError, match='live_mask_wait_ns'):
+        AssemblyConfig(mode='live', live_mask_wait_ns=-2)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 from handypriors_ros import interfaces
 from handypriors_ros.core.errors import InputError, ModelError
 from handypriors_ros.core.frames import AssemblyConfig, HandNaming, parse_joint_name_map
+from handypriors_ros.core.frames.assembler import MASK_WAIT_AUTO
 from handypriors_ros.core.frames.hand_naming import ROS1_NAMES
 from handypriors_ros.jobs.schema import Option
 
@@ -213,14 +214,16 @@ class InputOptions:
     def assembly(self, hand_root_frame: str, *, mode: str = 'replay',
                  wall_wait_s: float = 0.5, max_pending: int = 30,
                  live_mask_wait_s: float = 0.0) -> AssemblyConfig:
-        """The frame assembler's settings (the live-only waits come from the tracker node)."""
+        """The frame assembler's settings (the live-only waits come from the tracker node;
+        ``live_mask_wait_s`` < 0: learned, :data:`~handypriors_ros.core.frames.assembler.
+        MASK_WAIT_AUTO`)."""
         return AssemblyConfig(
             mode=mode, hand_root_frame=hand_root_frame, use_mask=bool(self.mask_topic),
             stamp_tolerance_ns=_ns(self.stamp_tolerance_s), data_wait_ns=_ns(self.replay_wait_s),
             wall_wait_ns=_ns(wall_wait_s), max_joint_age_ns=_ns(self.max_joint_age_s),
             tf_tolerance_ns=_ns(self.tf_tolerance_s),
             past_tolerance_ns=_ns(self.past_tolerance_s), max_pending=max_pending,
-            live_mask_wait_ns=_ns(live_mask_wait_s))
+            live_mask_wait_ns=MASK_WAIT_AUTO if live_mask_wait_s < 0 else _ns(live_mask_wait_s))
 
     @property
     def urdf_path(self) -> str:

@@ -122,10 +122,12 @@ _NODE_OPTIONS = (
            'for a joint state after its stamp and for its TF (also while the node drains the '
            'messages that queued up during the previous frame) [s]', read_only=False,
            range=(0.0, 1.0), offline=False, group=NODE),
-    Option('live_mask_wait_s', 'float', 0.0, 'live: a frame waits at most this after its '
-           "arrival for its mask; 0 = a mask is used only if already there (a segmenter's mask "
-           'comes after its image: set its latency to use its masks live) [s]', read_only=False,
-           range=(0.0, 1.0), offline=False, group=NODE),
+    Option('live_mask_wait_s', 'float', -1.0, 'live: a frame waits at most this after its '
+           "arrival for its mask (a segmenter's mask comes after its image); < 0 = auto: as "
+           "long as the recent masks took after their images (90th percentile + 5 ms, at most "
+           '50 ms; no wait before the first mask or while masks stop coming); 0 = a mask is '
+           'used only if already there [s]', read_only=False, range=(-1.0, 1.0), offline=False,
+           group=NODE),
     Option('tf_cache_s', 'float', 10.0, 'how long TF history is kept [s] (offline: all of it)',
            range=(0.1, 600.0), offline=False, group=NODE),
     Option('max_pending_frames', 'int', 30, 'most images held waiting for their inputs; older '

@@ -571,9 +571,10 @@ class FrameInputs:
         """A camera_info, matched with the image of the same stamp (decoded with the frame)."""
         self.assembler.add_camera_info(stamp_to_ns(msg.header.stamp), msg)
 
-    def mask(self, msg: Any) -> None:
-        """An object mask, matched with the image of the same stamp (decoded with the frame)."""
-        self.assembler.add_mask(stamp_to_ns(msg.header.stamp), msg)
+    def mask(self, msg: Any, arrival_ns: int | None = None) -> None:
+        """An object mask, matched with the image of the same stamp (decoded with the frame);
+        ``arrival_ns`` (monotonic, live) times it for the learned mask wait."""
+        self.assembler.add_mask(stamp_to_ns(msg.header.stamp), msg, arrival_ns)
 
     def joint_state(self, msg: Any) -> bool:
         """A joint state of the hand. Returns whether it was stored."""

@@ -404,9 +404,10 @@ class TrackerNode(Node):
         self._after_input()
 
     def on_mask(self, msg: Image) -> None:
+        arrival = time.monotonic_ns()
         self._seen('mask')
         with self._lock:
-            self._inputs.mask(msg)
+            self._inputs.mask(msg, arrival)
         self._after_input()
 
     def on_joint_states(self, msg: JointState) -> None:

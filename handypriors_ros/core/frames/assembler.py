@@ -21,8 +21,11 @@ things are known at its stamp ``t``:
   since it arrived then leaves too (the end of a stream played over DDS), and ``flush=True``
   releases everything (the end of a bag).
 - ``live`` (real time, newest frame only): among frames whose camera_info has arrived the newest
-  one is kept and every older one is dropped (reported, so the caller counts drops; an older
-  frame still missing its camera_info is a drop too: the camera_info may be on its way). It waits
+  one that can leave now (nothing left to wait for) is kept, or, when none can, the newest; every
+  older one is dropped (reported, so the caller counts drops; an older frame still missing its
+  camera_info is a drop too: the camera_info may be on its way). So a frame that is ready is not
+  dropped for a newer one that still waits for its mask: the tracker would idle meanwhile
+  (measured with bench_latency, 2026-12-06: masks 12 ms after their images). It waits
   for a joint state after ``t`` and the TF at ``t`` at most ``wall_wait_ns`` after its arrival
   (the arrival of the oldest frame it replaced: a stream that lags the images delays the tracker
   by at most that, it cannot starve it), or after the caller was last busy (:meth:`note_idle`:
@@ -59,6 +62,7 @@ for frames that are processed, so dropping a frame costs nothing.
 """
 from __future__ import annotations
 
+import collections
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -73,6 +77,16 @@ from handypriors_ros.core.geometry.transform_buffer import (ExtrapolationError, 
                                                             TransformError)
 
 _NS_PER_S = 1_000_000_000
+#: ``live_mask_wait_ns``: wait for a mask as long as the segmenter's recent masks took after
+#: their images (the 90th percentile of the last :data:`_MASK_DELAY_WINDOW` delays plus
+#: :data:`_MASK_WAIT_MARGIN_NS`, at most :data:`_MASK_WAIT_MAX_NS`); no wait before the first
+#: delay is known or while no mask has come for :data:`_MASK_STREAM_GONE_NS`.
+MASK_WAIT_AUTO = -1
+_MASK_DELAY_WINDOW = 60
+_MASK_WAIT_MARGIN_NS = 5_000_000
+_MASK_WAIT_MAX_NS = 50_000_000
+_MASK_STREAM_GONE_NS = 1_000_000_000
+_ARRIVALS_KEPT = 64  # image arrivals remembered, to time the masks that come after them
 MODES = ('live', 'replay')
 
 
@@ -94,7 +108,8 @@ class AssemblyConfig:
             before them (reported as ``early_joint_states`` / ``early_tf``) [ns].
         max_pending: most images held; older ones are evicted (reported) beyond it.
         live_mask_wait_ns: live: a frame waits at most this after its arrival for its mask
-            (0: a mask is used only if it is already there) [ns].
+            (0: a mask is used only if it is already there; :data:`MASK_WAIT_AUTO`: learned
+            from the masks' delays, :meth:`FrameAssembler.mask_wait_ns`) [ns].
     """
     mode: str = 'replay'
     hand_root_frame: str = 'ah_base_link'
@@ -114,6 +129,8 @@ class AssemblyConfig:
         for name in ('stamp_tolerance_ns', 'data_wait_ns', 'wall_wait_ns', 'max_joint_age_ns',
                      'tf_tolerance_ns', 'past_tolerance_ns', 'live_mask_wait_ns'):
             value = getattr(self, name)
+            if name == 'live_mask_wait_ns' and value == MASK_WAIT_AUTO:
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise InputError(f'{name}: expected an integer >= 0 [ns], got {value!r}')
         if isinstance(self.max_pending, bool) or not isinstance(self.max_pending, int) \
@@ -157,6 +174,9 @@ class FrameAssembler:
         self._data_time_ns: int | None = None
         self._evicted: list[AssembledFrame] = []
         self._idle_since_ns = 0
+        self._image_arrivals: dict[int, int] = {}  # recent image stamp -> arrival [ns]
+        self._mask_delays: collections.deque[int] = collections.deque(maxlen=_MASK_DELAY_WINDOW)
+        self._last_mask_arrival_ns: int | None = None
 
     # -- input ---------------------------------------------------------------------------------
     @property
@@ -168,6 +188,21 @@ class FrameAssembler:
     def pending_count(self) -> int:
         """Images held, waiting for their inputs."""
         return len(self._pending)
+
+    def mask_wait_ns(self, now_ns: int | None = None) -> int:
+        """Live: how long a frame waits for its mask [ns]: ``live_mask_wait_ns``, or with
+        :data:`MASK_WAIT_AUTO` the 90th percentile of the recent masks' delays after their
+        images plus 5 ms, at most 50 ms; 0 before any delay is known and while the mask stream
+        is silent for 1 s (a segmenter that stopped does not delay every frame)."""
+        cfg = self.config.live_mask_wait_ns
+        if cfg != MASK_WAIT_AUTO:
+            return cfg
+        if not self._mask_delays or (
+                now_ns is not None and self._last_mask_arrival_ns is not None
+                and now_ns - self._last_mask_arrival_ns > _MASK_STREAM_GONE_NS):
+            return 0
+        p90 = int(np.percentile(np.fromiter(self._mask_delays, dtype=np.int64), 90))
+        return min(p90 + _MASK_WAIT_MARGIN_NS, _MASK_WAIT_MAX_NS)
 
     def note_idle(self, now_ns: int) -> None:
         """The caller has finished working on a frame at ``now_ns`` (monotonic): waits count
@@ -198,6 +233,9 @@ class FrameAssembler:
                 f'ms): time went backwards')
         self._newest_image_ns = stamp_ns
         self.advance_data_time(stamp_ns)
+        self._image_arrivals[stamp_ns] = int(arrival_ns)
+        if len(self._image_arrivals) > _ARRIVALS_KEPT:
+            del self._image_arrivals[next(iter(self._image_arrivals))]
         self._pending[stamp_ns] = _Pending(stamp_ns, frame_id.lstrip('/'), image,
                                            int(arrival_ns), int(arrival_ns))
         while len(self._pending) > self.config.max_pending:
@@ -217,9 +255,16 @@ class FrameAssembler:
         self.advance_data_time(stamp_ns)
         self._prune(self._infos)
 
-    def add_mask(self, stamp_ns: int, mask: Any) -> None:
-        """Store an object mask for the image of the same stamp."""
+    def add_mask(self, stamp_ns: int, mask: Any, arrival_ns: int | None = None) -> None:
+        """Store an object mask for the image of the same stamp. ``arrival_ns`` (monotonic,
+        live): when it came; its delay after its image's arrival (0 when it came first) feeds
+        the learned mask wait (:meth:`mask_wait_ns`)."""
         stamp_ns = int(stamp_ns)
+        if arrival_ns is not None:
+            self._last_mask_arrival_ns = int(arrival_ns)
+            key = self._match(self._image_arrivals, stamp_ns)
+            if key is not None:
+                self._mask_delays.append(max(0, int(arrival_ns) - self._image_arrivals[key]))
         self._masks[stamp_ns] = mask
         self._newest_mask_ns = max(stamp_ns, self._newest_mask_ns or stamp_ns)
         self.advance_data_time(stamp_ns)
@@ -234,6 +279,7 @@ class FrameAssembler:
         self._masks.clear()
         self._evicted.clear()
         self._newest_image_ns = self._newest_info_ns = self._newest_mask_ns = None
+        self._image_arrivals.clear()
         self._last_emitted_ns = self._data_time_ns = None
 
     def _prune(self, store: dict[int, Any]) -> None:
@@ -266,8 +312,12 @@ class FrameAssembler:
             # image (a missing camera_info falls back to the latest one).
             complete = [s for s in self._pending if self._latest_info is not None
                         or self._match(self._infos, s) is not None]
+            # A frame that can leave now is not dropped for a newer one that still waits (for
+            # its mask, joint states or TF): the worker would idle while it waits.
+            ready = [s for s in complete
+                     if not self._evaluate(self._pending[s], initialised, now_ns, flush)[1]]
             if complete:
-                newest = max(complete)
+                newest = max(ready) if ready else max(complete)
                 for stamp in sorted(s for s in self._pending if s < newest):
                     # (its camera_info may still be on its way: a drop all the same)
                     entry = self._pending.pop(stamp)
@@ -348,8 +398,9 @@ class FrameAssembler:
                                                          f'ns arrived', False))
             may_come = self._newest_mask_ns is None or self._newest_mask_ns <= t + tol
             if live:  # its own, usually shorter, wait (module docstring)
-                waiting_mask = (may_come and cfg.live_mask_wait_ns > 0 and not self._expired(
-                    entry, now_ns, flush, cfg.live_mask_wait_ns))
+                mask_wait = self.mask_wait_ns(now_ns)
+                waiting_mask = (may_come and mask_wait > 0 and not self._expired(
+                    entry, now_ns, flush, mask_wait))
             else:
                 waiting |= may_come
 
