@@ -531,3 +531,26 @@ def test_auto_mask_wait_is_the_only_negative_value_accepted():
     AssemblyConfig(mode='live', live_mask_wait_ns=MASK_WAIT_AUTO)
     with pytest.raises(InputError, match='live_mask_wait_ns'):
         AssemblyConfig(mode='live', live_mask_wait_ns=-2)
+
+
+def test_live_releases_a_frame_before_its_mask_when_told_to():
+    """release_before_mask: a frame that waits for its mask only leaves at once with the time
+    until which its mask may still come; the caller takes the mask from the store later."""
+    asm = _world(mode='live', wall_wait_ns=10 * MS, live_mask_wait_ns=20 * MS,
+                 release_before_mask=True)
+    ns = _add_frame(asm, 50.0, mask=False, arrival=3 * MS)
+    (frame,) = asm.pop_ready(now_ns=4 * MS)
+    assert frame.usable and frame.mask is None and frame.problems == ()
+    assert frame.mask_deadline_ns == 23 * MS
+    assert asm.take_mask(ns) is None
+    asm.add_mask(ns + 100, 'mask50')  # within the stamp tolerance
+    assert asm.take_mask(ns) == 'mask50' and asm.take_mask(ns) is None
+    # A frame that has its mask, or waits for nothing (mask wait 0), has no deadline.
+    _add_frame(asm, 83.0, arrival=5 * MS)
+    (frame,) = asm.pop_ready(now_ns=6 * MS)
+    assert frame.mask == 'mask83.0' and frame.mask_deadline_ns is None
+    asm.config = AssemblyConfig(**{**asm.config.__dict__, 'live_mask_wait_ns': 0})
+    _add_frame(asm, 116.0, mask=False, arrival=7 * MS)
+    (frame,) = asm.pop_ready(now_ns=8 * MS)
+    assert frame.mask_deadline_ns is None
+    assert [p.kind for p in frame.problems] == ['missing_mask']

@@ -940,3 +940,40 @@ def test_the_appearance_reuses_its_last_render_while_the_view_turns_little(seq, 
     assert max(errors.values()) < 1.0, errors
     app.reset()  # a new track renders again
     assert app._keyframe is None
+
+
+def test_a_late_mask_gives_the_same_track_as_the_mask_given_up_front(seq):
+    """Frame.late_mask (live: the mask on its way) is called once per frame, after the
+    predict; the poses and covariances equal those of the frames that carry their mask, bit
+    for bit. A late mask that never comes (None) is a frame without a mask."""
+    obj, gt = seq['obj'], seq['gt']
+    frames = seq['frames'][:6]
+    a, b = ObjectTracker(obj, seq['kin']), ObjectTracker(obj, seq['kin'])
+    a.initialise(gt['T_cam_obj_initial'])
+    b.initialise(gt['T_cam_obj_initial'])
+    calls = []
+
+    def late(frame):
+        def get():
+            calls.append(frame.stamp_ns)
+            return frame.mask
+        return get
+
+    for frame in frames:
+        ra = a.step(frame)
+        rb = b.step(replace(frame, mask=None, late_mask=late(frame)))
+        np.testing.assert_array_equal(ra.T_cam_obj, rb.T_cam_obj)
+        np.testing.assert_array_equal(ra.covariance, rb.covariance)
+        assert ra.mask_source == rb.mask_source == 'topic'
+        assert 'mask_wait' in rb.latency_s and 'mask_wait' not in ra.latency_s
+    assert calls == [f.stamp_ns for f in frames]
+    # It never comes (or comes with a wrong size): no mask for that frame.
+    c = ObjectTracker(obj, seq['kin'])
+    c.initialise(gt['T_cam_obj_initial'])
+    ref = ObjectTracker(obj, seq['kin'])
+    ref.initialise(gt['T_cam_obj_initial'])
+    for frame, value in zip(frames[:2], (None, np.zeros((3, 3), dtype=bool))):
+        rc = c.step(replace(frame, mask=None, late_mask=lambda value=value: value))
+        rr = ref.step(replace(frame, mask=None))
+        np.testing.assert_array_equal(rc.T_cam_obj, rr.T_cam_obj)
+        assert rc.mask_source == rr.mask_source

@@ -2,6 +2,7 @@
 publish hook): parameters, live and replay frame handling, bad messages, reset, diagnostics.
 Over DDS between processes: test_tracker_node_dds.py."""
 import re
+import threading
 import time
 from pathlib import Path
 
@@ -373,6 +374,55 @@ def test_live_worker_thread_tracks_newest_frames_without_a_backlog(ros_context, 
     finally:
         node.destroy_node()
     assert not node._worker.is_alive()
+
+
+def test_live_worker_tracks_a_frame_before_its_mask_and_waits_for_it(ros_context, sequence,
+                                                                      messages):
+    """Threaded live mode: a frame whose mask is on its way is released and stepped at once;
+    the tracker waits for the mask after its predict and render (stage 'mask_wait') and uses
+    it when it comes; nothing is counted missing."""
+    _, pose = _initial_pose_param(messages)
+    out = Outputs()
+    node = _node(ros_context, sequence, out, threaded=True, mode='live', initial_pose=pose,
+                 publish_markers=False, live_mask_wait_s=1.0)
+    try:
+        images = [m for t, m in messages if t == interfaces.IMAGE_TOPIC]
+        at = [i for i, (t, _) in enumerate(messages) if t == interfaces.IMAGE_TOPIC]
+        # The first frame as it comes (the first step warms up: longer than any mask wait);
+        # then the second frame's messages but its mask.
+        _feed(node, messages[:at[1]])
+        deadline = time.monotonic() + 60.0
+        while time.monotonic() < deadline and node.frames_tracked < 1:
+            time.sleep(0.01)
+        second = stamp_to_ns(images[1].header.stamp)
+        waiting = threading.Event()
+        await_mask = node._await_mask
+
+        def spy(frame, size_hw):
+            if frame.stamp_ns == second:
+                waiting.set()
+            return await_mask(frame, size_hw)
+
+        node._await_mask = spy
+        held = [(t, m) for t, m in messages[at[1]:at[2]] if t == interfaces.MASK_TOPIC]
+        _feed(node, messages[at[1]:at[2]], skip=(interfaces.MASK_TOPIC,))
+        assert waiting.wait(30.0)  # the worker stepped the frame and waits for its mask
+        assert node.frames_tracked == 1
+        _feed(node, held)
+        _feed(node, messages[at[2]:])
+        deadline = time.monotonic() + 60.0
+        while time.monotonic() < deadline and (
+                node.frames_tracked + node.problem_counts['dropped'] < len(images)):
+            time.sleep(0.02)
+        with node._step_lock:
+            answers = list(out[interfaces.TRACK_TOPIC])
+        waits = [{s.stage: s.seconds for s in m.latency}.get('mask_wait') for m in answers]
+        waits = [w for w in waits if w is not None]
+        assert waits and all(0.0 <= w < 1.0 for w in waits), waits
+        assert node.problem_counts['missing_mask'] == 0, node.problem_counts
+        assert node.frames_tracked >= 1
+    finally:
+        node.destroy_node()
 
 
 def test_reception_latency_from_the_message_info(ros_context, sequence, messages):

@@ -671,23 +671,30 @@ class FrameDecoder:
         except InputError as exc:
             self.problems.report('bad_camera_info', f'frame {t} ns skipped: camera_info: {exc}')
             return None
-        mask = None
-        if frame.mask is not None:
-            try:
-                mask = mask_to_numpy(frame.mask)
-                if mask.shape != (h, w):
-                    raise InputError(f'mask size: expected {w}x{h} like the image, got '
-                                     f'{mask.shape[1]}x{mask.shape[0]}')
-            except InputError as exc:
-                self.problems.report('bad_mask', f'frame {t} ns: mask ignored: {exc}')
-                mask = None
+        mask = None if frame.mask is None else self.decode_mask(frame.mask, t, (h, w),
+                                                                undistorter)
         if not undistorter.is_identity:
             rgb = undistorter.undistort_image(rgb)
-            if mask is not None:
-                mask = undistorter.undistort_mask(mask.astype(np.uint8)) > 0
         return Frame(stamp_ns=t, rgb=np.ascontiguousarray(rgb), camera=camera,
                      q=np.asarray(frame.joints.q, dtype=np.float64),
                      T_cam_base=np.asarray(frame.T_cam_base, dtype=np.float64), mask=mask)
+
+    def decode_mask(self, msg: Any, stamp_ns: int, size_hw: tuple[int, int],
+                    undistorter: Undistorter) -> np.ndarray | None:
+        """(H, W) bool: a mask message of the image of ``stamp_ns`` (``size_hw`` its size),
+        undistorted like it; None, reported (``bad_mask``), when it cannot be used."""
+        h, w = size_hw
+        try:
+            mask = mask_to_numpy(msg)
+            if mask.shape != (h, w):
+                raise InputError(f'mask size: expected {w}x{h} like the image, got '
+                                 f'{mask.shape[1]}x{mask.shape[0]}')
+        except InputError as exc:
+            self.problems.report('bad_mask', f'frame {stamp_ns} ns: mask ignored: {exc}')
+            return None
+        if not undistorter.is_identity:
+            mask = undistorter.undistort_mask(mask.astype(np.uint8)) > 0
+        return mask
 
     def camera_for(self, info: Any) -> tuple[PinholeCamera, Undistorter]:
         """The camera and undistorter of a camera_info, cached while it stays the same.

@@ -34,7 +34,10 @@ Modes (parameter ``mode``):
   are dropped and counted (``frames_dropped`` on /diagnostics), never queued. Messages keep
   arriving while a frame is tracked (torch and the DDS layer release the GIL), so the next
   frame's inputs are there when the step ends. A frame whose joint state or TF after its stamp
-  has not come yet waits up to ``live_wait_s``. The image subscriptions keep only the newest
+  has not come yet waits up to ``live_wait_s``. A frame that waits for its mask only is
+  stepped at once: the tracker predicts and renders, then waits for the mask
+  (``Frame.late_mask``, up to ``live_mask_wait_s``, stage ``mask_wait``), so that work overlaps
+  the segmenter's latency. The image subscriptions keep only the newest
   message by default (``image_qos_depth`` 0 = 1 in live mode), so the node never tracks a
   frame that waited in a DDS queue. (``threaded=False``: the executor thread does the work, in
   a guard condition; tests call :meth:`TrackerNode.process_pending` directly.)
@@ -66,6 +69,8 @@ torch's 2 intra-op threads stall under load on 2 cores).
 from __future__ import annotations
 
 import collections
+import dataclasses
+import functools
 import os
 import sys
 import threading
@@ -89,8 +94,8 @@ from visualization_msgs.msg import MarkerArray
 
 from handypriors_ros import interfaces
 from handypriors_ros.core.errors import HandyPriorsError, InputError
-from handypriors_ros.core.frames import (AssembledFrame, Frame, FrameAssembler, InitialPose,
-                                         LastProblem, ProblemCounter)
+from handypriors_ros.core.frames import (AssembledFrame, AssemblyConfig, Frame, FrameAssembler,
+                                         InitialPose, LastProblem, ProblemCounter)
 from handypriors_ros.core.geometry.transform_buffer import TransformBuffer
 from handypriors_ros.core.tracking.session import TrackingSession
 from handypriors_ros.core.tracking.tracker import NotInitialisedError, ObjectTracker
@@ -174,7 +179,12 @@ class TrackerNode(Node):
         self._tf = TransformBuffer(cache_time_s=cfg.tf_cache_s)
         self._joints = loaded.naming.joint_buffer(
             cache_time_s=max(2.0, 2 * cfg.input.max_joint_age_s))
-        self._assembler = FrameAssembler(cfg.assembly(self._hand_root), self._joints, self._tf)
+        # Threaded live mode: a frame whose mask is on its way is tracked at once and its mask
+        # taken when the tracker needs it (Frame.late_mask): predict and render overlap the
+        # segmenter's latency; masks come in the executor's thread meanwhile.
+        self._release_before_mask = threaded and cfg.mode == 'live'
+        self._mask_arrived = threading.Event()
+        self._assembler = FrameAssembler(self._assembly_config(cfg), self._joints, self._tf)
         self.problems = ProblemCounter(log.warning, period_s=WARN_PERIOD_S)
         self._inputs = FrameInputs(self._assembler, self.problems,
                                    ignore_child_frames=(cfg.object_frame,))
@@ -300,6 +310,10 @@ class TrackerNode(Node):
     def status_counts(self) -> collections.Counter[str]:
         return self.session.status_counts
 
+    def _assembly_config(self, cfg: TrackerOptions) -> AssemblyConfig:
+        return dataclasses.replace(cfg.assembly(self._hand_root),
+                                   release_before_mask=self._release_before_mask)
+
     def _state_reliability(self, value: str) -> str:
         """joint_states / tf reliability: auto = best_effort live, reliable in replay."""
         if value != 'auto':
@@ -408,6 +422,7 @@ class TrackerNode(Node):
         self._seen('mask')
         with self._lock:
             self._inputs.mask(msg, arrival)
+        self._mask_arrived.set()  # a frame's late mask (_await_mask)
         self._after_input()
 
     def on_joint_states(self, msg: JointState) -> None:
@@ -519,6 +534,13 @@ class TrackerNode(Node):
                             else ('bad_frame', 'the frame cannot be decoded'))
             self._predict_only(frame, (kind, reason))
             return 0
+        if frame.mask_deadline_ns is not None and fi.mask is None:
+            if self.session.pending_initial_poses:
+                # this step holds the input lock (below), which the mask callback needs
+                fi = dataclasses.replace(fi, mask=self._await_mask(frame, fi.rgb.shape[:2]))
+            else:
+                fi = dataclasses.replace(fi, late_mask=functools.partial(
+                    self._await_mask, frame, fi.rgb.shape[:2]))
         t_input = time.monotonic_ns()
         cpu_start = time.thread_time()
         if self.session.pending_initial_poses:
@@ -554,6 +576,24 @@ class TrackerNode(Node):
         del self.processing_s[:-10 * _LATENCY_WINDOW]
         self._latency_total_s.append(latency['total'])
         return 1
+
+    def _await_mask(self, frame: AssembledFrame, size_hw: tuple[int, int]) -> np.ndarray | None:
+        """The mask of a frame released before it (``Frame.late_mask``, called by the tracker in
+        the worker thread): waits for it until ``frame.mask_deadline_ns``; None, counted as
+        ``missing_mask``, when it has not come by then."""
+        while True:
+            self._mask_arrived.clear()
+            with self._lock:
+                msg = self._assembler.take_mask(frame.stamp_ns)
+            if msg is not None:
+                _, undistorter = self._decoder.camera_for(frame.camera_info)
+                return self._decoder.decode_mask(msg, frame.stamp_ns, size_hw, undistorter)
+            remaining_ns = frame.mask_deadline_ns - time.monotonic_ns()
+            if remaining_ns <= 0 or self._stop.is_set():
+                self.problems.report('missing_mask', f'frame {frame.stamp_ns} ns: no mask with '
+                                                     'its stamp arrived in time')
+                return None
+            self._mask_arrived.wait(remaining_ns / 1e9)
 
     def _predict_only(self, frame: AssembledFrame,
                       problem: tuple[str, str] | None = None) -> None:
@@ -752,7 +792,7 @@ class TrackerNode(Node):
         with self._step_lock, self._lock:
             old, self.config = self.config, new
             self.tracker.config = new.tracker
-            self._assembler.config = new.assembly(self._hand_root)
+            self._assembler.config = self._assembly_config(new)
             self.session.stamp_tolerance_ns = self._assembler.config.stamp_tolerance_ns
             if new.initial_pose and new.initial_pose != old.initial_pose:
                 self.session.add_initial_pose(

@@ -107,6 +107,10 @@ class AssemblyConfig:
         past_tolerance_ns: the oldest joint state and TF are held for a stamp at most this
             before them (reported as ``early_joint_states`` / ``early_tf``) [ns].
         max_pending: most images held; older ones are evicted (reported) beyond it.
+        release_before_mask: live: a frame that waits for its mask only is released at once,
+            with ``mask_deadline_ns`` (its caller tracks it in another thread than the one that
+            delivers masks, and takes the mask when the tracker needs it: :meth:`FrameAssembler.
+            take_mask`).
         live_mask_wait_ns: live: a frame waits at most this after its arrival for its mask
             (0: a mask is used only if it is already there; :data:`MASK_WAIT_AUTO`: learned
             from the masks' delays, :meth:`FrameAssembler.mask_wait_ns`) [ns].
@@ -122,6 +126,7 @@ class AssemblyConfig:
     past_tolerance_ns: int = 20_000_000
     max_pending: int = 30
     live_mask_wait_ns: int = 0
+    release_before_mask: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -188,6 +193,12 @@ class FrameAssembler:
     def pending_count(self) -> int:
         """Images held, waiting for their inputs."""
         return len(self._pending)
+
+    def take_mask(self, stamp_ns: int) -> Any:
+        """The mask matching an image stamp (within the tolerance), removed from the store; None
+        when it has not come (a frame released with ``mask_deadline_ns``)."""
+        key = self._match(self._masks, int(stamp_ns))
+        return None if key is None else self._masks.pop(key)
 
     def mask_wait_ns(self, now_ns: int | None = None) -> int:
         """Live: how long a frame waits for its mask [ns]: ``live_mask_wait_ns``, or with
@@ -393,14 +404,20 @@ class FrameAssembler:
 
         mask_key = self._match(self._masks, t) if cfg.use_mask else None
         waiting_mask = False
+        mask_deadline_ns = None
         if cfg.use_mask and mask_key is None:
-            problems.append(FrameProblem('missing_mask', f'no mask with the image\'s stamp {t} '
-                                                         f'ns arrived', False))
+            missing = FrameProblem('missing_mask', f'no mask with the image\'s stamp {t} ns '
+                                                   'arrived', False)
+            problems.append(missing)
             may_come = self._newest_mask_ns is None or self._newest_mask_ns <= t + tol
             if live:  # its own, usually shorter, wait (module docstring)
                 mask_wait = self.mask_wait_ns(now_ns)
                 waiting_mask = (may_come and mask_wait > 0 and not self._expired(
                     entry, now_ns, flush, mask_wait))
+                if waiting_mask and cfg.release_before_mask:
+                    problems.remove(missing)
+                    mask_deadline_ns = max(entry.wait_start_ns, self._idle_since_ns) + mask_wait
+                    waiting_mask = False
             else:
                 waiting |= may_come
 
@@ -438,7 +455,7 @@ class FrameAssembler:
 
         frame = AssembledFrame(t, entry.frame_id, entry.image, info,
                                self._masks.get(mask_key), entry.arrival_ns, joints, T_cam_base,
-                               tuple(problems))
+                               tuple(problems), mask_deadline_ns)
         waiting = waiting and not self._expired(entry, now_ns, flush, cfg.wall_wait_ns)
         return frame, waiting or waiting_mask
 

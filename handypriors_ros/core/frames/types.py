@@ -4,6 +4,7 @@ consume), what the assembler says about an image (:class:`AssembledFrame`, its
 ROS."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,10 @@ class Frame:
             optical frame at the stamp.
         mask: (H, W) bool observed object mask from an external segmenter, or None when the
             segmenter published nothing for this image (the tracker then uses its built-in one).
+        late_mask: live, with ``mask`` None: the mask is still on its way; a callable that
+            waits for it (at most until its deadline) and returns it ((H, W) bool; anything
+            else counts as no mask), or None. The tracker calls it once, after the work that needs no mask (predict, the ROI render), so that work
+            overlaps the segmenter's latency. None: ``mask`` is final.
     """
     stamp_ns: int
     rgb: np.ndarray
@@ -34,6 +39,7 @@ class Frame:
     q: np.ndarray
     T_cam_base: np.ndarray
     mask: np.ndarray | None = None
+    late_mask: Callable[[], np.ndarray | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,10 @@ class AssembledFrame:
         joints: joint positions at the stamp, or None.
         T_cam_base: (4, 4) float64 hand root pose in the camera frame, or None.
         problems: what went wrong (see :class:`FrameProblem`).
+        mask_deadline_ns: live, released before its mask (``release_before_mask``): the mask
+            may still come until this time (the caller's monotonic clock) [ns]; take it with
+            :meth:`~handypriors_ros.core.frames.assembler.FrameAssembler.take_mask`. None: the
+            mask is final.
     """
     stamp_ns: int
     frame_id: str
@@ -75,6 +85,7 @@ class AssembledFrame:
     joints: JointLookup | None
     T_cam_base: np.ndarray | None
     problems: tuple[FrameProblem, ...] = ()
+    mask_deadline_ns: int | None = None
 
     @property
     def usable(self) -> bool:

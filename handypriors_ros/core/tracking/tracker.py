@@ -239,19 +239,32 @@ class ObjectTracker:
         t1 = time.perf_counter()
         lat['predict'] = t1 - t0
 
-        mask, source = self._observed_mask(frame)
         T_prior = self.ekf.T.numpy().copy()
         ctx = StepContext(frame=frame, hand=hand, hand_model=self.hand, scene=self.scene,
-                          status=self._status, T_prior=T_prior, roi_size_px=cfg.roi_size_px,
-                          mask=mask)
+                          status=self._status, T_prior=T_prior, roi_size_px=cfg.roi_size_px)
         ctx.roi = make_roi(frame.camera, T_prior, self.scene.proxy_vertices_np,
                            cfg.roi_size_px)
+        render = None
+        if frame.late_mask is not None:
+            # The mask is on its way (live): render first, then wait for it (Frame.late_mask).
+            if ctx.roi is not None:
+                render = self.scene.render(ctx.roi, T_prior, ctx.hand_vertices())
+            t_wait = time.perf_counter()
+            late = frame.late_mask()
+            if late is not None and getattr(late, 'shape', None) != frame.rgb.shape[:2]:
+                late = None  # (the caller checks and reports; the predict is done: no raise)
+            frame = replace(frame, mask=late, late_mask=None)
+            ctx.frame = frame
+            lat['mask_wait'] = time.perf_counter() - t_wait
+        mask, source = self._observed_mask(frame)
+        ctx.mask = mask
         early = self._prepare_early(ctx)
         if ctx.roi is not None and mask is not None:
-            ctx.render = self.scene.render(ctx.roi, T_prior, ctx.hand_vertices())
+            ctx.render = (render if render is not None
+                          else self.scene.render(ctx.roi, T_prior, ctx.hand_vertices()))
             ctx.mask_roi = ctx.roi.crop_mask(mask)
         t2 = time.perf_counter()
-        lat['render'] = t2 - t1
+        lat['render'] = t2 - t1 - lat.get('mask_wait', 0.0)
 
         iou = float('nan')
         if ctx.render is not None:
