@@ -649,6 +649,38 @@ def test_predict_only_keeps_the_pose_grows_the_covariance_and_says_so(seq):
     assert _add_s_mm(obj, nxt.T_cam_obj, gt['T_cam_obj'][1]) < 10.0
 
 
+def test_predict_only_with_the_hand_moves_the_object_with_it(seq):
+    """A dropped live frame (its joint states and TF known): the hand-driven predict follows
+    the object closer than the constant pose, the hand becomes the previous one, and the next
+    step tracks on; a bad hand is refused before anything changes."""
+    obj, gt = seq['obj'], seq['gt']
+    frames = seq['frames']
+    errors = {}
+    for with_hand in (False, True):
+        tracker = ObjectTracker(obj, seq['kin'])
+        tracker.initialise(gt['T_cam_obj_initial'])
+        for f in frames[:4]:
+            tracker.step(f)
+        skipped = frames[4:8]
+        err = []
+        for i, f in enumerate(skipped, start=4):
+            kwargs = dict(q=f.q, T_cam_base=f.T_cam_base) if with_hand else {}
+            r = tracker.predict_only(f.stamp_ns, '[dropped] a newer frame', **kwargs)
+            assert r.status_reason == 'predict only: [dropped] a newer frame'
+            err.append(_add_s_mm(obj, r.T_cam_obj, gt['T_cam_obj'][i]))
+        errors[with_hand] = np.mean(err)
+        if with_hand:
+            assert tracker._prev_hand is not None
+            nxt = tracker.step(frames[8])
+            assert _add_s_mm(obj, nxt.T_cam_obj, gt['T_cam_obj'][8]) < 10.0
+            before = tracker.ekf.T.numpy().copy()
+            with pytest.raises(InputError, match='finite joint positions'):
+                tracker.predict_only(frames[9].stamp_ns, 'x', q=np.full(3, np.nan),
+                                     T_cam_base=frames[9].T_cam_base)
+            np.testing.assert_array_equal(tracker.ekf.T.numpy(), before)
+    assert errors[True] < errors[False], errors
+
+
 # --------------------------------------------------------------------------------------------
 # the appearance measurement
 # --------------------------------------------------------------------------------------------

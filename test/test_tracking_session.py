@@ -124,7 +124,7 @@ def test_an_image_that_cannot_be_assembled_gets_a_predict_only_answer_after_init
     answers nothing before (the assembler already reported that frame's problem)."""
 
     class WithPredict(StandIn):
-        def predict_only(self, stamp_ns, reason):
+        def predict_only(self, stamp_ns, reason, q=None, T_cam_base=None):
             if self.ekf is None:
                 raise NotInitialisedError('no pose')
             return TrackResult(stamp_ns, self.initialised_with[-1], 2 * np.eye(6),

@@ -50,8 +50,9 @@ A bad message (wrong encoding, size mismatch with camera_info, NaN joints, time 
 backwards, missing TF, ...) gives a throttled warning, a count on /diagnostics, and the node
 keeps running; a frame that cannot be tracked is not stepped: after initialisation, one that
 cannot be assembled or decoded gets the tracker's predict-only estimate, reason
-``'predict only: [kind] ...'``, published like a tracked one; before it, only the problem is
-counted. Start-up problems (an unreadable mesh, an invalid parameter) raise; ``main`` logs them
+``'predict only: [kind] ...'``, published like a tracked one (a live frame dropped for a newer
+one: the hand-driven predict from its joint states and TF, which are there); before it, only
+the problem is counted. Start-up problems (an unreadable mesh, an invalid parameter) raise; ``main`` logs them
 and exits 1.
 
 Diagnostics: per input its rate, the time since its last message, and the level: WARN once an
@@ -96,7 +97,7 @@ from handypriors_ros import interfaces
 from handypriors_ros.core.errors import HandyPriorsError, InputError
 from handypriors_ros.core.frames import (AssembledFrame, AssemblyConfig, Frame, FrameAssembler,
                                          InitialPose, LastProblem, ProblemCounter)
-from handypriors_ros.core.geometry.transform_buffer import TransformBuffer
+from handypriors_ros.core.geometry.transform_buffer import TransformBuffer, TransformError
 from handypriors_ros.core.tracking.session import TrackingSession
 from handypriors_ros.core.tracking.tracker import NotInitialisedError, ObjectTracker
 from handypriors_ros.core.tracking.types import TrackResult, TrackStatus
@@ -599,7 +600,8 @@ class TrackerNode(Node):
                       problem: tuple[str, str] | None = None) -> None:
         """A frame that cannot be assembled or decoded (``problem``: (kind, message); default
         the frame's fatal problem), after initialisation: the tracker's predict-only estimate
-        (status kept, reason ``'predict only: [kind] ...'``, a grown covariance), published
+        (status kept, reason ``'predict only: [kind] ...'``, a grown covariance; for a dropped
+        frame the hand-driven predict at its stamp, when joint states and TF have it), published
         like a tracked one. Not for an image out of time order (a duplicate or a step back: the
         image it repeats is answered) nor before initialisation (no estimate: only the problem
         is reported)."""
@@ -609,8 +611,18 @@ class TrackerNode(Node):
         if problem is None or problem[0] == 'time_backwards' or not frame.frame_id:
             return
         kind, message = problem
+        q = T_cam_base = None
+        if kind == 'dropped':  # its joint states and TF are here: the hand-driven predict
+            with self._lock:
+                try:
+                    q = self._joints.lookup(frame.stamp_ns).q
+                    T_cam_base = self._tf.lookup_transform(frame.frame_id, self._hand_root,
+                                                           frame.stamp_ns)
+                except (InputError, TransformError):
+                    q = T_cam_base = None
         result = self.session.predict_only(frame.stamp_ns,
-                                           ' '.join(f'[{kind}] {message}'.split()))
+                                           ' '.join(f'[{kind}] {message}'.split()),
+                                           q=q, T_cam_base=T_cam_base)
         if result is None:
             return
         if result.status != TrackStatus.LOST or self.config.publish_lost:

@@ -21,6 +21,8 @@ from __future__ import annotations
 import collections
 from collections.abc import Callable
 
+import numpy as np
+
 from handypriors_ros.core.errors import InputError
 from handypriors_ros.core.frames import Frame, InitialPose, ProblemCounter
 from handypriors_ros.core.geometry.transform_buffer import TransformBuffer, TransformError
@@ -93,15 +95,18 @@ class TrackingSession:
         self.last_result = result
         return result
 
-    def predict_only(self, stamp_ns: int, reason: str) -> TrackResult | None:
+    def predict_only(self, stamp_ns: int, reason: str, *, q: np.ndarray | None = None,
+                     T_cam_base: np.ndarray | None = None) -> TrackResult | None:
         """An estimate for an image that could not be assembled into a frame (``reason``: why),
         so that every image after initialisation is answered: the tracker's predict-only step
         (:meth:`ObjectTracker.predict_only`), status reason ``'predict only: ...'``. None (and
         nothing reported: the assembler reported the frame's problem) before any initial pose
-        or for a stamp not after the last answered one.
+        or for a stamp not after the last answered one. ``q``, ``T_cam_base``: the hand at the
+        stamp when known (a live frame dropped for a newer one): the hand-driven predict
+        (:meth:`ObjectTracker.predict_only`).
         """
         try:
-            result = self.tracker.predict_only(stamp_ns, reason)
+            result = self.tracker.predict_only(stamp_ns, reason, q=q, T_cam_base=T_cam_base)
         except (NotInitialisedError, InputError):
             return None
         self.frames_predicted += 1

@@ -330,16 +330,22 @@ class ObjectTracker:
         J[:3, 3:] = skew(torch.as_tensor(a)).numpy()
         return J @ np.diag(np.square(np.asarray(std, dtype=np.float64))) @ J.T
 
-    def predict_only(self, stamp_ns: int, reason: str) -> TrackResult:
+    def predict_only(self, stamp_ns: int, reason: str, *, q: np.ndarray | None = None,
+                     T_cam_base: np.ndarray | None = None) -> TrackResult:
         """An estimate for an image that cannot be tracked (a frame the inputs could not
-        assemble: no joint state, no TF, an undecodable image): constant-pose predict with
-        ``q_constant`` process noise per frame, no update. The status is kept (LOST stays LOST)
-        and its reason says ``'predict only: <reason>'``; the hand of the last tracked frame is
-        kept, so the next tracked frame's contact dynamics span both intervals.
+        assemble: no joint state, no TF, an undecodable image; live: a frame dropped for a
+        newer one): predict, no update. The status is kept (LOST stays LOST) and its reason
+        says ``'predict only: <reason>'``.
+
+        With the hand at the stamp (``q``, ``T_cam_base``: a dropped frame's joint states and
+        TF are there) and a previous hand, the predict is the tracker's own (the hand-driven
+        quasistatic motion, ``config.dynamics``) and this hand becomes the previous one;
+        without, constant pose with ``q_constant`` process noise, and the hand of the last
+        frame is kept, so the next tracked frame's contact dynamics span both intervals.
 
         Raises:
             NotInitialisedError: no initial pose yet.
-            InputError: a stamp not after the previous frame's.
+            InputError: a stamp not after the previous frame's; a bad ``q`` / ``T_cam_base``.
         """
         if self.ekf is None:
             raise NotInitialisedError('predict_only: no initial pose yet (initialise() first)')
@@ -348,8 +354,25 @@ class ObjectTracker:
             raise InputError(f'stamp {stamp_ns} ns is not after the previous frame\'s '
                              f'{self._prev_stamp} ns (time going backwards)')
         t0 = time.perf_counter()
-        self.ekf.predict(torch.eye(4, dtype=torch.float64),
-                         torch.as_tensor(self._centred(self.config.q_constant)))
+        hand = None
+        if q is not None and T_cam_base is not None and self._prev_hand is not None:
+            q = np.asarray(q, dtype=np.float64)
+            T_cam_base = np.asarray(T_cam_base, dtype=np.float64)
+            if q.shape != (self.hand.num_joints,) or not np.isfinite(q).all() \
+                    or T_cam_base.shape != (4, 4) or not np.isfinite(T_cam_base).all():
+                raise InputError(f'predict_only: expected {self.hand.num_joints} finite joint '
+                                 'positions and a finite (4, 4) T_cam_base')
+            hand = pose_hand(self.hand, q, T_cam_base)
+            motion = predict_motion(self.hand, self.sdf, self._prev_hand, hand,
+                                    self.ekf.T.numpy(), self.config,
+                                    contacts=self._queried_contacts())
+            self.ekf.predict(torch.as_tensor(motion.dT),
+                             torch.as_tensor(self._centred(motion.q_std)))
+            self._prev_hand = hand
+            self._query_contacts_early(hand)
+        else:
+            self.ekf.predict(torch.eye(4, dtype=torch.float64),
+                             torch.as_tensor(self._centred(self.config.q_constant)))
         self._prev_stamp = stamp_ns
         self._reason = f'predict only: {reason}'
         return TrackResult(stamp_ns=stamp_ns, T_cam_obj=self.ekf.T.numpy().copy(),
