@@ -151,6 +151,14 @@ def _world(tf_until_ms: float = 200.0, joints_until_ms: float = 200.0, **config)
     return FrameAssembler(AssemblyConfig(**cfg), joints, tf)
 
 
+def _started(asm, ms=-20.0):
+    """Live: let a first usable frame leave (drops happen from then on)."""
+    _add_frame(asm, ms)
+    (frame,) = asm.pop_ready(now_ns=0)
+    assert frame.usable
+    return asm
+
+
 def _add_frame(asm, ms, *, info=True, mask=True, info_offset_ns=0, arrival=0):
     ns = T0 + int(ms * MS)
     asm.add_image(ns, CAM, f'image{ms}', arrival)
@@ -373,7 +381,7 @@ def test_clear_forgets_pending_frames_and_time():
 # Live mode
 # ---------------------------------------------------------------------------------------------
 def test_live_keeps_the_newest_frame_and_reports_drops():
-    asm = _world(mode='live', wall_wait_ns=10 * MS)
+    asm = _started(_world(mode='live', wall_wait_ns=10 * MS))
     _add_frame(asm, 0.0)
     _add_frame(asm, 33.0, info=False)  # never gets its camera_info
     _add_frame(asm, 66.0)
@@ -390,11 +398,28 @@ def test_live_keeps_the_newest_frame_and_reports_drops():
 
 
 def test_live_before_any_camera_info_keeps_only_frames_that_have_one():
+    """Before the camera_info stream's first message a frame waits up to 0.5 s (not only
+    the wall wait) for it, then goes without (fatal)."""
     asm = _world(mode='live', wall_wait_ns=10 * MS)
     _add_frame(asm, 0.0, info=False, arrival=0)
     assert asm.pop_ready(now_ns=5 * MS) == []
-    (frame,) = asm.pop_ready(now_ns=10 * MS)
+    assert asm.pop_ready(now_ns=10 * MS) == []  # the stream's first camera_info may be late
+    (frame,) = asm.pop_ready(now_ns=500 * MS)
     assert [p.kind for p in frame.problems] == ['no_camera_info']
+    # A late first camera_info: the oldest frame that waited for it leaves first, alone
+    # (nothing is dropped before the first usable frame has left: the initial pose applies to
+    # it); the others then go the live way (the newest kept, the older dropped).
+    asm = _world(mode='live', wall_wait_ns=10 * MS)
+    for ms in (0.0, 33.0, 66.0):
+        _add_frame(asm, ms, info=False, arrival=0)
+    assert asm.pop_ready(now_ns=100 * MS) == []
+    asm.add_camera_info(T0 + int(66.0 * MS), 'info66.0')
+    (first,) = asm.pop_ready(now_ns=101 * MS)
+    assert first.image == 'image0.0' and first.usable
+    assert [p.kind for p in first.problems] == ['reused_camera_info']
+    dropped, newest = asm.pop_ready(now_ns=102 * MS)
+    assert (dropped.image, [p.kind for p in dropped.problems]) == ('image33.0', ['dropped'])
+    assert newest.image == 'image66.0' and newest.usable
 
 
 def test_live_does_not_wait_for_a_mask_nor_an_initial_pose():
@@ -446,7 +471,7 @@ def test_config_validation():
 def test_live_newer_frames_cannot_starve_the_tracker():
     """Joint states lag the images: each new frame replaces the waiting one, but the newest
     waits only as long as the first would have, then goes with the held joints."""
-    asm = _world(mode='live', wall_wait_ns=10 * MS, joints_until_ms=100.0)
+    asm = _started(_world(mode='live', wall_wait_ns=10 * MS, joints_until_ms=100.0))
     _add_frame(asm, 110.0, arrival=0)  # newest joints 5 ms before: waits
     assert asm.pop_ready(now_ns=4 * MS) == []
     _add_frame(asm, 143.0, arrival=8 * MS)
@@ -484,7 +509,7 @@ def test_live_does_not_drop_a_ready_frame_for_a_newer_one_that_waits():
 
 
 def test_live_drops_an_older_frame_for_a_newer_one_that_is_ready_too():
-    asm = _world(mode='live', wall_wait_ns=10 * MS, live_mask_wait_ns=20 * MS)
+    asm = _started(_world(mode='live', wall_wait_ns=10 * MS, live_mask_wait_ns=20 * MS))
     _add_frame(asm, 50.0, arrival=0)
     _add_frame(asm, 83.0, arrival=1 * MS)
     dropped, frame = asm.pop_ready(now_ns=2 * MS)

@@ -217,31 +217,44 @@ def test_main_without_mesh_names_the_parameter(capfd):
 # Frames
 # ---------------------------------------------------------------------------------------------
 def test_live_mode_tracks_the_newest_frame_and_counts_drops(ros_context, sequence, messages):
-    """Messages delivered while the node is busy: only the newest frame is tracked."""
+    """Messages delivered while the node is busy: only the newest frame is tracked, the others
+    are dropped and answered predict-only (once a first frame has been tracked: before it,
+    none is dropped, the initial pose applies to the first)."""
     T_init, pose = _initial_pose_param(messages)
     out = Outputs()
     node = _node(ros_context, sequence, out, mode='live', initial_pose=pose,
                  publish_markers=True)
+
+    def tracked():  # stamps of the frames stepped (not answered as '[dropped]' etc.)
+        return [stamp_to_ns(m.header.stamp) for m in out[interfaces.TRACK_TOPIC]
+                if not m.status_reason.startswith('predict only: [')]
+
     try:
         images = [m for t, m in messages if t == interfaces.IMAGE_TOPIC]
+        first = stamp_to_ns(images[0].header.stamp)
         last_two = {stamp_to_ns(m.header.stamp) for m in images[-2:]}
+        at = {stamp_to_ns(m.header.stamp): i for i, (t, m) in enumerate(messages)
+              if t == interfaces.IMAGE_TOPIC}
+        # The first frame (its messages up to the second image): tracked.
+        _feed(node, messages[:at[stamp_to_ns(images[1].header.stamp)]])
+        assert node.process_pending(now_ns=time.monotonic_ns() + 10**9) == 1
+        assert tracked() == [first]
         # Everything up to the second-to-last image arrives; the guard condition that would
         # process it never runs here (no executor): the node has only stored the messages.
-        cut = [i for i, (t, m) in enumerate(messages) if t == interfaces.IMAGE_TOPIC
-               and stamp_to_ns(m.header.stamp) == min(last_two)][0]
-        _feed(node, messages[:cut + 1])
-        assert out[interfaces.OBJECT_POSE_TOPIC] == []
+        cut = at[min(last_two)]
+        _feed(node, messages[at[stamp_to_ns(images[1].header.stamp)]:cut + 1])
         assert node.process_pending(now_ns=time.monotonic_ns() + 10**9) == 1
-        (pose_msg,) = out[interfaces.OBJECT_POSE_TOPIC]
-        assert stamp_to_ns(pose_msg.header.stamp) == min(last_two)
-        assert node.problem_counts['dropped'] == len(images) - 2
+        assert tracked() == [first, min(last_two)]
+        assert node.problem_counts['dropped'] == len(images) - 3
+        predicted = [m for m in out[interfaces.TRACK_TOPIC]
+                     if m.status_reason.startswith('predict only: [dropped]')]
+        assert len(predicted) == len(images) - 3
         # The last frame then comes on its own and is tracked too.
         _feed(node, messages[cut + 1:])
         node.process_pending(now_ns=time.monotonic_ns() + 10**9)
-        assert [stamp_to_ns(m.header.stamp) for m in out[interfaces.OBJECT_POSE_TOPIC]] == \
-            sorted(last_two)
+        assert tracked() == [first, *sorted(last_two)]
         markers = out[interfaces.MARKERS_TOPIC]
-        assert len(markers) == 2
+        assert len(markers) == 3
         kinds = [(m.ns, m.id, m.type) for m in markers[0].markers]
         assert (kinds[0][1], kinds[0][2]) == (0, 11)  # object mesh, TRIANGLE_LIST
         assert markers[0].markers[0].header.frame_id == interfaces.OBJECT_FRAME

@@ -32,7 +32,10 @@ things are known at its stamp ``t``:
   messages queued meanwhile come in one per executor round),
   and for its mask at most ``live_mask_wait_ns`` (default 0: a mask is used when it is already
   there; a segmenter's mask always comes after its image, so set it to the segmenter's latency
-  to use its masks live). Expiry needs the wall clock (``now_ns``).
+  to use its masks live). Expiry needs the wall clock (``now_ns``). Before the first usable
+  frame has left, no frame is dropped (the initial pose applies to the first frame at or after
+  its stamp; a frame dropped before initialisation gets no answer), and while no camera_info
+  has come at all a frame waits up to 0.5 s for the stream's first one.
 
 When a frame leaves without everything it waited for, the fallbacks are:
 
@@ -86,6 +89,8 @@ _MASK_DELAY_WINDOW = 60
 _MASK_WAIT_MARGIN_NS = 5_000_000
 _MASK_WAIT_MAX_NS = 50_000_000
 _MASK_STREAM_GONE_NS = 1_000_000_000
+#: live: how long a frame waits for the camera_info stream's first message (then goes without)
+_FIRST_INFO_WAIT_NS = 500_000_000
 _ARRIVALS_KEPT = 64  # image arrivals remembered, to time the masks that come after them
 MODES = ('live', 'replay')
 
@@ -176,6 +181,7 @@ class FrameAssembler:
         self._newest_info_ns: int | None = None
         self._newest_mask_ns: int | None = None
         self._last_emitted_ns: int | None = None
+        self._started = False  # a usable frame has left (live drops only from then on)
         self._data_time_ns: int | None = None
         self._evicted: list[AssembledFrame] = []
         self._idle_since_ns = 0
@@ -292,6 +298,7 @@ class FrameAssembler:
         self._newest_image_ns = self._newest_info_ns = self._newest_mask_ns = None
         self._image_arrivals.clear()
         self._last_emitted_ns = self._data_time_ns = None
+        self._started = False
 
     def _prune(self, store: dict[int, Any]) -> None:
         """Drop entries no pending or future image can match; bound the size."""
@@ -318,8 +325,10 @@ class FrameAssembler:
         """
         out, self._evicted = self._evicted, []
         live = self.config.mode == 'live'
-        if live and self._pending:
-            # The newest frame that can be tracked: with any camera_info received, the newest
+        if live and self._pending and self._started:
+            # (Before the first usable frame has left, none is dropped: the initial pose applies
+            # to the first frame at or after its stamp, and a frame dropped before it gets no
+            # answer.) The newest frame that can be tracked: with any camera_info received, the newest
             # image (a missing camera_info falls back to the latest one).
             complete = [s for s in self._pending if self._latest_info is not None
                         or self._match(self._infos, s) is not None]
@@ -347,6 +356,12 @@ class FrameAssembler:
             del self._pending[stamp]
             out.append(frame)
             self._last_emitted_ns = stamp
+            if live and not self._started and frame.usable:
+                # the first usable frame leaves alone: those that waited behind it are then
+                # dropped for the newest (answered once the tracker has its pose), not tracked
+                # one by one after it
+                self._started = True
+                break
         if self._last_emitted_ns is not None:
             self._prune(self._infos)
             self._prune(self._masks)
@@ -391,9 +406,13 @@ class FrameAssembler:
 
         info_key = self._match(self._infos, t)
         info = self._infos.get(info_key)
+        waiting_first_info = False
         if info_key is None:
             # camera_info arrive in stamp order: a newer one means this one will not come.
-            waiting |= self._newest_info_ns is None or self._newest_info_ns <= t + tol
+            waiting_info = self._newest_info_ns is None or self._newest_info_ns <= t + tol
+            waiting |= waiting_info
+            # live, before any camera_info: the stream's first messages can come late
+            waiting_first_info = live and waiting_info and self._latest_info is None
             if self._latest_info is None:
                 problems.append(self._no_info_problem(entry))
             else:
@@ -457,6 +476,9 @@ class FrameAssembler:
                                self._masks.get(mask_key), entry.arrival_ns, joints, T_cam_base,
                                tuple(problems), mask_deadline_ns)
         waiting = waiting and not self._expired(entry, now_ns, flush, cfg.wall_wait_ns)
+        if waiting_first_info:
+            waiting = waiting or not self._expired(entry, now_ns, flush, max(
+                cfg.wall_wait_ns, _FIRST_INFO_WAIT_NS))
         return frame, waiting or waiting_mask
 
     def _joints_at(self, t: int, problems: list[FrameProblem]) -> JointLookup | None:

@@ -374,10 +374,11 @@ class ObjectTracker:
             self.ekf.predict(torch.eye(4, dtype=torch.float64),
                              torch.as_tensor(self._centred(self.config.q_constant)))
         self._prev_stamp = stamp_ns
-        self._reason = f'predict only: {reason}'
+        # (the track's own reason is kept: a later step that does not set one, e.g. while
+        # initialising, must not report this frame's)
         return TrackResult(stamp_ns=stamp_ns, T_cam_obj=self.ekf.T.numpy().copy(),
                            covariance=self.published_covariance(), status=self._status,
-                           status_reason=self._reason, mask_source='none',
+                           status_reason=f'predict only: {reason}', mask_source='none',
                            latency_s={'total': time.perf_counter() - t0})
 
     # -- pieces -------------------------------------------------------------------------------
