@@ -230,12 +230,7 @@ class ObjectTracker:
         t0 = time.perf_counter()
 
         hand = pose_hand(self.hand, frame.q, frame.T_cam_base)
-        motion: MotionPrediction | None = None
-        if self._prev_hand is not None:
-            motion = predict_motion(self.hand, self.sdf, self._prev_hand, hand,
-                                    self.ekf.T.numpy(), cfg, contacts=self._queried_contacts())
-            self.ekf.predict(torch.as_tensor(motion.dT),
-                             torch.as_tensor(self._centred(motion.q_std)))
+        motion = self._predict_with_hand(hand)
         t1 = time.perf_counter()
         lat['predict'] = t1 - t0
 
@@ -363,11 +358,7 @@ class ObjectTracker:
                 raise InputError(f'predict_only: expected {self.hand.num_joints} finite joint '
                                  'positions and a finite (4, 4) T_cam_base')
             hand = pose_hand(self.hand, q, T_cam_base)
-            motion = predict_motion(self.hand, self.sdf, self._prev_hand, hand,
-                                    self.ekf.T.numpy(), self.config,
-                                    contacts=self._queried_contacts())
-            self.ekf.predict(torch.as_tensor(motion.dT),
-                             torch.as_tensor(self._centred(motion.q_std)))
+            self._predict_with_hand(hand)
             self._prev_hand = hand
             self._query_contacts_early(hand)
         else:
@@ -382,6 +373,16 @@ class ObjectTracker:
                            latency_s={'total': time.perf_counter() - t0})
 
     # -- pieces -------------------------------------------------------------------------------
+
+    def _predict_with_hand(self, hand: HandFrame) -> MotionPrediction | None:
+        """The EKF predict from the previous hand to ``hand`` (quasistatic motion,
+        ``config.dynamics``); None, nothing done, without a previous hand."""
+        if self._prev_hand is None:
+            return None
+        motion = predict_motion(self.hand, self.sdf, self._prev_hand, hand, self.ekf.T.numpy(),
+                                self.config, contacts=self._queried_contacts())
+        self.ekf.predict(torch.as_tensor(motion.dT), torch.as_tensor(self._centred(motion.q_std)))
+        return motion
 
     def _query_contacts_early(self, hand: HandFrame) -> None:
         """Start the next prediction's contact query (this frame's hand at the posterior) in
