@@ -150,6 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--no-offline', action='store_true',
                         help='skip the offline run (no ADD-S comparison)')
     parser.add_argument('--json', default=None, help='also write the figures here')
+    parser.add_argument('--per-image', action='store_true',
+                        help='with --json: also each image\'s publication time, latency and '
+                             'node stages (where a slow answer lost its time)')
     parser.add_argument('--verbose', action='store_true', help="print the tracker's log")
     args = parser.parse_args(argv)
 
@@ -189,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     statuses: dict[str, int] = {}
     reasons: list[tuple[int, str, str]] = []  # (stamp, status, status_reason) per answer
     stages: dict[str, list[float]] = {}
+    stages_of: dict[int, dict[str, float]] = {}  # stamp -> the node's stages [ms] of that answer
     diagnostics: list = []
 
     def on_tf(msg: TFMessage) -> None:
@@ -207,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
             online[stamp] = pose_to_matrix(msg.pose.pose)
         for s in msg.latency:
             stages.setdefault(s.stage, []).append(s.seconds * 1000.0)
+            stages_of.setdefault(stamp, {})[s.stage] = round(s.seconds * 1000.0, 2)
 
     node.create_subscription(TFMessage, interfaces.TF_TOPIC, on_tf, TF_QOS)
     node.create_subscription(TrackedObject, interfaces.TRACK_TOPIC, on_track, OUTPUT_QOS)
@@ -338,6 +343,12 @@ def main(argv: list[str] | None = None) -> int:
           + (f', offline {result["offline_add_s_mm"]} ({result["online_vs_offline_pct"]:+} %)'
              if offline is not None else ''))
     if args.json:
+        if args.per_image:
+            result['per_image'] = [
+                {'stamp_ns': s, 'published_ns': t,
+                 'tf_ms': round((tf_arrivals[s] - t) / 1e6, 2) if s in tf_arrivals else None,
+                 'stages_ms': stages_of.get(s, {})}
+                for s, t in sorted(published.items())]
         Path(args.json).write_text(json.dumps(result, indent=2))
     return 0
 
