@@ -213,7 +213,7 @@ class InputOptions:
 
     def assembly(self, hand_root_frame: str, *, mode: str = 'replay',
                  wall_wait_s: float = 0.5, max_pending: int = 30,
-                 live_mask_wait_s: float = 0.0) -> AssemblyConfig:
+                 live_mask_wait_s: float = 0.0, live_hold_s: float = 0.0) -> AssemblyConfig:
         """The frame assembler's settings (the live-only waits come from the tracker node;
         ``live_mask_wait_s`` < 0: learned, :data:`~handypriors_ros.core.frames.assembler.
         MASK_WAIT_AUTO`)."""
@@ -223,7 +223,8 @@ class InputOptions:
             wall_wait_ns=_ns(wall_wait_s), max_joint_age_ns=_ns(self.max_joint_age_s),
             tf_tolerance_ns=_ns(self.tf_tolerance_s),
             past_tolerance_ns=_ns(self.past_tolerance_s), max_pending=max_pending,
-            live_mask_wait_ns=MASK_WAIT_AUTO if live_mask_wait_s < 0 else _ns(live_mask_wait_s))
+            live_mask_wait_ns=MASK_WAIT_AUTO if live_mask_wait_s < 0 else _ns(live_mask_wait_s),
+            live_hold_ns=_ns(live_hold_s))
 
     @property
     def urdf_path(self) -> str:

@@ -122,6 +122,10 @@ _NODE_OPTIONS = (
            'for a joint state after its stamp and for its TF (also while the node drains the '
            'messages that queued up during the previous frame) [s]', read_only=False,
            range=(0.0, 1.0), offline=False, group=NODE),
+    Option('live_hold_s', 'float', 0.02, 'live: a frame whose stamp is at most this after the '
+           'newest joint state (and the newest TF of the hand root) uses them at once instead of '
+           'waiting for ones at or after its stamp; 0 = always wait (interpolation only, up to '
+           'live_wait_s) [s]', read_only=False, range=(0.0, 0.1), offline=False, group=NODE),
     Option('live_mask_wait_s', 'float', -1.0, 'live: a frame waits at most this after its '
            "arrival for its mask (a segmenter's mask comes after its image); < 0 = auto: as "
            "long as the recent masks took after their images (90th percentile + 5 ms, at most "
@@ -338,6 +342,7 @@ class TrackerOptions:
     replay_idle_s: float
     live_wait_s: float
     live_mask_wait_s: float
+    live_hold_s: float
     tf_cache_s: float
     max_pending_frames: int
     executor: str
@@ -390,7 +395,8 @@ class TrackerOptions:
         return self.input.assembly(
             hand_root_frame, mode=self.mode,
             wall_wait_s=self.live_wait_s if live else self.replay_idle_s,
-            max_pending=self.max_pending_frames, live_mask_wait_s=self.live_mask_wait_s)
+            max_pending=self.max_pending_frames, live_mask_wait_s=self.live_mask_wait_s,
+            live_hold_s=self.live_hold_s)
 
 
 @dataclass(frozen=True, eq=False)

@@ -25,7 +25,10 @@ things are known at its stamp ``t``:
   older one is dropped (reported, so the caller counts drops; an older frame still missing its
   camera_info is a drop too: the camera_info may be on its way). So a frame that is ready is not
   dropped for a newer one that still waits for its mask: the tracker would idle meanwhile
-  (measured with bench_latency, 2026-12-06: masks 12 ms after their images). It waits
+  (measured with bench_latency, 2026-12-06: masks 12 ms after their images). When the newest
+  joint state and hand-root TF are at most ``live_hold_ns`` before ``t``, they are held at once
+  (a 100 Hz stream would otherwise hold every image back by up to 10 ms; holding is what the
+  fallbacks below do anyway). Otherwise it waits
   for a joint state after ``t`` and the TF at ``t`` at most ``wall_wait_ns`` after its arrival
   (the arrival of the oldest frame it replaced: a stream that lags the images delays the tracker
   by at most that, it cannot starve it), or after the caller was last busy (:meth:`note_idle`:
@@ -53,7 +56,8 @@ When a frame leaves without everything it waited for, the fallbacks are:
 - mask: none (the tracker's built-in segmenter takes over), reported as ``missing_mask``;
 - camera_info: the latest one received is used (intrinsics rarely change; DDS keep-last queues
   lose camera_info and images independently under load), reported as ``reused_camera_info``;
-  fatal (``no_camera_info``) only before the first camera_info;
+  fatal (``no_camera_info``) only before the first camera_info. Live, a frame does not wait for
+  its own camera_info once any has come: the latest is used at once;
 - initial pose: fatal (``no_initial_pose``).
 
 Problems are returned, not logged: the node turns them into throttled warnings and diagnostic
@@ -116,6 +120,9 @@ class AssemblyConfig:
             with ``mask_deadline_ns`` (its caller tracks it in another thread than the one that
             delivers masks, and takes the mask when the tracker needs it: :meth:`FrameAssembler.
             take_mask`).
+        live_hold_ns: live: a frame whose stamp is at most this after the newest joint state
+            (the newest TF of the hand root) holds that one at once instead of waiting for one
+            at or after its stamp (0: it waits, up to ``wall_wait_ns``) [ns].
         live_mask_wait_ns: live: a frame waits at most this after its arrival for its mask
             (0: a mask is used only if it is already there; :data:`MASK_WAIT_AUTO`: learned
             from the masks' delays, :meth:`FrameAssembler.mask_wait_ns`) [ns].
@@ -131,13 +138,15 @@ class AssemblyConfig:
     past_tolerance_ns: int = 20_000_000
     max_pending: int = 30
     live_mask_wait_ns: int = 0
+    live_hold_ns: int = 0
     release_before_mask: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise InputError(f'mode: expected one of {list(MODES)}, got {self.mode!r}')
         for name in ('stamp_tolerance_ns', 'data_wait_ns', 'wall_wait_ns', 'max_joint_age_ns',
-                     'tf_tolerance_ns', 'past_tolerance_ns', 'live_mask_wait_ns'):
+                     'tf_tolerance_ns', 'past_tolerance_ns', 'live_mask_wait_ns',
+                     'live_hold_ns'):
             value = getattr(self, name)
             if name == 'live_mask_wait_ns' and value == MASK_WAIT_AUTO:
                 continue
@@ -409,7 +418,11 @@ class FrameAssembler:
         waiting_first_info = False
         if info_key is None:
             # camera_info arrive in stamp order: a newer one means this one will not come.
-            waiting_info = self._newest_info_ns is None or self._newest_info_ns <= t + tol
+            # Live, once one has come, the latest is used at once: a stream's intrinsics do not
+            # change, and a reliable camera_info can come 13-150 ms after its image when DDS
+            # repairs a lost sample (measured: bench_latency's player, 2026-12-06).
+            waiting_info = ((self._newest_info_ns is None or self._newest_info_ns <= t + tol)
+                            and not (live and self._latest_info is not None))
             waiting |= waiting_info
             # live, before any camera_info: the stream's first messages can come late
             waiting_first_info = live and waiting_info and self._latest_info is None
@@ -444,8 +457,10 @@ class FrameAssembler:
         if self.joints.covers(t):
             joints = self._joints_at(t, problems)
         else:
-            waiting = True
             joints = self._joints_at(t, problems)
+            # live: a newest sample at most live_hold_ns before t is held at once (no wait)
+            waiting |= not (live and joints is not None
+                            and joints.age_s * _NS_PER_S <= cfg.live_hold_ns)
             if joints is not None:
                 if joints.age_s * _NS_PER_S > cfg.max_joint_age_ns:
                     problems.append(FrameProblem(
@@ -458,8 +473,10 @@ class FrameAssembler:
         try:
             T_cam_base = self.tf.lookup_transform(entry.frame_id, cfg.hand_root_frame, t)
         except TransformError as exc:
-            waiting = True
-            T_cam_base = self._tf_within_tolerance(entry.frame_id, t, exc)
+            T_cam_base = self._tf_within_tolerance(entry.frame_id, t, exc,
+                                                   cfg.live_hold_ns if live else -1)
+            waiting |= T_cam_base is None or not T_cam_base[1]
+            T_cam_base = None if T_cam_base is None else T_cam_base[0]
             if T_cam_base is None:
                 T_cam_base = self._tf_held_from_start(entry.frame_id, t, exc, problems)
             if T_cam_base is None:
@@ -523,9 +540,10 @@ class FrameAssembler:
             f'{frame_id} <- {root} (at most {tol / 1e6:g} ms allowed): that one is held', False))
         return self.tf.lookup_transform(frame_id, root, hi)
 
-    def _tf_within_tolerance(self, frame_id: str, t: int, exc: TransformError
-                             ) -> np.ndarray | None:
-        """The chain's latest transform when ``t`` is at most ``tf_tolerance_ns`` after it."""
+    def _tf_within_tolerance(self, frame_id: str, t: int, exc: TransformError,
+                             hold_ns: int = -1) -> tuple[np.ndarray, bool] | None:
+        """The chain's latest transform when ``t`` is at most ``tf_tolerance_ns`` after it,
+        and whether ``t`` is at most ``hold_ns`` after it (it may be held without waiting)."""
         if not isinstance(exc, ExtrapolationError) or self.config.tf_tolerance_ns == 0:
             return None
         try:
@@ -533,5 +551,5 @@ class FrameAssembler:
         except TransformError:
             return None
         if 0 <= t - latest.stamp_ns <= self.config.tf_tolerance_ns:
-            return latest.matrix()
+            return latest.matrix(), t - latest.stamp_ns <= hold_ns
         return None
