@@ -21,8 +21,8 @@ Prints and (``--json``) writes: images published / answered (a TrackedObject rec
 a TF, image -> TF latency p50 / p90 / p99 / max, the node's per-stage medians and p99s (from
 TrackedObject.latency), node counters (frames dropped, ...), online vs offline mean ADD-S, and
 the machine's load: load average before / after, the CPU time of the tracker over the
-playback (from its first answer), and the whole machine's busy fraction over it (other work on
-the machine inflates every figure: read them together). Run it at the priority the tracker
+playback (from its first answer), and the whole machine's busy and steal fractions over it
+(other work on the machine, or on the VM's host, inflates every figure: read them together). Run it at the priority the tracker
 would have (not under ``nice``, which every child inherits); the offline run is niced.
 
 ``--transport``: Fast DDS transports of all three processes: ``default`` (as installed),
@@ -69,11 +69,13 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
 
 
-def machine_busy() -> tuple[int, int]:
-    """(busy, total) jiffies of the whole machine (/proc/stat)."""
+def machine_busy() -> tuple[int, int, int]:
+    """(busy, total, steal) jiffies of the whole machine (/proc/stat; steal: time the
+    hypervisor gave this VM's CPUs to others, counted in busy)."""
     values = [int(v) for v in Path('/proc/stat').read_text().split('\n')[0].split()[1:]]
     idle = values[3] + values[4]
-    return sum(values) - idle, sum(values)
+    steal = values[7] if len(values) > 7 else 0
+    return sum(values) - idle, sum(values), steal
 
 
 def percentiles(values_ms, qs=(50, 90, 99)) -> dict[str, float]:
@@ -284,10 +286,11 @@ def main(argv: list[str] | None = None) -> int:
             'cpu_cores': os.cpu_count()}
     if cpu0 is not None:
         wall = cpu1[0] - cpu0[0]
-        busy = (cpu1[3][0] - cpu0[3][0]) / max(cpu1[3][1] - cpu0[3][1], 1)
+        total = max(cpu1[3][1] - cpu0[3][1], 1)
         load.update({'playback_s': round(wall, 2),
                      'tracker_cpu_cores': round((cpu1[1] - cpu0[1]) / wall, 2),
-                     'machine_busy_fraction': round(busy, 3)})
+                     'machine_busy_fraction': round((cpu1[3][0] - cpu0[3][0]) / total, 3),
+                     'machine_steal_fraction': round((cpu1[3][2] - cpu0[3][2]) / total, 3)})
     result = {
         'date_utc': datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M'),
         'machine': f'{platform.node()} {platform.system()} {platform.release()}, '

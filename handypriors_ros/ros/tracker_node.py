@@ -33,8 +33,11 @@ Modes (parameter ``mode``):
   worker thread, which takes the newest complete frame, tracks and publishes it; older frames
   are dropped and counted (``frames_dropped`` on /diagnostics), never queued. Messages keep
   arriving while a frame is tracked (torch and the DDS layer release the GIL), so the next
-  frame's inputs are there when the step ends. A frame whose joint state or TF after its stamp
-  has not come yet waits up to ``live_wait_s``. A frame that waits for its mask only is
+  frame's inputs are there when the step ends. A frame whose newest joint state and TF are at
+  most ``live_hold_s`` before its stamp uses them at once; otherwise it waits up to
+  ``live_wait_s`` for ones after its stamp. Once any camera_info has come, a frame uses the
+  latest one at once (a reliable camera_info can come 13-150 ms late over DDS, README "Real
+  time over DDS"). A frame that waits for its mask only is
   stepped at once: the tracker predicts and renders, then waits for the mask
   (``Frame.late_mask``, up to ``live_mask_wait_s``, stage ``mask_wait``), so that work overlaps
   the segmenter's latency. The image subscriptions keep only the newest
