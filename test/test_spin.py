@@ -39,7 +39,7 @@ def test_a_message_that_cannot_be_taken_is_logged_and_skipped(monkeypatch):
     done = Future()
     executor = _Executor({1, 2}, lambda n: n == 4 and done.set_result(0))
     logger = _Logger()
-    assert spin._spin(executor, logger, done) is True
+    assert spin.spin_nodes(executor, logger, done) is True
     assert executor.calls == 4 and len(logger.errors) == 2
     assert 'could not be taken and was skipped' in logger.errors[0]
     assert 'Unable to convert' in logger.errors[0]
@@ -55,7 +55,7 @@ def test_a_take_that_fails_during_shutdown_is_an_interruption(monkeypatch):
 
     executor = _Executor({3}, shut_down)
     logger = _Logger()
-    assert spin._spin(executor, logger, None) is False
+    assert spin.spin_nodes(executor, logger, None) is False
     assert executor.calls == 3 and logger.errors == []
 
 
@@ -63,7 +63,7 @@ def test_spinning_ends_normally_at_shutdown(monkeypatch):
     state = {'ok': True}
     monkeypatch.setattr(spin.rclpy, 'ok', lambda: state['ok'])
     executor = _Executor(set(), lambda n: n == 2 and state.update(ok=False))
-    assert spin._spin(executor, _Logger(), None) is True and executor.calls == 2
+    assert spin.spin_nodes(executor, _Logger(), None) is True and executor.calls == 2
 
 
 # -- the executor (the node's ``executor`` parameter) ------------------------------------------
@@ -116,6 +116,35 @@ def test_make_executor_spins_a_subscription_and_a_timer():
                 executor.spin_once(timeout_sec=0.05)
             assert got and got[0] == 'x', kind
             assert len(ticks) >= 3, kind
+        finally:
+            executor.shutdown()
+            node.destroy_node()
+            rclpy.try_shutdown(context=context)
+
+
+def test_spin_nodes_fires_timers_on_every_executor_kind():
+    """run_node and tracker_with_camera spin with spin_nodes: each kind fires a node's timer
+    there, with no message traffic at all (rclpy 9.1.2's events executor fires none in
+    spin() or spin_until_future_complete())."""
+    import threading
+
+    import rclpy
+    from ros_helpers.domains import free_domain_id
+
+    kinds = ['single_threaded'] + (['events'] if spin.events_executor_available() else [])
+    for kind in kinds:
+        context = rclpy.context.Context()
+        rclpy.init(context=context, domain_id=free_domain_id())
+        node = rclpy.create_node(f'spin_nodes_test_{kind}', context=context)
+        executor = spin.make_executor(kind, context=context)
+        try:
+            ticks, done = [], Future()
+            node.create_timer(0.01, lambda: ticks.append(1))
+            executor.add_node(node)
+            stop = threading.Timer(0.5, lambda: done.set_result(0))
+            stop.start()
+            assert spin.spin_nodes(executor, _Logger(), done) is True
+            assert len(ticks) >= 10, (kind, len(ticks))  # ~50 in 0.5 s
         finally:
             executor.shutdown()
             node.destroy_node()

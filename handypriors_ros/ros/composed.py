@@ -35,7 +35,7 @@ from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException
 
 from handypriors_ros.core.errors import HandyPriorsError
-from handypriors_ros.ros.spin import make_executor
+from handypriors_ros.ros.spin import make_executor, spin_nodes
 
 
 class DirectPublisher:
@@ -86,7 +86,8 @@ def main(args: list[str] | None = None) -> int:
         executor = make_executor(tracker.executor_kind)  # the tracker's ``executor`` parameter
         executor.add_node(tracker)
         executor.add_node(driver)
-        executor.spin_until_future_complete(driver.done)
+        # (not spin_until_future_complete: the events executor fires no timer in it)
+        spin_nodes(executor, logger, driver.done)
         return int(driver.done.result()) if driver.done.done() else 0
     except (KeyboardInterrupt, ExternalShutdownException):
         return 0
