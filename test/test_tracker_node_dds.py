@@ -105,8 +105,11 @@ def test_node_over_dds_tracks_good_frames_and_survives_bad_ones(bad_bag, executo
              '--wait-for', 'all', '--linger', '2'],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         answered = sorted([*good, *predicted_images(good)])
+        # /tf and the pose come from two writers: neither waits for the other
         spin_until(lambda: len(poses) >= len(answered) and len(counts()) == len(EXPECTED_PROBLEMS)
-                   and all(n >= 1 for n in counts().values()), 90.0)
+                   and all(n >= 1 for n in counts().values())
+                   and sum(t.child_frame_id == interfaces.OBJECT_FRAME
+                           for m in tfs for t in m.transforms) >= len(answered), 90.0)
         still_running = tracker.poll() is None
         tracker.send_signal(signal.SIGINT)  # Ctrl-C
         tracker_out, _ = tracker.communicate(timeout=30)
