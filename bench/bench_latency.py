@@ -30,8 +30,13 @@ would have (not under ``nice``, which every child inherits); the offline run is 
 sockets_size=16MB'``, PLATFORM.md), ``udp``
 (UDPv4 only).
 
+``--one-process``: the camera's images and camera_info reach the tracker in its own process
+(``bench/one_process_player.py``, the equivalent of ``tracker_with_camera``); the external player
+publishes the other topics over DDS on the same clock.
+
 Usage: python bench/bench_latency.py [--rate 30] [--frames 270] [--width 640 --height 480]
-          [--mode live|replay] [--transport default|shm|udp] [--param NAME:=VALUE ...]
+          [--mode live|replay] [--transport default|shm|udp] [--one-process]
+          [--param NAME:=VALUE ...]
           [--no-offline] [--json out.json]
 """
 from __future__ import annotations
@@ -147,6 +152,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--height', type=int, default=480)
     parser.add_argument('--mode', choices=('live', 'replay'), default='live')
     parser.add_argument('--transport', choices=sorted(TRANSPORTS), default='default')
+    parser.add_argument('--one-process', action='store_true',
+                        help='the images and camera_info go from a player thread in the '
+                             "tracker's process straight to its callbacks, as with "
+                             'tracker_with_camera (one_process:=true); the other topics still '
+                             'come over DDS from the player process')
     parser.add_argument('--param', action='append', default=[],
                         help='extra tracker_node parameter NAME:=VALUE (repeatable)')
     parser.add_argument('--no-offline', action='store_true',
@@ -220,19 +230,27 @@ def main(argv: list[str] | None = None) -> int:
     node.create_subscription(DiagnosticArray, interfaces.DIAGNOSTICS_TOPIC, diagnostics.append,
                              OUTPUT_QOS)
     load_before = os.getloadavg()
-    tracker_cmd = [sys.executable, '-m', 'handypriors_ros.ros.tracker_node', '--ros-args',
-                   '-p', f'object_mesh:={folder / "object.ply"}', '-p', f'mode:={args.mode}',
-                   '-p', 'publish_markers:=false']
-    for p in args.param:
-        tracker_cmd += ['-p', p]
     with tempfile.TemporaryDirectory() as tmp:
         times_file = Path(tmp) / 'publish_times.txt'
+        start_file = Path(tmp) / 'start.txt'
+        if args.one_process:  # images and camera_info handed over in the tracker's process
+            tracker_cmd = [sys.executable, str(REPO / 'bench' / 'one_process_player.py'),
+                           str(folder / 'bag'), str(start_file), str(times_file)]
+            player_args = ['--skip', interfaces.IMAGE_TOPIC, '--skip',
+                           interfaces.CAMERA_INFO_TOPIC, '--start-file', str(start_file)]
+        else:
+            tracker_cmd = [sys.executable, '-m', 'handypriors_ros.ros.tracker_node']
+            player_args = ['--times', str(times_file)]
+        tracker_cmd += ['--ros-args', '-p', f'object_mesh:={folder / "object.ply"}',
+                        '-p', f'mode:={args.mode}', '-p', 'publish_markers:=false']
+        for p in args.param:
+            tracker_cmd += ['-p', p]
         tracker = subprocess.Popen(tracker_cmd, env=env, stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, text=True)
         publisher = subprocess.Popen(
             [sys.executable, str(REPO / 'test' / 'ros_helpers' / 'bag_publisher.py'),
              str(folder / 'bag'), str(args.rate), '--wait-for', 'all', '--settle', '2',
-             '--times', str(times_file), '--linger', '2'],
+             '--linger', '2', *player_args],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         cpu0 = None
         try:
@@ -296,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
         'machine': f'{platform.node()} {platform.system()} {platform.release()}, '
                    f'{os.cpu_count()} cores',
         'mode': args.mode, 'transport': args.transport, 'rate_hz': args.rate,
+        'one_process': args.one_process,
         'params': args.param, 'image': f'{args.width}x{args.height}',
         'bag_messages': bag_topics,
         'images_published': n_pub, 'answered': len(answered_ms),
@@ -331,8 +350,10 @@ def main(argv: list[str] | None = None) -> int:
         result['online_vs_offline_pct'] = round(
             100.0 * (online_add_s.mean() / offline_add_s.mean() - 1.0), 1)
 
+    where = ('images handed over in the tracker\'s process, the rest over DDS' if args.one_process
+             else 'over DDS')
     print(f'tracker_node {args.mode} mode, {args.width}x{args.height} images at {args.rate:g} Hz '
-          f'over DDS ({args.transport} transport; 3 processes, {os.cpu_count()} cores)')
+          f'{where} ({args.transport} transport; 3 processes, {os.cpu_count()} cores)')
     print(f'  load: {load}')
     print(f'  images: {n_pub} published, {len(answered_ms)} answered '
           f'({result["answered_pct"]} %), {len(latency_ms)} with a TF; statuses {statuses}; '

@@ -15,10 +15,14 @@ Usage: python bag_publisher.py BAG RATE_HZ [--wait-for TOPIC|all] [--settle S] [
 - ``--times FILE``: write one line ``image_stamp_ns publish_monotonic_ns`` per image (the
   monotonic clock is system-wide on Linux: another process can compare with it).
 - ``--linger S``: keep the node alive S seconds after the last message (reliable delivery).
+- ``--skip TOPIC`` (repeatable): do not publish TOPIC (another player delivers it).
+- ``--start-file FILE``: write ``start_monotonic_ns log0_ns scale`` there when playback starts
+  (another player in another process can pace the skipped topics on the same clock).
 Prints "ready" once the publishers exist, "done N" at the end.
 """
 import argparse
 import importlib
+import os
 import sys
 import time
 
@@ -59,6 +63,8 @@ def main(argv=None) -> int:
     parser.add_argument('--settle', type=float, default=0.5)
     parser.add_argument('--times', default=None)
     parser.add_argument('--linger', type=float, default=1.0)
+    parser.add_argument('--skip', action='append', default=[])
+    parser.add_argument('--start-file', default=None)
     args = parser.parse_args(argv)
     with BagReader(args.bag) as reader:
         topics = reader.topics
@@ -66,7 +72,7 @@ def main(argv=None) -> int:
     rclpy.init()
     node = rclpy.create_node('handypriors_test_bag_publisher')
     pubs = {t: node.create_publisher(ros_type(mt), t, qos_for(t, mt))
-            for t, (mt, _) in topics.items()}
+            for t, (mt, _) in topics.items() if t not in args.skip}
     print('ready', flush=True)
     times = []
     try:
@@ -88,7 +94,13 @@ def main(argv=None) -> int:
         period = (image_logs[1] - image_logs[0]) if len(image_logs) > 1 else 1
         scale = 0.0 if args.rate <= 0 else (1e9 / args.rate) / period
         start, log0 = time.monotonic_ns(), messages[0][0]
+        if args.start_file:
+            with open(args.start_file + '.tmp', 'w') as f:
+                f.write(f'{start} {log0} {scale!r}\n')
+            os.replace(args.start_file + '.tmp', args.start_file)
         for (log_ns, topic, raw), stamp in zip(messages, stamps):
+            if topic in args.skip:
+                continue
             due = start + int((log_ns - log0) * scale)
             while (remaining := due - time.monotonic_ns()) > 0:
                 time.sleep(min(0.002, remaining / 1e9))
