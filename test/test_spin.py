@@ -1,5 +1,7 @@
 """run_node's spin loop: a message the executor cannot take is skipped, not fatal; a take that
 fails because Ctrl-C shut the context down is an interruption (exit status, not a traceback)."""
+import contextlib
+import threading
 import time
 
 import pytest
@@ -90,19 +92,35 @@ def test_events_executor_available_matches_rclpy():
     assert spin.events_executor_available() is present
 
 
-def test_make_executor_spins_a_subscription_and_a_timer():
-    """Each kind that this rclpy has delivers a message over DDS and fires a timer."""
+def _executor_kinds():
+    """The executor kinds this rclpy has."""
+    return ['single_threaded'] + (['events'] if spin.events_executor_available() else [])
+
+
+@contextlib.contextmanager
+def _node_on(kind, name):
+    """A node in a context of its own (a free ROS domain) and an executor of ``kind``."""
     import rclpy
-    from std_msgs.msg import String
     from ros_helpers.domains import free_domain_id
 
-    kinds = ['single_threaded'] + (['events'] if spin.events_executor_available() else [])
-    for kind in kinds:
-        context = rclpy.context.Context()
-        rclpy.init(context=context, domain_id=free_domain_id())
-        node = rclpy.create_node(f'spin_test_{kind}', context=context)
-        executor = spin.make_executor(kind, context=context)
-        try:
+    context = rclpy.context.Context()
+    rclpy.init(context=context, domain_id=free_domain_id())
+    node = rclpy.create_node(f'{name}_{kind}', context=context)
+    executor = spin.make_executor(kind, context=context)
+    try:
+        yield node, executor
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)
+
+
+def test_make_executor_spins_a_subscription_and_a_timer():
+    """Each kind that this rclpy has delivers a message over DDS and fires a timer."""
+    from std_msgs.msg import String
+
+    for kind in _executor_kinds():
+        with _node_on(kind, 'spin_test') as (node, executor):
             got, ticks = [], []
             node.create_subscription(String, 'spin_test', lambda m: got.append(m.data), 10)
             node.create_timer(0.01, lambda: ticks.append(1))
@@ -116,36 +134,17 @@ def test_make_executor_spins_a_subscription_and_a_timer():
                 executor.spin_once(timeout_sec=0.05)
             assert got and got[0] == 'x', kind
             assert len(ticks) >= 3, kind
-        finally:
-            executor.shutdown()
-            node.destroy_node()
-            rclpy.try_shutdown(context=context)
 
 
 def test_spin_nodes_fires_timers_on_every_executor_kind():
     """run_node and tracker_with_camera spin with spin_nodes: each kind fires a node's timer
     there, with no message traffic at all (rclpy 9.1.2's events executor fires none in
     spin() or spin_until_future_complete())."""
-    import threading
-
-    import rclpy
-    from ros_helpers.domains import free_domain_id
-
-    kinds = ['single_threaded'] + (['events'] if spin.events_executor_available() else [])
-    for kind in kinds:
-        context = rclpy.context.Context()
-        rclpy.init(context=context, domain_id=free_domain_id())
-        node = rclpy.create_node(f'spin_nodes_test_{kind}', context=context)
-        executor = spin.make_executor(kind, context=context)
-        try:
+    for kind in _executor_kinds():
+        with _node_on(kind, 'spin_nodes_test') as (node, executor):
             ticks, done = [], Future()
             node.create_timer(0.01, lambda: ticks.append(1))
             executor.add_node(node)
-            stop = threading.Timer(0.5, lambda: done.set_result(0))
-            stop.start()
+            threading.Timer(0.5, lambda: done.set_result(0)).start()
             assert spin.spin_nodes(executor, _Logger(), done) is True
             assert len(ticks) >= 10, (kind, len(ticks))  # ~50 in 0.5 s
-        finally:
-            executor.shutdown()
-            node.destroy_node()
-            rclpy.try_shutdown(context=context)
