@@ -46,6 +46,7 @@ import datetime
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -167,6 +168,9 @@ def main(argv: list[str] | None = None) -> int:
                              'node stages (where a slow answer lost its time)')
     parser.add_argument('--verbose', action='store_true', help="print the tracker's log")
     args = parser.parse_args(argv)
+    # SIGTERM (a timeout, a job runner) ends like Ctrl-C, through the finally below that stops
+    # the tracker and the player: killed without it, they kept running (and spinning a core).
+    signal.signal(signal.SIGTERM, lambda signum, _: sys.exit(128 + signum))
 
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray

@@ -473,10 +473,10 @@ class FrameAssembler:
         try:
             T_cam_base = self.tf.lookup_transform(entry.frame_id, cfg.hand_root_frame, t)
         except TransformError as exc:
-            T_cam_base = self._tf_within_tolerance(entry.frame_id, t, exc,
-                                                   cfg.live_hold_ns if live else -1)
-            waiting |= T_cam_base is None or not T_cam_base[1]
-            T_cam_base = None if T_cam_base is None else T_cam_base[0]
+            latest = self._tf_within_tolerance(entry.frame_id, t, exc,
+                                               cfg.live_hold_ns if live else -1)
+            waiting |= latest is None or not latest[1]  # (live: held at once when recent)
+            T_cam_base = None if latest is None else latest[0]
             if T_cam_base is None:
                 T_cam_base = self._tf_held_from_start(entry.frame_id, t, exc, problems)
             if T_cam_base is None:
