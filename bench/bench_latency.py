@@ -22,8 +22,9 @@ a TF, image -> TF latency p50 / p90 / p99 / max, the node's per-stage medians an
 TrackedObject.latency), node counters (frames dropped, ...), online vs offline mean ADD-S, and
 the machine's load: load average before / after, the CPU time of the tracker over the
 playback (from its first answer), and the whole machine's busy and steal fractions over it
-(other work on the machine, or on the VM's host, inflates every figure: read them together). Run it at the priority the tracker
-would have (not under ``nice``, which every child inherits); the offline run is niced.
+(other work on the machine, or on the VM's host, inflates every figure: read them together).
+Run it at the priority the tracker would have (not under ``nice``, which every child
+inherits); the offline run is niced.
 
 ``--transport``: Fast DDS transports of all three processes: ``default`` (as installed),
 ``shm`` (shared memory only: ``FASTDDS_BUILTIN_TRANSPORTS='SHM?max_msg_size=2MB&

@@ -12,7 +12,6 @@ Usage: python one_process_player.py BAG START_FILE TIMES --ros-args -p name:=val
 """
 from __future__ import annotations
 
-import os
 import sys
 import threading
 import time
@@ -82,5 +81,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == '__main__':
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     sys.exit(main(sys.argv))

@@ -337,8 +337,8 @@ class FrameAssembler:
         if live and self._pending and self._started:
             # (Before the first usable frame has left, none is dropped: the initial pose applies
             # to the first frame at or after its stamp, and a frame dropped before it gets no
-            # answer.) The newest frame that can be tracked: with any camera_info received, the newest
-            # image (a missing camera_info falls back to the latest one).
+            # answer.) The newest frame that can be tracked: with any camera_info received, the
+            # newest image (a missing camera_info falls back to the latest one).
             complete = [s for s in self._pending if self._latest_info is not None
                         or self._match(self._infos, s) is not None]
             # A frame that can leave now is not dropped for a newer one that still waits (for
