@@ -26,17 +26,22 @@ playback (from its first answer), and the whole machine's busy and steal fractio
 Run it at the priority the tracker would have (not under ``nice``, which every child
 inherits); the offline run is niced.
 
-``--transport``: Fast DDS transports of all three processes: ``default`` (as installed),
-``shm`` (shared memory only: ``FASTDDS_BUILTIN_TRANSPORTS='SHM?max_msg_size=2MB&
-sockets_size=16MB'``, PLATFORM.md), ``udp``
-(UDPv4 only).
+``--transport``: Fast DDS transports of all three processes:
+- ``profile`` (the default): the package's ``config/fastdds_large_images.xml`` (an 8 MiB
+  shared-memory segment), what ``tracker.launch.py`` gives the processes it starts;
+- ``default``: Fast DDS as rmw_fastrtps sets it up, without a profile file (a 512 KB
+  shared-memory segment: a 640x480 rgb8 image arrives 12-13 ms late);
+- ``shm`` (shared memory only, ``FASTDDS_BUILTIN_TRANSPORTS='SHM?max_msg_size=2MB&
+  sockets_size=16MB'``) and ``udp`` (UDPv4 only), both with ``ROS_AUTOMATIC_DISCOVERY_RANGE=
+  SUBNET`` on the bench's own domain: with ``LOCALHOST`` rmw_fastrtps ignores the variable.
+The output names what was in effect (``dds_transports``).
 
 ``--one-process``: the camera's images and camera_info reach the tracker in its own process
 (``bench/one_process_player.py``, the equivalent of ``tracker_with_camera``); the external player
 publishes the other topics over DDS on the same clock.
 
 Usage: python bench/bench_latency.py [--rate 30] [--frames 270] [--width 640 --height 480]
-          [--mode live|replay] [--transport default|shm|udp] [--one-process]
+          [--mode live|replay] [--transport profile|default|shm|udp] [--one-process]
           [--param NAME:=VALUE ...]
           [--no-offline] [--json out.json]
 """
@@ -60,11 +65,29 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / 'test'))  # ros_helpers: the bag publisher, free domain probe
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tracker_eval: the sequence cache
 
+#: --transport -> FASTDDS_BUILTIN_TRANSPORTS (None: a profile file or rmw_fastrtps's own).
 TRANSPORTS = {
+    'profile': None,
     'default': None,
     'shm': 'SHM?max_msg_size=2MB&sockets_size=16MB',
     'udp': 'UDPv4',
 }
+
+
+def transport_environment(choice: str, environ: dict[str, str]) -> dict[str, str]:
+    """The environment of the bench's processes for ``--transport choice`` (module docstring)."""
+    from handypriors_ros.resources import package_file
+    from handypriors_ros.ros import dds
+
+    env = {k: v for k, v in environ.items()
+           if k not in dds.PROFILE_VARIABLES and k != 'FASTDDS_BUILTIN_TRANSPORTS'}
+    if choice == 'profile':
+        env.update(dds.profile_environment(
+            'auto', env, lambda: package_file(dds.LARGE_IMAGES_PROFILE)))
+    elif TRANSPORTS[choice]:
+        env.update(FASTDDS_BUILTIN_TRANSPORTS=TRANSPORTS[choice],
+                   ROS_AUTOMATIC_DISCOVERY_RANGE='SUBNET')
+    return env
 
 
 def cpu_seconds(pid: int) -> float:
@@ -153,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--width', type=int, default=640)
     parser.add_argument('--height', type=int, default=480)
     parser.add_argument('--mode', choices=('live', 'replay'), default='live')
-    parser.add_argument('--transport', choices=sorted(TRANSPORTS), default='default')
+    parser.add_argument('--transport', choices=sorted(TRANSPORTS), default='profile',
+                        help='Fast DDS transports of the three processes (module docstring)')
     parser.add_argument('--one-process', action='store_true',
                         help='the images and camera_info go from a player thread in the '
                              "tracker's process straight to its callbacks, as with "
@@ -184,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     from handypriors_ros.core.models.object_model import ObjectModel
     from handypriors_ros.msg import TrackedObject
     from handypriors_ros.ros.conversions import pose_to_matrix, stamp_to_ns
+    from handypriors_ros.ros import dds
     from handypriors_ros.ros.qos import OUTPUT_QOS, TF_QOS
 
     spec = SequenceSpec('mustard_bottle', 'medium', n_frames=args.frames, seed=1,
@@ -193,10 +218,10 @@ def main(argv: list[str] | None = None) -> int:
     with BagReader(folder / 'bag') as reader:
         bag_topics = {t: n for t, (_, n) in reader.topics.items()}
     domain = free_domain_id()
-    env = dict(os.environ, ROS_DOMAIN_ID=str(domain))
-    if TRANSPORTS[args.transport]:
-        env['FASTDDS_BUILTIN_TRANSPORTS'] = TRANSPORTS[args.transport]
-        os.environ['FASTDDS_BUILTIN_TRANSPORTS'] = TRANSPORTS[args.transport]  # the listener
+    env = transport_environment(args.transport, dict(os.environ, ROS_DOMAIN_ID=str(domain)))
+    os.environ.clear()
+    os.environ.update(env)  # the listener (this process) too, before rclpy.init
+    transports = dds.describe_transports(env)
 
     context = rclpy.context.Context()
     rclpy.init(context=context, domain_id=domain)
@@ -318,7 +343,8 @@ def main(argv: list[str] | None = None) -> int:
         'date_utc': datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M'),
         'machine': f'{platform.node()} {platform.system()} {platform.release()}, '
                    f'{os.cpu_count()} cores',
-        'mode': args.mode, 'transport': args.transport, 'rate_hz': args.rate,
+        'mode': args.mode, 'transport': args.transport, 'dds_transports': transports,
+        'rate_hz': args.rate,
         'one_process': args.one_process,
         'params': args.param, 'image': f'{args.width}x{args.height}',
         'bag_messages': bag_topics,
@@ -358,7 +384,8 @@ def main(argv: list[str] | None = None) -> int:
     where = ('images handed over in the tracker\'s process, the rest over DDS' if args.one_process
              else 'over DDS')
     print(f'tracker_node {args.mode} mode, {args.width}x{args.height} images at {args.rate:g} Hz '
-          f'{where} ({args.transport} transport; 3 processes, {os.cpu_count()} cores)')
+          f'{where} ({args.transport} transport: {transports}; 3 processes, '
+          f'{os.cpu_count()} cores)')
     print(f'  load: {load}')
     print(f'  images: {n_pub} published, {len(answered_ms)} answered '
           f'({result["answered_pct"]} %), {len(latency_ms)} with a TF; statuses {statuses}; '

@@ -23,19 +23,20 @@ Example::
 """
 from launch import LaunchDescription
 from launch.actions import (DeclareLaunchArgument, ExecuteProcess, IncludeLaunchDescription,
-                            LogInfo, RegisterEventHandler, Shutdown,
+                            LogInfo, OpaqueFunction, RegisterEventHandler, Shutdown,
                             TimerAction)
 from launch.event_handlers import OnProcessExit
 from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution, ThisLaunchFileDir
 
 from handypriors_ros import interfaces
+from handypriors_ros.ros import dds
 
 #: tracker.launch.py arguments passed through unchanged.
 FORWARDED = ('object_mesh', 'object_scale', 'hand_side', 'initial_pose', 'device', 'renderer',
              'rviz', 'use_robot_state_publisher', 'log_level', 'namespace', 'object_pose_topic',
              'track_topic', 'markers_topic', 'initial_pose_topic', 'reset_service',
-             'mask_topic', 'image_qos_reliability')
+             'mask_topic', 'image_qos_reliability', 'dds_profile')
 
 
 class PlaybackFailed(RuntimeError):
@@ -117,6 +118,9 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument('log_level', default_value='info',
                               choices=['debug', 'info', 'warn', 'error', 'fatal'],
                               description='log level of the nodes'),
+        DeclareLaunchArgument('dds_profile', default_value='auto',
+                              description='Fast DDS XML profile of the playback and the nodes '
+                                          "(tracker.launch.py): auto, 'none' or a file"),
     ]
     tracker = IncludeLaunchDescription(
         PythonLaunchDescriptionSource(
@@ -128,6 +132,7 @@ def generate_launch_description() -> LaunchDescription:
         cmd=['ros2', 'bag', 'play', config('bag'), '--clock', '--rate', config('rate')],
         name='bag_play', output='screen')
     return LaunchDescription(arguments + [
+        OpaqueFunction(function=dds.launch_environment),  # the playback publishes the images
         tracker,
         TimerAction(period=config('start_delay'), actions=[play]),
         RegisterEventHandler(OnProcessExit(target_action=play, on_exit=playback_ended)),

@@ -27,6 +27,10 @@ Made to run beside the robot's own drivers (the Allegro bringup, realsense2_came
   too, as the optical rotation (roll -pi/2, yaw -pi/2) without offset, i.e. the calibration is
   taken as the pose of the colour camera itself.
 - RViz with config/handypriors.rviz (``rviz:=true``).
+- Fast DDS: every process started here reads config/fastdds_large_images.xml
+  (``dds_profile:=auto``, unless a profile file is set already): images over Fast DDS's
+  default 512 KB shared-memory segment otherwise arrive 12-13 ms late. A camera driver started
+  elsewhere needs the same (README, "DDS and large images").
 
 Examples::
 
@@ -47,6 +51,7 @@ from launch_ros.substitutions import FindPackageShare
 
 from handypriors_ros import interfaces
 from handypriors_ros.core.errors import InputError
+from handypriors_ros.ros import dds
 from handypriors_ros.ros.compat import file_content
 
 PACKAGE = 'handypriors_ros'
@@ -208,6 +213,14 @@ def _arguments() -> list[DeclareLaunchArgument]:
             'log_level', default_value='info',
             choices=['debug', 'info', 'warn', 'error', 'fatal'],
             description='log level of the nodes'),
+        DeclareLaunchArgument(
+            'dds_profile', default_value='auto',
+            description="Fast DDS XML profile of the launched processes (FASTDDS_ / "
+                        "FASTRTPS_DEFAULT_PROFILES_FILE). auto: the package's "
+                        'config/fastdds_large_images.xml (8 MiB shared-memory segment: a '
+                        '640x480 rgb8 image arrives in ~3 ms instead of 12-13 ms) unless one is '
+                        "set already or the rmw is not Fast DDS; 'none': leave the environment "
+                        'as it is; or a file'),
     ]
 
 
@@ -395,6 +408,7 @@ def generate_launch_description() -> LaunchDescription:
         arguments=['-d', config('rviz_config')],
         parameters=[{'use_sim_time': use_sim_time}])
     return LaunchDescription(_arguments() + [
+        OpaqueFunction(function=dds.launch_environment),  # before any process starts
         camera,
         OpaqueFunction(function=_tracker),
         robot_state_publisher,

@@ -65,6 +65,7 @@ from sensor_msgs.msg import CameraInfo, Image
 from handypriors_ros.ros.spin import run_node
 from handypriors_ros.core.errors import HandyPriorsError, InputError
 from handypriors_ros.core.render.camera import PinholeCamera
+from handypriors_ros.ros import dds
 from handypriors_ros.ros.conversions import camera_to_camera_info, numpy_to_image
 from handypriors_ros.ros.qos import image_qos
 
@@ -559,7 +560,11 @@ class RealSenseNode(Node):
             f'{self._source.description}: colour {intr.width}x{intr.height} {intr.format} at '
             f'{intr.fps} Hz, distortion {intr.model} -> {model}; publishing '
             f'{self._image_pub.topic_name} and {self._info_pub.topic_name} '
-            f'({self.config.image_qos_reliability}), frame {self.config.frame_id!r}')
+            f'({self.config.image_qos_reliability}), frame {self.config.frame_id!r}; DDS '
+            f'transports {dds.describe_transports(os.environ)}')
+        hint = dds.profile_hint(os.environ)  # images are published rgb8: 3 bytes a pixel
+        if hint is not None and 3 * intr.width * intr.height > dds.DEFAULT_SEGMENT_BYTES:
+            self.get_logger().info(hint)
         self._thread = threading.Thread(target=self._run, name='realsense_reader', daemon=True)
         self._thread.start()
 

@@ -107,7 +107,7 @@ from handypriors_ros.core.tracking.types import TrackResult, TrackStatus
 from handypriors_ros.jobs.options import pose_vector_to_matrix
 from handypriors_ros.jobs.track import TRACKER_NODE_SCHEMA, TrackerOptions, load_tracker
 from handypriors_ros.msg import TrackedObject
-from handypriors_ros.ros import compat
+from handypriors_ros.ros import compat, dds
 from handypriors_ros.ros import markers as marker_msgs
 from handypriors_ros.ros.conversions import (FrameDecoder, FrameInputs, numpy_to_image,
                                              track_result_to_pose, track_result_to_tf,
@@ -289,9 +289,12 @@ class TrackerNode(Node):
             f'({self.image_reliability or "auto: waiting for a publisher"}, depth '
             f'{self.image_qos_depth}); publishing /tf '
             f'<image frame> -> {cfg.object_frame}, {self._pose_pub.topic_name}; DDS transports '
-            f'{dds_transports()}; '
+            f'{dds.describe_transports(os.environ)}; '
             + ('initial pose from the parameter' if cfg.initial_pose
                else f'waiting for an initial pose on {inputs.initial_pose_topic}'))
+        hint = dds.profile_hint(os.environ)
+        if hint is not None:
+            log.info(hint)
 
     @property
     def tracker(self) -> ObjectTracker:
@@ -735,7 +738,7 @@ class TrackerNode(Node):
         values.update({f'rate_{k}_hz': round(v, 2) for k, v in rates.items()})
         values.update({f'silent_{k}_s': round(v, 2) for k, v in silent.items()})
         values['image_qos_reliability'] = self.image_reliability
-        values['dds_transports'] = dds_transports()
+        values['dds_transports'] = dds.describe_transports(os.environ)
         newest_joint = self._joints.newest_stamp_ns
         if newest_joint is not None and result is not None:
             values['joint_states_age_at_last_frame_s'] = round(
@@ -814,14 +817,6 @@ class TrackerNode(Node):
                     InitialPose(0, '', pose_vector_to_matrix(new.initial_pose)))
         self.get_logger().info('parameters changed: ' + ', '.join(
             f'{name}={value}' for name, value in changed_values(params).items()))
-
-
-def dds_transports() -> str:
-    """The Fast DDS built-in transports this process was started with (README "Real time":
-    ``FASTDDS_BUILTIN_TRANSPORTS=SHM`` between processes of one host)."""
-    value = os.environ.get('FASTDDS_BUILTIN_TRANSPORTS', '')
-    rmw = os.environ.get('RMW_IMPLEMENTATION', 'rmw_fastrtps_cpp')
-    return f'{value or "default"} ({rmw})'
 
 
 def _stamp_ns(msg: Any) -> int:
