@@ -69,6 +69,8 @@ FAKE_ROS2 = textwrap.dedent('''\
     import os, subprocess, sys
     args = sys.argv[1:]
     assert args[:2] == ['bag', 'play'], args
+    print('fake playback Fast DDS profile:',
+          os.environ.get('FASTDDS_DEFAULT_PROFILES_FILE'), flush=True)
     status = int(os.environ.get('HP_FAKE_PLAY_STATUS', '0'))
     if status:
         print(f'fake playback failing with {{status}}', flush=True)
@@ -199,9 +201,22 @@ def test_tracker_launch_in_a_namespace_with_remaps(workspace):
         assert listener.poses[default] == {}
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C
         assert proc.wait(timeout=EXIT_TIMEOUT_S) == 0, _output(log)[-3000:]
+        # Ctrl-C ends the tracker cleanly (it aborted with SIGABRT before spin.InterruptGuard)
+        assert 'process has died' not in _output(log), _output(log)[-3000:]
+        # dds_profile:=auto: the tracker ran with the package's Fast DDS profile.
+        assert f'DDS transports profile {_profile(workspace)}' in _output(log), \
+            _output(log)[-3000:]
     finally:
         _stop(proc)
         listener.close()
+
+
+def _profile(workspace) -> Path:
+    """The package's Fast DDS profile, found as the launch processes find it (the same
+    PYTHONPATH: the checkout's file)."""
+    from handypriors_ros.resources import package_file
+    from handypriors_ros.ros.dds import LARGE_IMAGES_PROFILE
+    return package_file(LARGE_IMAGES_PROFILE)
 
 
 def test_replay_ends_when_playback_succeeds(workspace):
@@ -217,6 +232,9 @@ def test_replay_ends_when_playback_succeeds(workspace):
         output = _output(log)
         assert proc.poll() == 0, output[-3000:]
         assert 'bag playback ended (exit status 0)' in output
+        # dds_profile:=auto reaches the playback (the images' publisher) and the tracker.
+        assert f'fake playback Fast DDS profile: {_profile(workspace)}' in output, output[-3000:]
+        assert f'DDS transports profile {_profile(workspace)}' in output, output[-3000:]
         # The tracker finished the bag's last frame before the shutdown (end_delay). The first
         # poses may be missed: the playback starts as soon as the tracker subscribes, maybe
         # before this listener has discovered the tracker's (volatile) publisher.

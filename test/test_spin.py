@@ -148,3 +148,48 @@ def test_spin_nodes_fires_timers_on_every_executor_kind():
             threading.Timer(0.5, lambda: done.set_result(0)).start()
             assert spin.spin_nodes(executor, _Logger(), done) is True
             assert len(ticks) >= 10, (kind, len(ticks))  # ~50 in 0.5 s
+
+
+_CTRL_C_CHILD = r'''
+import sys
+import rclpy
+from rclpy.node import Node
+from std_srvs.srv import Trigger
+from handypriors_ros.ros import spin
+
+class Served(Node):
+    executor_kind = sys.argv[1]
+
+    def __init__(self):
+        super().__init__('handypriors_test_ctrl_c')
+        self.create_service(Trigger, 'handypriors_test_ctrl_c', lambda req, res: res)
+        self.create_timer(0.01, lambda: None)
+        self.create_timer(0.2, lambda: print('spinning', flush=True))
+
+sys.exit(spin.run_node('ctrl_c', Served, interrupted_code=7))
+'''
+
+
+@pytest.mark.parametrize('kind', _executor_kinds())
+def test_ctrl_c_ends_a_spinning_node_with_the_interrupted_status(kind):
+    """SIGINT while spinning (what ``ros2 launch`` sends on Ctrl-C): run_node returns its
+    ``interrupted_code``, with no traceback. (The abort that spin.InterruptGuard prevents,
+    tracker_node dying with SIGABRT under ``ros2 launch``, did not occur in this small node:
+    test_launch_run.py checks it on the real launch.)"""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from ros_helpers.domains import free_domain_id
+    env = dict(os.environ, ROS_DOMAIN_ID=str(free_domain_id()))
+    child = subprocess.Popen([sys.executable, '-c', _CTRL_C_CHILD, kind], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == 'spinning', child.stderr.read()
+        child.send_signal(signal.SIGINT)
+        _, err = child.communicate(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert child.returncode == 7, err
+    assert 'Fatal Python error' not in err and 'Traceback' not in err, err

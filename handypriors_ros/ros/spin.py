@@ -11,6 +11,10 @@ a node that uses either asks for the single-threaded executor (a node's ``execut
 """
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
 from typing import Callable
 
 import rclpy
@@ -57,6 +61,46 @@ def make_executor(kind: str, context: Context | None = None) -> Executor:
     return SingleThreadedExecutor(context=context)
 
 
+class InterruptGuard:
+    """Ctrl-C (SIGINT) for a process that spins rclpy nodes: while the nodes are made (models
+    load for seconds) it raises KeyboardInterrupt as usual; once :meth:`spinning` is called it
+    only notes the interrupt. rclpy's own handler (installed by ``rclpy.init``, after this one,
+    and chaining to it) shuts the context down, and the spin loop ends.
+
+    Why: Python's default handler raises KeyboardInterrupt wherever the main thread next runs
+    Python code. When that is a call rclpy's C++ makes into Python (the events executor, while
+    the nodes are destroyed), pybind11 cannot pass the exception on and aborts the process:
+    measured, ``tracker_node`` died with SIGABRT (exit -6, "Fatal Python error: Aborted") on
+    every Ctrl-C of ``ros2 launch tracker.launch.py``.
+    """
+
+    def __init__(self) -> None:
+        self.interrupted = False
+        self._spinning = False
+
+    def spinning(self) -> None:
+        """From now on an interrupt is only noted (the nodes are spun)."""
+        self._spinning = True
+
+    def _handle(self, signum, frame) -> None:
+        self.interrupted = True
+        if not self._spinning:
+            raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[InterruptGuard]:
+        """Install the handler around ``rclpy.init`` ... ``rclpy.try_shutdown`` (main thread
+        only; elsewhere Python cannot set handlers, and nothing is changed)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        previous = signal.signal(signal.SIGINT, self._handle)
+        try:
+            yield self
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+
 def run_node(name: str, make_node: Callable[[], Node], *, args: list[str] | None = None,
              until_done: bool = False, unfinished_code: int = 0,
              interrupted_code: int = 0) -> int:
@@ -75,27 +119,30 @@ def run_node(name: str, make_node: Callable[[], Node], *, args: list[str] | None
     Returns:
         the exit status; 1 on a start-up error (bad parameter, unreadable model), logged.
     """
-    rclpy.init(args=args)
-    logger = rclpy.logging.get_logger(name)
-    node: Node | None = None
-    try:
-        node = make_node()
-        executor = make_executor(getattr(node, 'executor_kind', 'single_threaded'))
-        executor.add_node(node)
-        if not spin_nodes(executor, logger, None if not until_done else node.done):
+    with InterruptGuard().installed() as guard:
+        rclpy.init(args=args)
+        logger = rclpy.logging.get_logger(name)
+        node: Node | None = None
+        try:
+            node = make_node()
+            executor = make_executor(getattr(node, 'executor_kind', 'single_threaded'))
+            executor.add_node(node)
+            guard.spinning()
+            if not spin_nodes(executor, logger, None if not until_done else node.done) \
+                    or guard.interrupted:
+                return interrupted_code
+            if not until_done:
+                return 0
+            return int(node.done.result()) if node.done.done() else unfinished_code
+        except (KeyboardInterrupt, ExternalShutdownException):
             return interrupted_code
-        if not until_done:
-            return 0
-        return int(node.done.result()) if node.done.done() else unfinished_code
-    except (KeyboardInterrupt, ExternalShutdownException):
-        return interrupted_code
-    except (HandyPriorsError, ParameterException) as exc:
-        logger.fatal(str(exc))
-        return 1
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+        except (HandyPriorsError, ParameterException) as exc:
+            logger.fatal(str(exc))
+            return 1
+        finally:
+            if node is not None:
+                node.destroy_node()
+            rclpy.try_shutdown()
 
 
 def spin_nodes(executor: Executor, logger, done) -> bool:
