@@ -31,12 +31,26 @@ def _package_profile() -> Path:
 
 
 # -- choosing the profile (launch argument dds_profile) -------------------------------------
-def test_auto_gives_the_package_profile_to_both_fastdds_generations():
-    values = dds.profile_environment('auto', {}, _package_profile)
-    assert values == {'FASTDDS_DEFAULT_PROFILES_FILE': str(PROFILE),
-                      'FASTRTPS_DEFAULT_PROFILES_FILE': str(PROFILE)}
+def test_auto_gives_the_package_profile_in_the_variable_of_the_fastdds_generation(tmp_path):
+    both = {'FASTDDS_DEFAULT_PROFILES_FILE': str(PROFILE),
+            'FASTRTPS_DEFAULT_PROFILES_FILE': str(PROFILE)}
+    assert dds.profile_environment('auto', {}, _package_profile) == both  # nothing tells
     assert dds.profile_environment(
-        'auto', {'RMW_IMPLEMENTATION': 'rmw_fastrtps_dynamic_cpp'}, _package_profile) == values
+        'auto', {'RMW_IMPLEMENTATION': 'rmw_fastrtps_dynamic_cpp'}, _package_profile) == both
+    # Fast DDS 3 warns that FASTRTPS_ is deprecated; Fast DDS 2 reads only FASTRTPS_.
+    for distro, name in (('kilted', 'FASTDDS_DEFAULT_PROFILES_FILE'),
+                         ('rolling', 'FASTDDS_DEFAULT_PROFILES_FILE'),
+                         ('jazzy', 'FASTRTPS_DEFAULT_PROFILES_FILE'),
+                         ('humble', 'FASTRTPS_DEFAULT_PROFILES_FILE')):
+        assert dds.profile_environment('auto', {'ROS_DISTRO': distro}, _package_profile) == \
+            {name: str(PROFILE)}, distro
+    for share, name in (('fastdds', 'FASTDDS_DEFAULT_PROFILES_FILE'),
+                        ('fastrtps', 'FASTRTPS_DEFAULT_PROFILES_FILE')):
+        prefix = tmp_path / share
+        (prefix / 'share' / share).mkdir(parents=True)
+        environ = {'AMENT_PREFIX_PATH': os.pathsep.join([str(tmp_path / 'other'), str(prefix)])}
+        assert dds.profile_environment('auto', environ, _package_profile) == \
+            {name: str(PROFILE)}, share
 
 
 @pytest.mark.parametrize('environ', [
@@ -133,10 +147,11 @@ def _segments(environ: dict) -> tuple[list[int], str]:
 
 @pytest.mark.parametrize('discovery_range', ['LOCALHOST', 'SUBNET'])
 def test_fastdds_maps_the_profiles_segment(discovery_range):
-    with_profile, errors = _segments({
-        'ROS_AUTOMATIC_DISCOVERY_RANGE': discovery_range,
-        **dds.profile_environment('auto', {}, _package_profile)})
-    assert 'XMLPARSER' not in errors, errors
+    environ = {k: v for k, v in os.environ.items() if k not in dds.PROFILE_VARIABLES}
+    values = dds.profile_environment('auto', environ, _package_profile)
+    assert len(values) == 1, values  # this install tells its Fast DDS generation
+    with_profile, errors = _segments({'ROS_AUTOMATIC_DISCOVERY_RANGE': discovery_range, **values})
+    assert 'XMLPARSER' not in errors and 'deprecated' not in errors, errors
     assert max(with_profile) >= 8 * 1024 * 1024, with_profile
     without, _ = _segments({'ROS_AUTOMATIC_DISCOVERY_RANGE': discovery_range})
     assert without and max(without) < 1024 * 1024, without

@@ -69,8 +69,8 @@ FAKE_ROS2 = textwrap.dedent('''\
     import os, subprocess, sys
     args = sys.argv[1:]
     assert args[:2] == ['bag', 'play'], args
-    print('fake playback Fast DDS profile:',
-          os.environ.get('FASTDDS_DEFAULT_PROFILES_FILE'), flush=True)
+    print('fake playback Fast DDS profile:', os.environ.get('FASTDDS_DEFAULT_PROFILES_FILE')
+          or os.environ.get('FASTRTPS_DEFAULT_PROFILES_FILE'), flush=True)
     status = int(os.environ.get('HP_FAKE_PLAY_STATUS', '0'))
     if status:
         print(f'fake playback failing with {{status}}', flush=True)

@@ -13,6 +13,7 @@ ignores ``FASTDDS_BUILTIN_TRANSPORTS``; transports from a profile file are kept 
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from xml.etree import ElementTree
 from pathlib import Path
@@ -28,12 +29,31 @@ LARGE_IMAGES_PROFILE = 'config/fastdds_large_images.xml'
 #: Fast DDS's default shared-memory segment [bytes].
 DEFAULT_SEGMENT_BYTES = 512 * 1024
 FASTDDS_RMWS = ('rmw_fastrtps_cpp', 'rmw_fastrtps_dynamic_cpp')
+#: Distributions on Fast DDS 2 (``FASTRTPS_DEFAULT_PROFILES_FILE``).
+FASTDDS_2_DISTROS = ('foxy', 'galactic', 'humble', 'iron', 'jazzy')
 
 
 def uses_fastdds(environ: Mapping[str, str]) -> bool:
     """Whether processes started with ``environ`` use Fast DDS (the default rmw of Humble,
     Jazzy and Kilted when ``RMW_IMPLEMENTATION`` is unset)."""
     return environ.get('RMW_IMPLEMENTATION', '').strip() in ('',) + FASTDDS_RMWS
+
+
+def profile_variables(environ: Mapping[str, str]) -> tuple[str, ...]:
+    """The profile-file variable(s) the processes' Fast DDS reads: Fast DDS 3 (Kilted on)
+    reads both but warns that ``FASTRTPS_DEFAULT_PROFILES_FILE`` is deprecated, Fast DDS 2
+    reads only that one. Told by ``ROS_DISTRO`` (set by a ROS setup script), else by the
+    install under ``AMENT_PREFIX_PATH`` (``share/fastdds`` is Fast DDS 3, ``share/fastrtps``
+    Fast DDS 2, as the apt packages and the wheels lay them out); both when neither tells."""
+    distro = environ.get('ROS_DISTRO', '').strip().lower()
+    if distro:
+        return PROFILE_VARIABLES[1:] if distro in FASTDDS_2_DISTROS else PROFILE_VARIABLES[:1]
+    for prefix in environ.get('AMENT_PREFIX_PATH', '').split(os.pathsep):
+        if prefix and (Path(prefix) / 'share' / 'fastdds').is_dir():
+            return PROFILE_VARIABLES[:1]
+        if prefix and (Path(prefix) / 'share' / 'fastrtps').is_dir():
+            return PROFILE_VARIABLES[1:]
+    return PROFILE_VARIABLES
 
 
 def profile_file(environ: Mapping[str, str]) -> str | None:
@@ -58,7 +78,7 @@ def profile_environment(choice: str, environ: Mapping[str, str],
         package_profile: gives the package's profile file (called only for ``auto``).
 
     Returns:
-        ``{variable: path}`` for both :data:`PROFILE_VARIABLES`, or ``{}``.
+        ``{variable: path}`` for the variable(s) of :func:`profile_variables`, or ``{}``.
 
     Raises:
         InputError: ``choice`` names a file that does not exist or is not XML.
@@ -80,7 +100,7 @@ def profile_environment(choice: str, environ: Mapping[str, str],
         except ElementTree.ParseError as exc:
             raise InputError(f'launch argument dds_profile: {choice!r} is not XML ({exc})') \
                 from None
-    return {name: str(path) for name in PROFILE_VARIABLES}
+    return {name: str(path) for name in profile_variables(environ)}
 
 
 def describe_transports(environ: Mapping[str, str]) -> str:
@@ -120,12 +140,12 @@ def launch_environment(context: Any, *_, **__) -> list:
 
     environ = getattr(context, 'environment', None)
     if environ is None:  # launch without LaunchContext.environment: processes get os.environ
-        import os
         environ = os.environ
     choice = LaunchConfiguration('dds_profile').perform(context)
     values = profile_environment(choice, environ, lambda: package_file(LARGE_IMAGES_PROFILE))
     actions: list = [SetEnvironmentVariable(name, value) for name, value in values.items()]
     if values:
-        actions.append(LogInfo(msg=f'Fast DDS profile for the launched processes: '
-                                   f'{values[PROFILE_VARIABLES[0]]} (dds_profile:={choice})'))
+        names = ', '.join(values)
+        actions.append(LogInfo(msg=f'Fast DDS profile for the launched processes ({names}): '
+                                   f'{next(iter(values.values()))} (dds_profile:={choice})'))
     return actions
