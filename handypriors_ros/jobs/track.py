@@ -84,8 +84,9 @@ _NODE_OPTIONS = (
            'reliable publishers are seen); qos_overrides.<topic>.subscription.reliability wins',
            choices=RELIABILITIES, offline=False, group=NODE),
     Option('image_qos_depth', 'int', 0, 'keep-last depth of the image, camera_info and mask '
-           'subscriptions [messages]; 0 = auto: 1 in live mode (the newest frame, never a stale '
-           'one queued while the previous was tracked), 10 in replay', range=(0, 100),
+           'subscriptions [messages]; 0 = auto: 2 in live mode (an image that comes before the '
+           'one ahead of it was taken is kept: answered, or dropped and counted, never lost '
+           'unseen), 10 in replay', range=(0, 100),
            offline=False, group=NODE),
     Option('joint_states_qos_reliability', 'str', 'auto', 'reliability of the joint states '
            'subscription: auto = best_effort in live mode (a lost sample is interpolated over; a '

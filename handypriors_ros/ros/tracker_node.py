@@ -40,9 +40,9 @@ Modes (parameter ``mode``):
   time over DDS"). A frame that waits for its mask only is
   stepped at once: the tracker predicts and renders, then waits for the mask
   (``Frame.late_mask``, up to ``live_mask_wait_s``, stage ``mask_wait``), so that work overlaps
-  the segmenter's latency. The image subscriptions keep only the newest
-  message by default (``image_qos_depth`` 0 = 1 in live mode), so the node never tracks a
-  frame that waited in a DDS queue. (``threaded=False``: the executor thread does the work, in
+  the segmenter's latency. The image subscriptions keep the two newest messages by default
+  (``image_qos_depth`` 0 = 2 in live mode): the assembler keeps the newest frame, and an
+  older one is dropped and answered, not lost unseen in DDS. (``threaded=False``: the executor thread does the work, in
   a guard condition; tests call :meth:`TrackerNode.process_pending` directly.)
 - ``replay``: every frame is tracked, in stamp order, inside the callback that completes it
   (deterministic: what a frame waits for depends on the data only; see
@@ -126,10 +126,13 @@ _INPUTS = ('image', 'camera_info', 'mask', 'joint_states', 'tf', 'initial_pose')
 _WATCHED = ('image', 'camera_info', 'joint_states', 'tf', 'mask')
 #: rclpy passes the DDS message info to two-argument callbacks (not in Humble's rclpy).
 _MESSAGE_INFO = hasattr(Subscription, 'CallbackType')
-#: image_qos_depth 0: keep-last depth per mode. Live: 1, so that DDS hands over the newest
-#: frame (measured: with depth 5 a node busy for 60 ms per frame at 30 Hz got frames up to 5
-#: old, and lost images and camera_infos independently).
-IMAGE_QOS_AUTO_DEPTH = {'live': 1, 'replay': 10}
+#: image_qos_depth 0: keep-last depth per mode. Live: 2. With depth 1 an image that came
+#: before the one ahead of it was taken replaced it in DDS, unseen and uncounted: image 2 of
+#: 270 was never answered in 4 of 6 bench_latency runs (2026-12-07, its predecessor's first
+#: step took ~60 ms), and in none of 3 with depth 2. The assembler keeps the newest frame and
+#: answers the older one predict-only (counted as dropped). (With depth 5 and the old
+#: single-threaded node busy 60 ms per frame, frames came up to 5 old.)
+IMAGE_QOS_AUTO_DEPTH = {'live': 2, 'replay': 10}
 #: image_qos_reliability auto: how long the image subscriptions wait for a publisher to match
 #: before subscribing best-effort (no subscription swap when the camera is already there or
 #: comes within this).
