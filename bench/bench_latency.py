@@ -207,8 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     from handypriors_ros.bag import BagReader
     from handypriors_ros.core.models.object_model import ObjectModel
     from handypriors_ros.msg import TrackedObject
-    from handypriors_ros.ros.conversions import pose_to_matrix, stamp_to_ns
     from handypriors_ros.ros import dds
+    from handypriors_ros.ros.conversions import pose_to_matrix, stamp_to_ns
     from handypriors_ros.ros.qos import OUTPUT_QOS, TF_QOS
 
     spec = SequenceSpec('mustard_bottle', 'medium', n_frames=args.frames, seed=1,

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from xml.etree import ElementTree
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 from handypriors_ros.core.errors import InputError
 
@@ -28,6 +28,7 @@ PROFILE_VARIABLES = ('FASTDDS_DEFAULT_PROFILES_FILE', 'FASTRTPS_DEFAULT_PROFILES
 LARGE_IMAGES_PROFILE = 'config/fastdds_large_images.xml'
 #: Fast DDS's default shared-memory segment [bytes].
 DEFAULT_SEGMENT_BYTES = 512 * 1024
+#: The rmw implementations on Fast DDS.
 FASTDDS_RMWS = ('rmw_fastrtps_cpp', 'rmw_fastrtps_dynamic_cpp')
 #: Distributions on Fast DDS 2 (``FASTRTPS_DEFAULT_PROFILES_FILE``).
 FASTDDS_2_DISTROS = ('foxy', 'galactic', 'humble', 'iron', 'jazzy')

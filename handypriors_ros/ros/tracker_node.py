@@ -42,8 +42,9 @@ Modes (parameter ``mode``):
   (``Frame.late_mask``, up to ``live_mask_wait_s``, stage ``mask_wait``), so that work overlaps
   the segmenter's latency. The image subscriptions keep the two newest messages by default
   (``image_qos_depth`` 0 = 2 in live mode): the assembler keeps the newest frame, and an
-  older one is dropped and answered, not lost unseen in DDS. (``threaded=False``: the executor thread does the work, in
-  a guard condition; tests call :meth:`TrackerNode.process_pending` directly.)
+  older one is dropped and answered, not lost unseen in DDS. (``threaded=False``: the
+  executor thread does the work, in a guard condition; tests call
+  :meth:`TrackerNode.process_pending` directly.)
 - ``replay``: every frame is tracked, in stamp order, inside the callback that completes it
   (deterministic: what a frame waits for depends on the data only; see
   :mod:`handypriors_ros.core.frames.assembler`). ``handypriors track`` runs the same pipeline
