@@ -75,8 +75,11 @@ FAKE_ROS2 = textwrap.dedent('''\
     if status:
         print(f'fake playback failing with {{status}}', flush=True)
         sys.exit(status)
+    # --settle 2: the test's listener matches the tracker's (volatile) pose publisher in
+    # ~0.3-0.9 s (measured); a shorter wait lost every pose of the 0.6 s playback in 1 of 5
+    # runs once images came ~10 ms sooner with the Fast DDS profile.
     sys.exit(subprocess.call([sys.executable, {publisher!r}, args[2], {rate!r},
-                              '--wait-for', {image!r}, '--linger', '1']))
+                              '--wait-for', {image!r}, '--settle', '2', '--linger', '1']))
     ''')
 
 
