@@ -30,12 +30,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-import rclpy
-from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException
-
-from handypriors_ros.core.errors import HandyPriorsError
-from handypriors_ros.ros.spin import InterruptGuard, make_executor, spin_nodes
+from handypriors_ros.ros.spin import run_nodes
 
 
 class DirectPublisher:
@@ -75,33 +70,16 @@ def main(args: list[str] | None = None) -> int:
     from handypriors_ros.ros.realsense_node import RealSenseNode
     from handypriors_ros.ros.tracker_node import TrackerNode
 
-    with InterruptGuard().installed() as guard:  # Ctrl-C: spin.InterruptGuard
-        rclpy.init(args=args)
-        logger = rclpy.logging.get_logger('tracker_with_camera')
-        tracker = driver = None
-        try:
-            # The tracker first: the driver starts reading (and publishing) in its constructor.
-            tracker = TrackerNode(subscribe_camera=False)
-            driver = RealSenseNode()
-            connect(driver, tracker)
-            executor = make_executor(tracker.executor_kind)  # the tracker's ``executor``
-            executor.add_node(tracker)
-            executor.add_node(driver)
-            # (not spin_until_future_complete: the events executor fires no timer in it)
-            guard.spinning()
-            spin_nodes(executor, logger, driver.done)
-            return int(driver.done.result()) if driver.done.done() else 0
-        except (KeyboardInterrupt, ExternalShutdownException):
-            return 0
-        except (HandyPriorsError, ParameterException) as exc:
-            logger.fatal(str(exc))
-            return 1
-        finally:
-            for node in (driver, tracker):
-                if node is not None:
-                    node.destroy_node()
-            rclpy.try_shutdown()
+    def build(nodes: list) -> tuple[str, Any]:
+        # The tracker first: the driver starts reading (and publishing) in its constructor.
+        tracker = TrackerNode(subscribe_camera=False)
+        nodes.append(tracker)
+        driver = RealSenseNode()
+        nodes.append(driver)
+        connect(driver, tracker)
+        return tracker.executor_kind, driver.done  # the tracker's ``executor`` parameter
 
+    return run_nodes('tracker_with_camera', build, args=args)
 
 if __name__ == '__main__':
     sys.exit(main())

@@ -22,6 +22,7 @@ from rclpy.exceptions import ParameterException
 from rclpy.context import Context
 from rclpy.executors import Executor, ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
+from rclpy.task import Future
 
 from handypriors_ros.core.errors import HandyPriorsError, InputError
 from handypriors_ros.jobs.track import EXECUTORS  # (the node's ``executor`` parameter)
@@ -104,7 +105,7 @@ class InterruptGuard:
 def run_node(name: str, make_node: Callable[[], Node], *, args: list[str] | None = None,
              until_done: bool = False, unfinished_code: int = 0,
              interrupted_code: int = 0) -> int:
-    """Create a node, spin it on its executor and return the exit status.
+    """Create a node, spin it on its executor and return the exit status (:func:`run_nodes`).
 
     The executor: the node's ``executor_kind`` attribute ('events' or 'single_threaded', see
     :func:`make_executor`), single-threaded for a node without one.
@@ -119,28 +120,56 @@ def run_node(name: str, make_node: Callable[[], Node], *, args: list[str] | None
     Returns:
         the exit status; 1 on a start-up error (bad parameter, unreadable model), logged.
     """
+    def build(nodes: list[Node]) -> tuple[str, Future | None]:
+        node = make_node()
+        nodes.append(node)
+        return (getattr(node, 'executor_kind', 'single_threaded'),
+                node.done if until_done else None)
+
+    return run_nodes(name, build, args=args, unfinished_code=unfinished_code,
+                     interrupted_code=interrupted_code)
+
+
+def run_nodes(name: str, build: Callable[[list[Node]], tuple[str, Future | None]], *,
+              args: list[str] | None = None, unfinished_code: int = 0,
+              interrupted_code: int = 0) -> int:
+    """The one ``main()`` body of a process that spins nodes: Ctrl-C (:class:`InterruptGuard`),
+    ``rclpy.init``, one executor for all the nodes, the exit status, and the nodes destroyed
+    (in reverse order) and rclpy shut down on every way out.
+
+    Args:
+        name: logger name for start-up errors.
+        build: makes the nodes (after ``rclpy.init``), appending each to the list it is given as
+            soon as it exists (so that it is destroyed if a later one fails), and returns the
+            executor kind (:func:`make_executor`) and the future whose result ends the process
+            with its status (None: spin until shut down, status 0).
+        unfinished_code: status when spinning ended before that future completed.
+        interrupted_code: status on Ctrl-C / external shutdown.
+    Returns:
+        the exit status; 1 on a start-up error (bad parameter, unreadable model), logged.
+    """
     with InterruptGuard().installed() as guard:
         rclpy.init(args=args)
         logger = rclpy.logging.get_logger(name)
-        node: Node | None = None
+        nodes: list[Node] = []
         try:
-            node = make_node()
-            executor = make_executor(getattr(node, 'executor_kind', 'single_threaded'))
-            executor.add_node(node)
+            kind, done = build(nodes)
+            executor = make_executor(kind)
+            for node in nodes:
+                executor.add_node(node)
             guard.spinning()
-            if not spin_nodes(executor, logger, None if not until_done else node.done) \
-                    or guard.interrupted:
+            if not spin_nodes(executor, logger, done) or guard.interrupted:
                 return interrupted_code
-            if not until_done:
+            if done is None:
                 return 0
-            return int(node.done.result()) if node.done.done() else unfinished_code
+            return int(done.result()) if done.done() else unfinished_code
         except (KeyboardInterrupt, ExternalShutdownException):
             return interrupted_code
         except (HandyPriorsError, ParameterException) as exc:
             logger.fatal(str(exc))
             return 1
         finally:
-            if node is not None:
+            for node in reversed(nodes):
                 node.destroy_node()
             rclpy.try_shutdown()
 
