@@ -976,18 +976,29 @@ def test_the_appearance_reuses_its_last_render_while_the_view_turns_little(seq, 
 
 def test_a_late_mask_gives_the_same_track_as_the_mask_given_up_front(seq):
     """Frame.late_mask (live: the mask on its way) is called once per frame, after the
-    predict; the poses and covariances equal those of the frames that carry their mask, bit
-    for bit. A late mask that never comes (None) is a frame without a mask."""
+    predict and the appearance render (Measurement.before_mask), which is not made again; the
+    poses and covariances equal those of the frames that carry their mask, bit for bit. A late
+    mask that never comes (None) is a frame without a mask."""
     obj, gt = seq['obj'], seq['gt']
     frames = seq['frames'][:6]
-    a, b = ObjectTracker(obj, seq['kin']), ObjectTracker(obj, seq['kin'])
+    # (a re-render angle at which these frames both render and reuse the keyframe)
+    cfg = TrackerConfig(appearance_rerender_deg=20.0)
+    a, b = ObjectTracker(obj, seq['kin'], cfg), ObjectTracker(obj, seq['kin'], cfg)
     a.initialise(gt['T_cam_obj_initial'])
     b.initialise(gt['T_cam_obj_initial'])
-    calls = []
+    calls, events = [], {'a': [], 'b': []}
+    for name, tracker in (('a', a), ('b', b)):
+        app = next(m for m in tracker.measurements if m.name == 'appearance')
+
+        def spy(*args, _render=app._render, _events=events[name], **kwargs):
+            _events.append('render')
+            return _render(*args, **kwargs)
+        app._render = spy
 
     def late(frame):
         def get():
             calls.append(frame.stamp_ns)
+            events['b'].append('mask')
             return frame.mask
         return get
 
@@ -998,7 +1009,11 @@ def test_a_late_mask_gives_the_same_track_as_the_mask_given_up_front(seq):
         np.testing.assert_array_equal(ra.covariance, rb.covariance)
         assert ra.mask_source == rb.mask_source == 'topic'
         assert 'mask_wait' in rb.latency_s and 'mask_wait' not in ra.latency_s
+        events['a'].append('mask')  # (a frame's end, to compare the two sequences)
     assert calls == [f.stamp_ns for f in frames]
+    # the same renders, each before its frame's mask was asked for; some frames reuse
+    assert events['a'] == events['b'], events
+    assert 0 < events['b'].count('render') < len(frames), events
     # It never comes (or comes with a wrong size): no mask for that frame.
     c = ObjectTracker(obj, seq['kin'])
     c.initialise(gt['T_cam_obj_initial'])

@@ -14,7 +14,10 @@ re-initialises itself by rendering and comparing hypotheses around the last pose
 (after a divergence also the 24 rotations by multiples of 90 degrees). Measurements that need
 only the prediction (the appearance render and matching) are prepared in a worker thread while
 the ROI is rendered, and the next prediction's contact query runs there between frames
-(``TrackerConfig.parallel_prepare``); the updates stay in order. The published covariance is
+(``TrackerConfig.parallel_prepare``); the updates stay in order. A live frame whose mask is
+still on its way (``Frame.late_mask``) has its ROI and the measurements' mask-free work
+(:meth:`~.measurements.base.Measurement.before_mask`: the appearance render) rendered while it
+waits, with the same results. The published covariance is
 the filter's plus the model-mismatch covariance (``TrackerConfig.model_std``). An image that
 cannot be assembled into a frame gets :meth:`ObjectTracker.predict_only`.
 
@@ -241,9 +244,12 @@ class ObjectTracker:
                            cfg.roi_size_px)
         render = None
         if frame.late_mask is not None:
-            # The mask is on its way (live): render first, then wait for it (Frame.late_mask).
+            # The mask is on its way (live): render first (the ROI, and what the measurements
+            # prepare without a mask), then wait for it (Frame.late_mask).
             if ctx.roi is not None:
                 render = self.scene.render(ctx.roi, T_prior, ctx.hand_vertices())
+                for m in self.measurements:
+                    m.before_mask(ctx)
             t_wait = time.perf_counter()
             late = frame.late_mask()
             if late is not None and getattr(late, 'shape', None) != frame.rgb.shape[:2]:

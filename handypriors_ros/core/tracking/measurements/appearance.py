@@ -25,6 +25,7 @@ The comparison is measured on the realistic development set (README, "Tracking a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -34,7 +35,7 @@ from handypriors_ros.core.geometry.mesh_topology import is_closed_outward
 from handypriors_ros.core.render.camera import PinholeCamera
 from handypriors_ros.core.render.mesh import RenderMesh
 from handypriors_ros.core.render.renderer import Renderer, RenderSettings
-from handypriors_ros.core.render.roi import make_roi
+from handypriors_ros.core.render.roi import RoiView, make_roi
 from handypriors_ros.core.tracking.ekf import LinearisedResidual, oplus_linear, point_jacobian
 from handypriors_ros.core.tracking.measurements.base import (Linearisation, Linearise,
                                                              Measurement, StepContext)
@@ -123,6 +124,15 @@ def match_keypoints(rendered: np.ndarray, observed: np.ndarray, rendered_mask: n
     return p_r[ir], p_o[io]
 
 
+class _Rendered(NamedTuple):
+    """The appearance render of a ROI (h, w): depth [m] (0 off the object), the visible
+    object, the same eroded by 2 px (its inside), and the flat-lit colour (uint8 RGB)."""
+    depth: np.ndarray
+    vis: np.ndarray
+    vis_in: np.ndarray
+    rgb: np.ndarray
+
+
 @dataclass(frozen=True)
 class _Keyframe:
     """The rendered keypoints of one appearance render: object-frame points (N, 3) and their
@@ -154,9 +164,12 @@ class Appearance(Measurement):
         self._renderer: Renderer | None = None
         self._renderer_of: int | None = None
         self._keyframe: _Keyframe | None = None
+        # (the context, its ROI, its render) made by before_mask, for prepare
+        self._early: tuple[StepContext, RoiView, _Rendered] | None = None
 
     def reset(self) -> None:
         self._keyframe = None
+        self._early = None
 
     def _renderer_for(self, ctx: StepContext) -> Renderer | None:
         model = ctx.scene.object_model
@@ -209,20 +222,16 @@ class Appearance(Measurement):
         ``appearance_rerender_deg`` since (and the track is not initialising): their object
         points are projected at the prediction, those that fall on the observed mask are
         matched with the image's keypoints, no render. False when a render is needed."""
+        if not self._keyframe_usable(ctx):
+            return False
         cfg = self.config
         key = self._keyframe
         T0 = ctx.T_prior
-        if key is None or cfg.appearance_rerender_deg <= 0 \
-                or ctx.status != TrackStatus.TRACKING \
-                or view_change_rad(T0, key.T_cam_obj) >= np.radians(cfg.appearance_rerender_deg):
-            return False
         rc = roi.camera
         mask_o = roi.crop_mask(ctx.mask)
         if mask_o.sum() < 50:
             return None
         q = key.points_obj @ T0[:3, :3].T + T0[:3, 3]
-        if (q[:, 2] <= 1e-3).any():
-            return False
         p_r = np.stack([rc.fx * q[:, 0] / q[:, 2] + rc.cx, rc.fy * q[:, 1] / q[:, 2] + rc.cy], 1)
         ui, vi = np.round(p_r[:, 0]).astype(int), np.round(p_r[:, 1]).astype(int)
         inside = (ui >= 0) & (ui < rc.width) & (vi >= 0) & (vi < rc.height)
@@ -242,7 +251,48 @@ class Appearance(Measurement):
         return self._keypoint_linearise(ctx, torch.as_tensor(key.points_obj[seen[ir]]),
                                         roi.to_full(p_o[io]))
 
+    def _keyframe_usable(self, ctx: StepContext) -> bool:
+        """Whether the last render's keypoints stand for this frame (no render): the view
+        has turned less than ``appearance_rerender_deg`` since, the track is not
+        initialising, and all its points lie in front of the camera at the prediction."""
+        cfg, key, T0 = self.config, self._keyframe, ctx.T_prior
+        if key is None or cfg.appearance_method != 'keypoints' \
+                or cfg.appearance_rerender_deg <= 0 or ctx.status != TrackStatus.TRACKING \
+                or view_change_rad(T0, key.T_cam_obj) >= np.radians(cfg.appearance_rerender_deg):
+            return False
+        q = key.points_obj @ T0[:3, :3].T + T0[:3, 3]
+        return not (q[:, 2] <= 1e-3).any()
+
+    def _roi(self, ctx: StepContext) -> RoiView | None:
+        return make_roi(ctx.frame.camera, ctx.T_prior, ctx.scene.proxy_vertices_np,
+                        self.config.appearance_roi_px, margin=0.1)
+
+    def _render(self, ctx: StepContext, roi: RoiView, renderer: Renderer) -> _Rendered:
+        with torch.no_grad():
+            out = renderer.render(roi.camera,
+                                  torch.as_tensor(ctx.T_prior, dtype=renderer.dtype,
+                                                  device=renderer.device)[None],
+                                  ctx.hand_vertices().to(renderer.device,
+                                                         renderer.dtype)[None])
+        depth = out.object_depth[0].cpu().numpy().astype(np.float64)
+        vis = (out.object_mask[0].cpu().numpy() > 0.5) & (depth > 0)
+        rgb = (out.object_rgb[0].cpu().numpy() * 255).clip(0, 255).astype(np.uint8)
+        vis_in = cv2.erode(vis.astype(np.uint8), np.ones((3, 3), np.uint8), iterations=2) > 0
+        return _Rendered(depth, vis, vis_in, rgb)
+
+    def before_mask(self, ctx: StepContext) -> None:
+        """The render at the prediction, when this frame needs one (no usable keyframe): it
+        reads no mask, so it runs while a live frame's mask is on its way."""
+        self._early = None
+        if ctx.roi is None or self._keyframe_usable(ctx):
+            return
+        renderer = self._renderer_for(ctx)
+        roi = self._roi(ctx) if renderer is not None else None
+        if roi is not None:
+            self._early = (ctx, roi, self._render(ctx, roi, renderer))
+
     def prepare(self, ctx: StepContext) -> Linearise | None:
+        early, self._early = self._early, None
         # Without a mask this frame (dropped by the segmenter) the comparison is not made:
         # measured on the realistic development set, matching over the predicted region alone
         # admits more wrong matches than it adds right ones.
@@ -253,8 +303,7 @@ class Appearance(Measurement):
         if renderer is None:
             return None
         T0 = ctx.T_prior
-        roi = make_roi(ctx.frame.camera, T0, ctx.scene.proxy_vertices_np,
-                       cfg.appearance_roi_px, margin=0.1)
+        roi = early[1] if early is not None and early[0] is ctx else self._roi(ctx)
         if roi is None:
             return None
         rc = roi.camera
@@ -262,20 +311,13 @@ class Appearance(Measurement):
             reused = self._reuse_keyframe(ctx, roi)
             if reused is not False:
                 return reused
-        with torch.no_grad():
-            out = renderer.render(rc, torch.as_tensor(T0, dtype=renderer.dtype,
-                                                      device=renderer.device)[None],
-                                  ctx.hand_vertices().to(renderer.device,
-                                                         renderer.dtype)[None])
-        depth = out.object_depth[0].cpu().numpy().astype(np.float64)
-        vis = (out.object_mask[0].cpu().numpy() > 0.5) & (depth > 0)
+        rendered = (early[2] if early is not None and early[0] is ctx
+                    else self._render(ctx, roi, renderer))
+        depth, vis, vis_in, rgb_r = rendered
         if vis.sum() < 50:
             return None
-        rgb_r = (out.object_rgb[0].cpu().numpy() * 255).clip(0, 255).astype(np.uint8)
         rgb_o = roi.crop(ctx.frame.rgb)
-        kernel = np.ones((3, 3), np.uint8)
         mask_o = roi.crop_mask(ctx.mask)
-        vis_in = cv2.erode(vis.astype(np.uint8), kernel, iterations=2) > 0
         both = vis_in & mask_o
         if both.sum() < 50:
             return None

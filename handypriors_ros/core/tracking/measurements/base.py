@@ -178,6 +178,12 @@ class Measurement(abc.ABC):
         Linearisation | None`` (None: it cannot be made at that pose), or None when the frame
         has nothing for it (no update, no record). Iteration 0 is at the current estimate."""
 
+    def before_mask(self, ctx: StepContext) -> None:
+        """Work of the coming :meth:`prepare` that needs no mask (``ctx.mask`` is None here),
+        which the tracker runs while a live frame's mask is still on its way
+        (``Frame.late_mask``); :meth:`prepare` must give the same result whether or not this
+        ran (it does that work itself otherwise). Nothing by default."""
+
     def iterations(self, ctx: StepContext) -> int:
         """Gauss-Newton iterations of an ``iterated`` measurement in this step."""
         return 1
