@@ -321,41 +321,47 @@ def test_the_sdf_range_covers_the_contact_band_and_every_inside_point(seq):
         TrackerConfig(sdf_range_m=0.0)
 
 
-def test_preparing_the_appearance_in_the_worker_thread_changes_nothing(seq, tmp_path,
-                                                                      monkeypatch):
-    """parallel_prepare runs the appearance preparation in another thread (checked) and gives
-    the same estimates and covariances as the one-thread step, bit for bit (a textured can
-    6 degrees off about its axis, three frames, all default measurements)."""
+def test_preparing_in_the_worker_thread_changes_nothing(seq, tmp_path, monkeypatch):
+    """parallel_prepare: the appearance's preparation runs in the worker thread while the ROI
+    is rendered and the contour's (its distance transform) while the appearance is applied;
+    a live frame (late mask: the ROI is rendered already) prepares the appearance in this
+    thread and the contour in the worker. The estimates and covariances equal the one-thread
+    step's, bit for bit (a textured can 6 degrees off about its axis, three frames, all
+    default measurements)."""
     import threading
 
     from scipy.spatial.transform import Rotation
 
     from handypriors_ros.core.tracking.measurements.appearance import Appearance
+    from handypriors_ros.core.tracking.measurements.contour import Contour
     obj, T_true, frames = _textured_can_frames(seq, tmp_path, 3)
     T0 = T_true.copy()
     T0[:3, :3] = Rotation.from_rotvec([0.0, 0.0, np.radians(6.0)]).as_matrix() @ T_true[:3, :3]
-    threads = []
-    prepare = Appearance.prepare
-
-    def spy(self, ctx):
-        threads.append(threading.current_thread().name)
-        return prepare(self, ctx)
-
-    monkeypatch.setattr(Appearance, 'prepare', spy)
+    threads = {'appearance': [], 'contour': []}
+    for cls in (Appearance, Contour):
+        def spy(self, ctx, _prepare=cls.prepare):
+            threads[self.name].append(threading.current_thread().name)
+            return _prepare(self, ctx)
+        monkeypatch.setattr(cls, 'prepare', spy)
     runs = {}
-    for parallel in (False, True):
-        threads.clear()
+    for parallel, live in ((False, False), (True, False), (True, True)):
+        for names in threads.values():
+            names.clear()
         tracker = ObjectTracker(obj, seq['kin'], TrackerConfig(parallel_prepare=parallel))
         tracker.initialise(T0)
-        runs[parallel] = [tracker.step(f) for f in frames]
+        runs[parallel, live] = [
+            tracker.step(replace(f, mask=None, late_mask=lambda m=f.mask: m) if live else f)
+            for f in frames]
         assert all(r.updates and r.updates[0].name == 'appearance' and r.updates[0].accepted
-                   for r in runs[parallel])
-        assert len(threads) == len(frames)
-        assert (set(threads) == {'MainThread'}) != parallel, threads
-    for a, b in zip(runs[False], runs[True]):
-        np.testing.assert_array_equal(a.T_cam_obj, b.T_cam_obj)
-        np.testing.assert_array_equal(a.covariance, b.covariance)
-        assert a.status == b.status
+                   for r in runs[parallel, live])
+        assert all(len(names) == len(frames) for names in threads.values()), threads
+        in_main = {name: set(names) == {'MainThread'} for name, names in threads.items()}
+        assert in_main == {'appearance': not parallel or live, 'contour': not parallel}, threads
+    for run in (runs[True, False], runs[True, True]):
+        for a, b in zip(runs[False, False], run):
+            np.testing.assert_array_equal(a.T_cam_obj, b.T_cam_obj)
+            np.testing.assert_array_equal(a.covariance, b.covariance)
+            assert a.status == b.status
 
 
 def test_the_early_contact_query_equals_the_inline_one_and_a_reinitialisation_voids_it(seq):

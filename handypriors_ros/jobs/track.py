@@ -192,9 +192,10 @@ _TRACKER_DOCS: dict[str, tuple[str, tuple[float, float] | None]] = {
                         'initialising or lost', (1, 100)),
     'roi_size_px': ('the region of interest around the object is rendered at most this size '
                     '[px]', (32, 4096)),
-    'parallel_prepare': ('prepare the measurements that need only the prediction (the '
-                         'appearance render and matching) in a worker thread while the ROI is '
-                         'rendered (same results; False: all in one thread)', None),
+    'parallel_prepare': ('prepare measurements in a worker thread while this one works (the '
+                         'appearance render and matching, the contour\'s distance transform, '
+                         'the next contact query; same results; False: all in one thread)',
+                         None),
     'gate_probability': ('Mahalanobis gate: chi-square probability of accepting a consistent '
                          'measurement (read at start-up)', (0.5, 1.0)),
     'initial_std': ('std of the initial pose: x y z [m], rx ry rz [rad]', None),

@@ -108,13 +108,15 @@ class TrackerConfig:
             contour pass the gate and weakens the silhouette's hold on depth (soup cans drift
             10-25 mm), while the published ``P + M`` alone keeps NEES consistent.
         roi_size_px: the region of interest around the object is rendered at most this size.
-        parallel_prepare: measurements that need only the prediction (``prior_only``: the
-            appearance render and its keypoint matching) and the next frame's contact query
-            are prepared in a worker thread while the ROI is rendered and the contour measured
-            (the same results). Off by default: measured on the 2-core VM (2026-12-06, devbench
-            sugar box, interleaved runs), the two threads contend for the GIL and the step
-            takes 36-41 ms wall instead of 30-35 ms in one thread; it may pay where the
-            threads' work is mostly outside Python (a GPU).
+        parallel_prepare: a worker thread prepares measurements while this one works (the
+            same results, bit for bit): the ``prior_only`` ones (the appearance render and
+            its keypoint matching) while the ROI is rendered; the later measurements'
+            preparations (the contour's distance transform) while the first is applied; and
+            the next frame's contact query between frames. On by default: measured on the
+            2-core VM (2026-12-07, interleaved runs), live p50 image -> TF 1-2 ms shorter
+            (bench_latency), offline the same wall time (devbench sugar box, bench bag).
+            (Before the later preparations moved there, 2026-12-06, it was 15 % slower
+            offline: the worker only overlapped the ROI render, and the GIL.)
         gate_probability: Mahalanobis gate.
     Initial state and loss of track:
         initial_std: std of the initial pose (x y z [m], rx ry rz [rad]).
@@ -165,7 +167,7 @@ class TrackerConfig:
     iterations: int = 1
     init_iterations: int = 4
     roi_size_px: int = 128
-    parallel_prepare: bool = False
+    parallel_prepare: bool = True
     gate_probability: float = 0.9999
     initial_std: tuple[float, ...] = (0.01, 0.01, 0.01, 0.1, 0.1, 0.1)
     lost_after_frames: int = 6

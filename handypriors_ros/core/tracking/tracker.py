@@ -13,7 +13,8 @@ quantile, the hand inside the object or the object away from the hand); the trac
 re-initialises itself by rendering and comparing hypotheses around the last pose and the mask
 (after a divergence also the 24 rotations by multiples of 90 degrees). Measurements that need
 only the prediction (the appearance render and matching) are prepared in a worker thread while
-the ROI is rendered, and the next prediction's contact query runs there between frames
+the ROI is rendered, the later measurements' preparations (the contour's distance transform)
+there while the first is applied, and the next prediction's contact query there between frames
 (``TrackerConfig.parallel_prepare``); the updates stay in order. A live frame whose mask is
 still on its way (``Frame.late_mask``) has its ROI and the measurements' mask-free work
 (:meth:`~.measurements.base.Measurement.before_mask`: the appearance render) rendered while it
@@ -259,7 +260,8 @@ class ObjectTracker:
             lat['mask_wait'] = time.perf_counter() - t_wait
         mask, source = self._observed_mask(frame)
         ctx.mask = mask
-        early = self._prepare_early(ctx)
+        # (a live frame's ROI is rendered already: nothing to overlap before the updates)
+        early = self._prepare_early(ctx) if render is None else {}
         if ctx.roi is not None and mask is not None:
             ctx.render = (render if render is not None
                           else self.scene.render(ctx.roi, T_prior, ctx.hand_vertices()))
@@ -434,7 +436,8 @@ class ObjectTracker:
     def _update(self, ctx: StepContext, early: dict[Measurement, Future] | None = None
                 ) -> tuple[list[UpdateRecord], bool, bool | None]:
         """The configured measurements' EKF updates, in order (``early``: preparations
-        already started by :meth:`_prepare_early`). Returns the records, whether
+        already started by :meth:`_prepare_early`; those this starts are added to it, for
+        the caller to wait for). Returns the records, whether
         an image measurement was accepted, and whether the pose was confirmed: a
         ``confirms_track`` measurement (the ``from_image`` ones when none is configured) passed
         its gate (even while initialising, when it is applied ungated); None when none was
@@ -444,7 +447,13 @@ class ObjectTracker:
         confirmed: bool | None = None
         confirming = ([m for m in self.measurements if m.confirms_track]
                       or [m for m in self.measurements if m.from_image])
-        early = early or {}
+        early = {} if early is None else early
+        if self.config.parallel_prepare:
+            # A prepare reads the context only (the estimate is linearise's): all but the
+            # first still to make run in the worker, in order, while this thread makes that
+            # one and applies the updates before theirs.
+            later = [m for m in self.measurements if m not in early][1:]
+            early.update((m, self._worker_pool().submit(m.prepare, ctx)) for m in later)
         for m in self.measurements:
             linearise = early[m].result() if m in early else m.prepare(ctx)
             if linearise is None:
