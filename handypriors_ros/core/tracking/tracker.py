@@ -172,8 +172,9 @@ class ObjectTracker:
 
     def _warm_up(self) -> None:
         """Run each kernel once (Warp module loads: the SDF and the z-buffer; TorchScript
-        compilation of the rigid fit; autograd set-up) so that the first tracked frame is not
-        seconds late."""
+        compilation of the rigid fit; autograd set-up) and warm the measurements up
+        (:meth:`~.measurements.base.Measurement.warm_up`: the appearance's textured renderer)
+        so that the first tracked frame is not seconds late."""
         from handypriors_ros.core.physics.rigid_fit import weighted_rigid_fit
         g = torch.Generator().manual_seed(0)
         X = torch.rand(1, 8, 3, generator=g, dtype=torch.float64).to(self.device)
@@ -187,6 +188,8 @@ class ObjectTracker:
         ekf = PoseEKF(torch.eye(4), torch.eye(6))
         ekf.predict(torch.eye(4), torch.eye(6))
         ekf.update('warm-up', lambda d: d[:, :1], torch.ones(2), rows=2)
+        for m in self.measurements:
+            m.warm_up(self.scene)
 
     # -- state ---------------------------------------------------------------------------------
 

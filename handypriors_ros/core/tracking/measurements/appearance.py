@@ -38,7 +38,8 @@ from handypriors_ros.core.render.renderer import Renderer, RenderSettings
 from handypriors_ros.core.render.roi import RoiView, make_roi
 from handypriors_ros.core.tracking.ekf import LinearisedResidual, oplus_linear, point_jacobian
 from handypriors_ros.core.tracking.measurements.base import (Linearisation, Linearise,
-                                                             Measurement, StepContext)
+                                                             Measurement, StepContext,
+                                                             TrackingScene)
 from handypriors_ros.core.tracking.measurements.contour import SampledImage
 from handypriors_ros.core.tracking.types import TrackStatus
 
@@ -171,23 +172,37 @@ class Appearance(Measurement):
         self._keyframe = None
         self._early = None
 
-    def _renderer_for(self, ctx: StepContext) -> Renderer | None:
-        model = ctx.scene.object_model
+    def _renderer_for(self, scene: TrackingScene) -> Renderer | None:
+        model = scene.object_model
         if model is None:
             return None
         if self._renderer is None or self._renderer_of != id(model):
             mesh = RenderMesh.from_object_model(model, proxy=False,
-                                                device=ctx.scene.renderer.device)
+                                                device=scene.renderer.device)
             # Back faces of a closed outward surface are never seen: culled, the z-buffer has
             # about half the faces to rasterize. An open or inconsistently wound scan keeps
             # them (its inside can show through a hole).
             closed = is_closed_outward(mesh.vertices.cpu().numpy(), mesh.faces.cpu().numpy())
             self._renderer = Renderer(
-                mesh, hand_faces=ctx.scene.hand_faces, device=ctx.scene.renderer.device,
+                mesh, hand_faces=scene.hand_faces, device=scene.renderer.device,
                 settings=RenderSettings(cull_backfaces=closed, ambient=1.0, diffuse=0.0,
                                         antialias=False))
             self._renderer_of = id(model)
         return self._renderer
+
+    def warm_up(self, scene: TrackingScene) -> None:
+        """The textured renderer of the scene's object (its full-resolution mesh), and one
+        small render with it (the first frame would otherwise pay ~10 ms more)."""
+        renderer = self._renderer_for(scene)
+        if renderer is None:
+            return
+        radius = float(np.linalg.norm(scene.proxy_vertices_np - scene.center.numpy(),
+                                      axis=1).max())
+        T = torch.eye(4, dtype=renderer.dtype, device=renderer.device)
+        T[:3, 3] = torch.as_tensor([0.0, 0.0, 3.0 * radius + 0.1]) - scene.center.to(T.dtype)
+        with torch.no_grad():
+            renderer.render(PinholeCamera(fx=16.0, fy=16.0, cx=7.5, cy=7.5, width=16,
+                                          height=16), T[None])
 
     def _keypoint_linearise(self, ctx: StepContext, X: torch.Tensor,
                             z_obs_full: np.ndarray) -> Linearise:
@@ -286,7 +301,7 @@ class Appearance(Measurement):
         self._early = None
         if ctx.roi is None or self._keyframe_usable(ctx):
             return
-        renderer = self._renderer_for(ctx)
+        renderer = self._renderer_for(ctx.scene)
         roi = self._roi(ctx) if renderer is not None else None
         if roi is not None:
             self._early = (ctx, roi, self._render(ctx, roi, renderer))
@@ -299,7 +314,7 @@ class Appearance(Measurement):
         if ctx.roi is None or ctx.mask is None:
             return None
         cfg = self.config
-        renderer = self._renderer_for(ctx)
+        renderer = self._renderer_for(ctx.scene)
         if renderer is None:
             return None
         T0 = ctx.T_prior

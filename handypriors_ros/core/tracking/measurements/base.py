@@ -178,6 +178,10 @@ class Measurement(abc.ABC):
         Linearisation | None`` (None: it cannot be made at that pose), or None when the frame
         has nothing for it (no update, no record). Iteration 0 is at the current estimate."""
 
+    def warm_up(self, scene: TrackingScene) -> None:
+        """Make, once, what the first frame would otherwise make (renderers, caches), so
+        that it is not late; the tracker calls it when it is built. Nothing by default."""
+
     def before_mask(self, ctx: StepContext) -> None:
         """Work of the coming :meth:`prepare` that needs no mask (``ctx.mask`` is None here),
         which the tracker runs while a live frame's mask is still on its way
