@@ -438,6 +438,46 @@ def test_live_worker_tracks_a_frame_before_its_mask_and_waits_for_it(ros_context
         node.destroy_node()
 
 
+def test_live_first_frame_waits_for_its_mask_inside_the_step(ros_context, sequence,
+                                                             messages):
+    """The first frame, whose initial pose is applied as it is stepped, also waits for its
+    mask inside the step (after the predict and render: its answer carries stage
+    'mask_wait'), not before it: the initial pose is applied under the input lock, the step
+    runs without it (the mask's arrival needs that lock)."""
+    _, pose = _initial_pose_param(messages)
+    out = Outputs()
+    node = _node(ros_context, sequence, out, threaded=True, mode='live', initial_pose=pose,
+                 publish_markers=False, live_mask_wait_s=1.0)
+    try:
+        at = [i for i, (t, _) in enumerate(messages) if t == interfaces.IMAGE_TOPIC]
+        first = stamp_to_ns(messages[at[0]][1].header.stamp)
+        waiting = threading.Event()
+        await_mask = node._await_mask
+
+        def spy(frame, size_hw):
+            if frame.stamp_ns == first:
+                waiting.set()
+            return await_mask(frame, size_hw)
+
+        node._await_mask = spy
+        held = [(t, m) for t, m in messages[:at[1]] if t == interfaces.MASK_TOPIC]
+        _feed(node, messages[:at[1]], skip=(interfaces.MASK_TOPIC,))
+        assert waiting.wait(30.0)  # the worker stepped the first frame and waits for its mask
+        assert node.session.pending_initial_poses == 0  # applied before the step
+        _feed(node, held)
+        deadline = time.monotonic() + 60.0
+        while time.monotonic() < deadline and node.frames_tracked < 1:
+            time.sleep(0.01)
+        with node._step_lock:
+            answers = list(out[interfaces.TRACK_TOPIC])
+        assert len(answers) == 1 and stamp_to_ns(answers[0].header.stamp) == first
+        stages = {s.stage: s.seconds for s in answers[0].latency}
+        assert 0.0 <= stages['mask_wait'] < 1.0, stages
+        assert node.problem_counts['missing_mask'] == 0, node.problem_counts
+    finally:
+        node.destroy_node()
+
+
 def test_reception_latency_from_the_message_info(ros_context, sequence, messages):
     """The DDS source timestamp of an image gives the 'reception' stage and 'end_to_end'."""
     _, pose = _initial_pose_param(messages)
@@ -580,8 +620,8 @@ def test_lost_frames_give_no_tf_and_no_pose_unless_asked(ros_context, sequence, 
                  publish_lost=publish_lost)
     step = node.session.step
 
-    def every_other_lost(frame, camera_frame):
-        result = step(frame, camera_frame)
+    def every_other_lost(frame, camera_frame, **kwargs):
+        result = step(frame, camera_frame, **kwargs)
         if result is not None and node.session.frames_tracked % 2 == 0:
             result = dataclasses.replace(result, status=TrackStatus.LOST, status_reason='test')
         return result

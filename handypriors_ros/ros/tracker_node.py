@@ -546,19 +546,16 @@ class TrackerNode(Node):
             self._predict_only(frame, (kind, reason))
             return 0
         if frame.mask_deadline_ns is not None and fi.mask is None:
-            if self.session.pending_initial_poses:
-                # this step holds the input lock (below), which the mask callback needs
-                fi = dataclasses.replace(fi, mask=self._await_mask(frame, fi.rgb.shape[:2]))
-            else:
-                fi = dataclasses.replace(fi, late_mask=functools.partial(
-                    self._await_mask, frame, fi.rgb.shape[:2]))
+            fi = dataclasses.replace(fi, late_mask=functools.partial(
+                self._await_mask, frame, fi.rgb.shape[:2]))
         t_input = time.monotonic_ns()
         cpu_start = time.thread_time()
         if self.session.pending_initial_poses:
-            with self._lock:  # an initial pose in another frame is looked up in TF
-                result = self.session.step(fi, frame.frame_id)
-        else:
-            result = self.session.step(fi, frame.frame_id)
+            # An initial pose in another frame is looked up in TF, under the input lock; not
+            # the step, whose late mask needs that lock.
+            with self._lock:
+                self.session.apply_initial_poses(fi.stamp_ns, frame.frame_id)
+        result = self.session.step(fi, frame.frame_id, apply_initial_poses=False)
         if result is None:
             return 0
         t_track = time.monotonic_ns()

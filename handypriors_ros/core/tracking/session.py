@@ -72,16 +72,20 @@ class TrackingSession:
         return self.tracker.ekf is not None or any(
             p.stamp_ns <= stamp_ns + self.stamp_tolerance_ns for p in self._pending)
 
-    def step(self, frame: Frame, camera_frame: str) -> TrackResult | None:
+    def step(self, frame: Frame, camera_frame: str, *,
+             apply_initial_poses: bool = True) -> TrackResult | None:
         """Track one frame (initial poses due are applied first).
 
         Args:
             frame: the decoded frame.
             camera_frame: its camera optical frame (the image's frame_id).
+            apply_initial_poses: False when the caller has applied them already
+                (:meth:`apply_initial_poses`, e.g. under a lock that the step must not hold).
         Returns:
             The result, or None when the frame was skipped (reported).
         """
-        self._apply_initial_pose(frame.stamp_ns, camera_frame)
+        if apply_initial_poses:
+            self.apply_initial_poses(frame.stamp_ns, camera_frame)
         try:
             result = self.tracker.step(frame)
         except NotInitialisedError as exc:
@@ -122,7 +126,10 @@ class TrackingSession:
         """
         self.tracker.reset()
 
-    def _apply_initial_pose(self, stamp_ns: int, camera_frame: str) -> None:
+    def apply_initial_poses(self, stamp_ns: int, camera_frame: str) -> None:
+        """(Re-)initialise the tracker from the newest initial pose due at a frame's stamp
+        (within ``stamp_tolerance_ns``; one in another frame is looked up in TF); the
+        others due are dropped. A pose without a transform is reported and dropped."""
         limit = stamp_ns + self.stamp_tolerance_ns
         due = [p for p in self._pending if p.stamp_ns <= limit]
         if not due:
