@@ -112,11 +112,11 @@ class TrackerConfig:
             same results, bit for bit): the ``prior_only`` ones (the appearance render and
             its keypoint matching) while the ROI is rendered; the later measurements'
             preparations (the contour's distance transform) while the first is applied; and
-            the next frame's contact query between frames. On by default: measured on the
-            2-core VM (2026-12-07, interleaved runs), live p50 image -> TF 1-2 ms shorter
-            (bench_latency), offline the same wall time (devbench sugar box, bench bag).
-            (Before the later preparations moved there, 2026-12-06, it was 15 % slower
-            offline: the worker only overlapped the ROI render, and the GIL.)
+            the next frame's contact query between frames. Off by default: measured on the
+            2-core VM (2026-12-07, bench_latency live, interleaved pairs), it shortened p50
+            by 1-2 ms while the VM was fast, but while it was slow the extra thread cost CPU
+            the machine did not have (tracker 0.79-0.82 cores against 0.66-0.78): p90 40-56
+            ms against 31-51, p99 60-76 against 39-67. Offline the wall time is the same.
         gate_probability: Mahalanobis gate.
     Initial state and loss of track:
         initial_std: std of the initial pose (x y z [m], rx ry rz [rad]).
@@ -167,7 +167,7 @@ class TrackerConfig:
     iterations: int = 1
     init_iterations: int = 4
     roi_size_px: int = 128
-    parallel_prepare: bool = True
+    parallel_prepare: bool = False
     gate_probability: float = 0.9999
     initial_std: tuple[float, ...] = (0.01, 0.01, 0.01, 0.1, 0.1, 0.1)
     lost_after_frames: int = 6
