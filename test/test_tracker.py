@@ -981,6 +981,40 @@ def test_the_appearance_reuses_its_last_render_while_the_view_turns_little(seq, 
     assert app._keyframe is None
 
 
+def test_a_step_can_skip_measurements(seq, tmp_path):
+    """step(skip=...): the named measurements are not made for that frame (no preparation,
+    no update record), the others are; a registered type the tracker does not use skips
+    nothing; an unknown name (or a bare string) is an InputError and the state is kept."""
+    from handypriors_ros.core.tracking.measurements.appearance import Appearance
+    obj, T_true, frames = _textured_can_frames(seq, tmp_path, 2)
+    tracker = ObjectTracker(obj, seq['kin'])
+    tracker.initialise(T_true)
+    app = next(m for m in tracker.measurements if isinstance(m, Appearance))
+    calls = []
+    for name in ('prepare', 'before_mask'):
+        def spy(*args, _f=getattr(app, name), _name=name, **kwargs):
+            calls.append(_name)
+            return _f(*args, **kwargs)
+        setattr(app, name, spy)
+    names = {u.name for u in tracker.step(frames[0]).updates}
+    assert 'appearance' in names and calls == ['prepare']
+    calls.clear()
+    T = tracker.ekf.T.numpy().copy()
+    for bad in (('apperance',), 'appearance'):
+        with pytest.raises(InputError, match='skip'):
+            tracker.step(frames[1], skip=bad)
+    np.testing.assert_array_equal(tracker.ekf.T.numpy(), T)
+    late = replace(frames[1], mask=None, late_mask=lambda m=frames[1].mask: m)
+    names = {u.name for u in tracker.step(late, skip=('appearance',)).updates}
+    assert 'appearance' not in names and 'contour' in names and calls == []
+    other = ObjectTracker(obj, seq['kin'], TrackerConfig(measurements=('contour',)))
+    other.initialise(T_true)
+    a = other.step(frames[0], skip=('appearance',))
+    b = ObjectTracker(obj, seq['kin'], TrackerConfig(measurements=('contour',)))
+    b.initialise(T_true)
+    np.testing.assert_array_equal(a.T_cam_obj, b.step(frames[0]).T_cam_obj)
+
+
 def test_a_late_mask_gives_the_same_track_as_the_mask_given_up_front(seq):
     """Frame.late_mask (live: the mask on its way) is called once per frame, after the
     predict and the appearance render (Measurement.before_mask), which is not made again; the

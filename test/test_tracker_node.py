@@ -354,6 +354,36 @@ def test_reset_service(isolated_context, sequence, messages):
 # ---------------------------------------------------------------------------------------------
 # Real time, names, QoS, outputs (issues 12 and 14)
 # ---------------------------------------------------------------------------------------------
+def test_live_frames_behind_skip_the_costly_measurements(ros_context, sequence, messages):
+    """live_behind_s: a frame whose step starts more than this after its arrival is tracked
+    without the measurements of live_behind_skip (the appearance by default; here the object
+    centre, which this untextured object makes every frame) and counted as 'behind' (here
+    every frame: 1 us); with 0 no frame is."""
+    _, pose = _initial_pose_param(messages)
+    at = [i for i, (t, _) in enumerate(messages) if t == interfaces.IMAGE_TOPIC]
+    runs = {}
+    for behind_s in (0.0, 1e-6):
+        out = Outputs()
+        node = _node(ros_context, sequence, out, mode='live', initial_pose=pose,
+                     publish_markers=False, live_behind_s=behind_s,
+                     live_behind_skip=['object_center'])
+        try:
+            for i in range(1, 5):
+                _feed(node, messages[at[i - 1] if i > 1 else 0:at[i]])
+                assert node.process_pending(now_ns=time.monotonic_ns() + 10**9) == 1
+            names = [{r.name for r in m.residuals} for m in out[interfaces.TRACK_TOPIC]]
+            runs[behind_s] = names, node.problem_counts['behind']
+        finally:
+            node.destroy_node()
+    names, behind = runs[0.0]
+    assert len(names) == 4 and behind == 0
+    assert all('object_center' in n for n in names), names
+    names, behind = runs[1e-6]
+    assert len(names) == 4 and behind == 4
+    assert not any('object_center' in n for n in names) and all('contour' in n for n in names), \
+        names
+
+
 def test_live_worker_thread_tracks_newest_frames_without_a_backlog(ros_context, sequence,
                                                                    messages):
     """Callbacks only store; the worker thread tracks. Everything delivered at once: the

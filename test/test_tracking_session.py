@@ -25,12 +25,14 @@ class StandIn:
     def __init__(self):
         self.ekf = None
         self.initialised_with = []
+        self.skipped = []  # the skip of each step
 
     def initialise(self, T):
         self.ekf = object()
         self.initialised_with.append(np.asarray(T).copy())
 
-    def step(self, frame):
+    def step(self, frame, *, skip=()):
+        self.skipped.append(tuple(skip))
         if self.ekf is None:
             raise NotInitialisedError('step before initialise')
         if not np.isfinite(frame.q).all():

@@ -40,7 +40,10 @@ Modes (parameter ``mode``):
   time over DDS"). A frame that waits for its mask only is
   stepped at once: the tracker predicts and renders, then waits for the mask
   (``Frame.late_mask``, up to ``live_mask_wait_s``, stage ``mask_wait``), so that work overlaps
-  the segmenter's latency. The image subscriptions keep the two newest messages by default
+  the segmenter's latency. A frame whose step starts more than ``live_behind_s`` after its
+  arrival (the tracker is behind) skips the costly measurements of ``live_behind_skip`` (the
+  appearance), counted as ``behind`` (``frames_behind``), so that the next frames catch up.
+  The image subscriptions keep the two newest messages by default
   (``image_qos_depth`` 0 = 2 in live mode): the assembler keeps the newest frame, and an
   older one is dropped and answered, not lost unseen in DDS. (``threaded=False``: the
   executor thread does the work, in a guard condition; tests call
@@ -555,7 +558,15 @@ class TrackerNode(Node):
             # the step, whose late mask needs that lock.
             with self._lock:
                 self.session.apply_initial_poses(fi.stamp_ns, frame.frame_id)
-        result = self.session.step(fi, frame.frame_id, apply_initial_poses=False)
+        skip = ()
+        behind_s = (t_start - frame.arrival_ns) / 1e9
+        cfg = self.config
+        if cfg.mode == 'live' and 0.0 < cfg.live_behind_s < behind_s and cfg.live_behind_skip:
+            skip = cfg.live_behind_skip
+            self.problems.report('behind', f'frame {frame.stamp_ns} ns started '
+                                 f'{behind_s * 1e3:.1f} ms after its arrival: without '
+                                 f'{", ".join(skip)}')
+        result = self.session.step(fi, frame.frame_id, apply_initial_poses=False, skip=skip)
         if result is None:
             return 0
         t_track = time.monotonic_ns()
@@ -730,6 +741,7 @@ class TrackerNode(Node):
             'status_reason': reason,
             'frames_tracked': self.frames_tracked,
             'frames_dropped': self.problem_counts['dropped'],
+            'frames_behind': self.problem_counts['behind'],
             'frames_pending': self._assembler.pending_count,
             'latency_total_p50_ms': _percentile(lat, 50),
             'latency_total_p99_ms': _percentile(lat, 99),

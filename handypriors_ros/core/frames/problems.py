@@ -16,8 +16,9 @@ from collections.abc import Callable, Iterable
 from handypriors_ros.core.frames.types import AssembledFrame
 
 #: Problems counted but not warned about: normal in their mode (a segmenter skips frames, live
-#: mode drops frames it cannot keep up with, a lost camera_info is replaced by the last one).
-QUIET_KINDS = ('missing_mask', 'dropped', 'reused_camera_info')
+#: mode drops frames it cannot keep up with or skips costly measurements on a frame it is behind
+#: on, a lost camera_info is replaced by the last one).
+QUIET_KINDS = ('missing_mask', 'dropped', 'behind', 'reused_camera_info')
 
 
 class ProblemCounter:

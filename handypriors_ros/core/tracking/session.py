@@ -19,7 +19,7 @@ What the session adds to the tracker:
 from __future__ import annotations
 
 import collections
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 import numpy as np
 
@@ -72,8 +72,8 @@ class TrackingSession:
         return self.tracker.ekf is not None or any(
             p.stamp_ns <= stamp_ns + self.stamp_tolerance_ns for p in self._pending)
 
-    def step(self, frame: Frame, camera_frame: str, *,
-             apply_initial_poses: bool = True) -> TrackResult | None:
+    def step(self, frame: Frame, camera_frame: str, *, apply_initial_poses: bool = True,
+             skip: Collection[str] = ()) -> TrackResult | None:
         """Track one frame (initial poses due are applied first).
 
         Args:
@@ -81,13 +81,14 @@ class TrackingSession:
             camera_frame: its camera optical frame (the image's frame_id).
             apply_initial_poses: False when the caller has applied them already
                 (:meth:`apply_initial_poses`, e.g. under a lock that the step must not hold).
+            skip: measurements not made for this frame (:meth:`ObjectTracker.step`).
         Returns:
             The result, or None when the frame was skipped (reported).
         """
         if apply_initial_poses:
             self.apply_initial_poses(frame.stamp_ns, camera_frame)
         try:
-            result = self.tracker.step(frame)
+            result = self.tracker.step(frame, skip=skip)
         except NotInitialisedError as exc:
             self.problems.report('no_initial_pose', f'frame {frame.stamp_ns} ns skipped: {exc}')
             return None

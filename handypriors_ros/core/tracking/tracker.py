@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import Collection
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import replace
 
@@ -56,7 +57,8 @@ from handypriors_ros.core.tracking.dynamics import (HandFrame, MotionPrediction,
 from handypriors_ros.core.tracking.ekf import PoseEKF, UpdateRecord, chi2_quantile
 from handypriors_ros.core.tracking.measurements import (Measurement, StepContext,
                                                         TrackingScene, build_measurements,
-                                                        make_roi, mask_centroid)
+                                                        make_roi, mask_centroid,
+                                                        measurement_names)
 from handypriors_ros.core.tracking.segmenter import ColorHistogramSegmenter
 from handypriors_ros.core.tracking.types import ContactReport, TrackResult, TrackStatus
 
@@ -224,11 +226,23 @@ class ObjectTracker:
 
     # -- per frame ----------------------------------------------------------------------------
 
-    def step(self, frame: Frame) -> TrackResult:
-        """Track one image (module docstring). Raises InputError on bad input (state kept)."""
+    def step(self, frame: Frame, *, skip: Collection[str] = ()) -> TrackResult:
+        """Track one image (module docstring). Raises InputError on bad input (state kept).
+
+        ``skip``: names of measurements (``TrackerConfig.measurements``) not made for this
+        frame, e.g. a live frame the tracker is behind on (the node's ``live_behind_s``);
+        names of registered types that are not configured skip nothing."""
         if self.ekf is None:
             raise NotInitialisedError('step: no initial pose yet (initialise() first)')
         _check_frame(frame, self.hand.num_joints)
+        if isinstance(skip, str):
+            raise InputError(f'skip: expected a collection of measurement names, got the '
+                             f'string {skip!r}')
+        unknown = sorted(set(skip) - set(measurement_names()))
+        if unknown:
+            raise InputError(f'skip: unknown measurement(s) {", ".join(unknown)}; expected any '
+                             f'of {", ".join(measurement_names())}')
+        measurements = tuple(m for m in self.measurements if m.name not in skip)
         if self._prev_stamp is not None and frame.stamp_ns <= self._prev_stamp:
             raise InputError(f'stamp {frame.stamp_ns} ns is not after the previous frame\'s '
                              f'{self._prev_stamp} ns (time going backwards)')
@@ -252,7 +266,7 @@ class ObjectTracker:
             # prepare without a mask), then wait for it (Frame.late_mask).
             if ctx.roi is not None:
                 render = self.scene.render(ctx.roi, T_prior, ctx.hand_vertices())
-                for m in self.measurements:
+                for m in measurements:
                     m.before_mask(ctx)
             t_wait = time.perf_counter()
             late = frame.late_mask()
@@ -264,7 +278,7 @@ class ObjectTracker:
         mask, source = self._observed_mask(frame)
         ctx.mask = mask
         # (a live frame's ROI is rendered already: nothing to overlap before the updates)
-        early = self._prepare_early(ctx) if render is None else {}
+        early = self._prepare_early(ctx, measurements) if render is None else {}
         if ctx.roi is not None and mask is not None:
             ctx.render = (render if render is not None
                           else self.scene.render(ctx.roi, T_prior, ctx.hand_vertices()))
@@ -278,7 +292,7 @@ class ObjectTracker:
             iou = (float((ctx.render.object_visible & ctx.mask_roi).sum() / union) if union
                    else 0.0)
         try:
-            updates, image_accepted, confirmed = self._update(ctx, early)
+            updates, image_accepted, confirmed = self._update(ctx, measurements, early)
         finally:  # an exception never leaves a preparation running into the next step
             wait(early.values())
         t3 = time.perf_counter()
@@ -419,12 +433,13 @@ class ObjectTracker:
             return None
         return contacts
 
-    def _prepare_early(self, ctx: StepContext) -> dict[Measurement, Future]:
+    def _prepare_early(self, ctx: StepContext, measurements: tuple[Measurement, ...]
+                       ) -> dict[Measurement, Future]:
         """Start the ``prior_only`` measurements' :meth:`~Measurement.prepare` in the worker
         thread (``config.parallel_prepare``); {} when there is nothing to overlap."""
         if not self.config.parallel_prepare or ctx.roi is None or ctx.mask is None:
             return {}
-        early = [m for m in self.measurements if m.prior_only]
+        early = [m for m in measurements if m.prior_only]
         if not early:
             return {}
         ctx.hand_vertices()  # posed once, here, before two threads ask for it
@@ -436,9 +451,10 @@ class ObjectTracker:
             self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix='hp-prepare')
         return self._worker
 
-    def _update(self, ctx: StepContext, early: dict[Measurement, Future] | None = None
+    def _update(self, ctx: StepContext, measurements: tuple[Measurement, ...],
+                early: dict[Measurement, Future] | None = None
                 ) -> tuple[list[UpdateRecord], bool, bool | None]:
-        """The configured measurements' EKF updates, in order (``early``: preparations
+        """These measurements' EKF updates, in order (``early``: preparations
         already started by :meth:`_prepare_early`; those this starts are added to it, for
         the caller to wait for). Returns the records, whether
         an image measurement was accepted, and whether the pose was confirmed: a
@@ -455,9 +471,9 @@ class ObjectTracker:
             # A prepare reads the context only (the estimate is linearise's): all but the
             # first still to make run in the worker, in order, while this thread makes that
             # one and applies the updates before theirs.
-            later = [m for m in self.measurements if m not in early][1:]
+            later = [m for m in measurements if m not in early][1:]
             early.update((m, self._worker_pool().submit(m.prepare, ctx)) for m in later)
-        for m in self.measurements:
+        for m in measurements:
             linearise = early[m].result() if m in early else m.prepare(ctx)
             if linearise is None:
                 continue
