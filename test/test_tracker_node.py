@@ -78,7 +78,10 @@ class Outputs:
 
 def _node(context, sequence, outputs=None, *, threaded=False, node_kwargs=None, **params):
     """A tracker node; live mode without its worker thread unless ``threaded`` (the tests
-    call process_pending themselves)."""
+    call process_pending themselves). The live catch-up (live_behind_s, live_drop_s) is off
+    unless a test sets it: the tests step frames whenever they get to them, so what they track
+    must not depend on how long that took."""
+    params = {'live_behind_s': 0.0, 'live_drop_s': 0.0, **params}
     overrides = [Parameter('object_mesh', value=str(sequence / 'object.ply'))]
     overrides += [Parameter(k, value=v) for k, v in params.items()]
     return TrackerNode(context=context, parameter_overrides=overrides, publish_hook=outputs,
@@ -382,6 +385,31 @@ def test_live_frames_behind_skip_the_costly_measurements(ros_context, sequence, 
     assert len(names) == 4 and behind == 4
     assert not any('object_center' in n for n in names) and all('contour' in n for n in names), \
         names
+
+
+def test_live_frames_far_behind_are_answered_with_the_prediction(ros_context, sequence,
+                                                                 messages):
+    """live_drop_s: a frame whose step would start more than this after its arrival is
+    answered at once with the hand-driven prediction and counted as dropped, never two in a
+    row (here 1 us: every other frame after the first); with 0 every frame is tracked."""
+    _, pose = _initial_pose_param(messages)
+    at = [i for i, (t, _) in enumerate(messages) if t == interfaces.IMAGE_TOPIC]
+    for drop_s, expected in ((0.0, [True] * 5), (1e-6, [True, False, True, False, True])):
+        out = Outputs()
+        node = _node(ros_context, sequence, out, mode='live', initial_pose=pose,
+                     publish_markers=False, live_drop_s=drop_s, live_behind_s=0.0)
+        try:
+            for i in range(1, 6):
+                _feed(node, messages[at[i - 1] if i > 1 else 0:at[i]])
+                node.process_pending(now_ns=time.monotonic_ns() + 10**9)
+            answers = out[interfaces.TRACK_TOPIC]
+            tracked = [not m.status_reason.startswith('predict only: [dropped]')
+                       for m in answers]
+            assert tracked == expected, [m.status_reason for m in answers]
+            assert node.problem_counts['dropped'] == expected.count(False)
+            assert len(out[interfaces.TF_TOPIC]) == 5  # every frame answered with a pose
+        finally:
+            node.destroy_node()
 
 
 def test_live_worker_thread_tracks_newest_frames_without_a_backlog(ros_context, sequence,

@@ -139,6 +139,10 @@ _NODE_OPTIONS = (
            'measurements in live_behind_skip, so that the next frames catch up; 0 = never '
            '(measured on 2 cores while slow: p99 image -> TF 44-58 ms against 62-74) [s]',
            read_only=False, range=(0.0, 1.0), offline=False, group=NODE),
+    Option('live_drop_s', 'float', 0.025, 'live: a frame whose step would start more than '
+           'this after its arrival is answered at once with the hand-driven prediction (counted '
+           'as dropped; never two frames in a row), so that the next frame is tracked on time; '
+           '0 = never [s]', read_only=False, range=(0.0, 1.0), offline=False, group=NODE),
     Option('live_behind_skip', 'str_list', ('appearance',), 'live: the measurements a frame '
            'behind (live_behind_s) does not make; the appearance is the costliest (a textured '
            f'render, keypoint detection and matching); [{NO_MEASUREMENT}] = none',
@@ -356,6 +360,7 @@ class TrackerOptions:
     live_mask_wait_s: float
     live_hold_s: float
     live_behind_s: float
+    live_drop_s: float
     live_behind_skip: tuple[str, ...]
     tf_cache_s: float
     max_pending_frames: int

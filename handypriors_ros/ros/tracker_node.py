@@ -42,7 +42,9 @@ Modes (parameter ``mode``):
   (``Frame.late_mask``, up to ``live_mask_wait_s``, stage ``mask_wait``), so that work overlaps
   the segmenter's latency. A frame whose step starts more than ``live_behind_s`` after its
   arrival (the tracker is behind) skips the costly measurements of ``live_behind_skip`` (the
-  appearance), counted as ``behind`` (``frames_behind``), so that the next frames catch up.
+  appearance), counted as ``behind`` (``frames_behind``), so that the next frames catch up;
+  one whose step would start more than ``live_drop_s`` after its arrival is answered at once
+  with the hand-driven prediction and counted as dropped (never two in a row).
   The image subscriptions keep the two newest messages by default
   (``image_qos_depth`` 0 = 2 in live mode): the assembler keeps the newest frame, and an
   older one is dropped and answered, not lost unseen in DDS. (``threaded=False``: the
@@ -283,6 +285,7 @@ class TrackerNode(Node):
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._worker: threading.Thread | None = None
+        self._dropped_last = False  # the last frame handled was dropped for live_drop_s
         if self._threaded:
             self._worker = threading.Thread(target=self._work, name='tracker_worker',
                                             daemon=True)
@@ -541,6 +544,19 @@ class TrackerNode(Node):
             self._predict_only(frame)
             return 0
         t_start = time.monotonic_ns()
+        cfg = self.config
+        behind_s = (t_start - frame.arrival_ns) / 1e9
+        dropped_last, self._dropped_last = self._dropped_last, False
+        if (cfg.mode == 'live' and 0.0 < cfg.live_drop_s < behind_s and not dropped_last
+                and self.session.tracker.ekf is not None
+                and not self.session.pending_initial_poses):
+            message = (f'the tracker is {behind_s * 1e3:.1f} ms behind (live_drop_s): answered '
+                       'with the prediction')
+            with self._lock:
+                self.problems.report('dropped', f'frame {frame.stamp_ns} ns: {message}')
+            self._dropped_last = True
+            self._predict_only(frame, ('dropped', message))
+            return 0
         before = self._last_problem.reports
         fi = self._decoder.decode(frame)
         if fi is None:  # unreadable image or camera_info: answered like an unassembled frame
@@ -559,8 +575,6 @@ class TrackerNode(Node):
             with self._lock:
                 self.session.apply_initial_poses(fi.stamp_ns, frame.frame_id)
         skip = ()
-        behind_s = (t_start - frame.arrival_ns) / 1e9
-        cfg = self.config
         if cfg.mode == 'live' and 0.0 < cfg.live_behind_s < behind_s and cfg.live_behind_skip:
             skip = cfg.live_behind_skip
             self.problems.report('behind', f'frame {frame.stamp_ns} ns started '
