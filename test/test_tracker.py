@@ -365,27 +365,38 @@ def test_preparing_in_the_worker_thread_changes_nothing(seq, tmp_path, monkeypat
 
 
 def test_the_early_contact_query_equals_the_inline_one_and_a_reinitialisation_voids_it(seq):
-    """parallel_prepare queries the next prediction's contacts at the end of a step; in hand
-    (contacts every frame) the estimates equal the one-thread tracker's, also when the pose is
-    re-initialised between two steps (the early query, made at the old pose, is not used)."""
+    """The next prediction's contact query is made at the end of a step's work (after its
+    result): in the worker thread (parallel_prepare), or in this one when the next step starts
+    or when finish_pending is called (a live node: once the result is published). In hand
+    (contacts every frame) the estimates equal those of the query made inside the prediction,
+    also when the pose is re-initialised between two steps (the early query, made at the old
+    pose, is not used)."""
     gt, frames = seq['gt'], seq['frames']
     T_moved = gt['T_cam_obj'][4].copy()
     T_moved[:3, 3] += [0.004, -0.003, 0.002]
     runs = {}
-    for parallel in (False, True):
+    for variant in ('inline', 'next_step', 'finish_pending', 'parallel'):
         tracker = ObjectTracker(seq['obj'], seq['kin'],
-                                TrackerConfig(parallel_prepare=parallel))
+                                TrackerConfig(parallel_prepare=variant == 'parallel'))
+        if variant == 'inline':  # the reference: no early query, the prediction makes it
+            tracker._query_contacts_early = lambda hand: None
         tracker.initialise(gt['T_cam_obj'][0])
         results = []
         for i, f in enumerate(frames):
             if i == 5:
                 tracker.initialise(T_moved)
             results.append(tracker.step(f))
-        runs[parallel] = results
+            if variant == 'finish_pending':
+                tracker.finish_pending()
+            assert (tracker._early_contacts is not None) == (variant in ('finish_pending',
+                                                                        'parallel'))
+        runs[variant] = results
         assert sum(len(r.contacts.link_names) > 0 for r in results) >= len(frames) - 2
-    for a, b in zip(runs[False], runs[True]):
-        np.testing.assert_array_equal(a.T_cam_obj, b.T_cam_obj)
-        np.testing.assert_array_equal(a.contacts.points_hand, b.contacts.points_hand)
+    for variant in ('next_step', 'finish_pending', 'parallel'):
+        for a, b in zip(runs['inline'], runs[variant]):
+            np.testing.assert_array_equal(a.T_cam_obj, b.T_cam_obj)
+            np.testing.assert_array_equal(a.covariance, b.covariance)
+            np.testing.assert_array_equal(a.contacts.points_hand, b.contacts.points_hand)
 
 
 def test_a_registered_measurement_is_run_by_the_tracker(seq, object_position):
@@ -402,7 +413,10 @@ def test_a_registered_measurement_is_run_by_the_tracker(seq, object_position):
         assert [u.name for u in res.updates] == [object_position.name]
         assert res.updates[0].dimension == 3 and res.updates[0].accepted
         errors.append(np.linalg.norm(res.T_cam_obj[:3, 3] - gt['T_cam_obj'][i][:3, 3]))
-    assert object_position.calls['prepare'] == object_position.calls['finish'] == N
+    # the last step's finish waits for the next step, or finish_pending (after publication)
+    assert object_position.calls['prepare'] == object_position.calls['finish'] + 1 == N
+    tracker.finish_pending()
+    assert object_position.calls['finish'] == N
     # an image measurement (from_image) accepted: tracking; the position follows the truth
     assert res.status == TrackStatus.TRACKING
     initial = np.linalg.norm(gt['T_cam_obj_initial'][:3, 3] - gt['T_cam_obj'][0][:3, 3])

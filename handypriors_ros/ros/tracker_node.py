@@ -605,6 +605,8 @@ class TrackerNode(Node):
             self._publish_markers(result, frame, fi)
         if self.config.debug_image:
             self._publish_debug_image(result, frame, fi)
+        # what the step left for the next frame, now that this one is answered
+        self.session.tracker.finish_pending()
         self.processing_s.append((time.monotonic_ns() - t_start) / 1e9)
         del self.processing_s[:-10 * _LATENCY_WINDOW]
         self._latency_total_s.append(latency['total'])

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import replace
 
@@ -170,6 +170,8 @@ class ObjectTracker:
         # the next prediction's contact query, started at the end of a step: (future, the
         # hand it queried, the pose it queried at)
         self._early_contacts: tuple[Future, HandFrame, np.ndarray] | None = None
+        # the end of the last step, run after its result (finish_pending)
+        self._deferred: Callable[[], None] | None = None
         self._warm_up()
 
     def _warm_up(self) -> None:
@@ -199,8 +201,20 @@ class ObjectTracker:
     def status(self) -> TrackStatus:
         return self._status
 
+    def finish_pending(self) -> None:
+        """What the last step left for after its result: the measurements'
+        :meth:`~.measurements.base.Measurement.finish`, the colour segmenter's learning and the
+        next prediction's contact query. The next :meth:`step`, :meth:`predict_only`,
+        :meth:`initialise` or :meth:`reset` runs it first (the same estimates as running it
+        inside the step); a live caller runs it once the result is published, off the
+        frame's latency."""
+        deferred, self._deferred = self._deferred, None
+        if deferred is not None:
+            deferred()
+
     def initialise(self, T_cam_obj: np.ndarray) -> None:
         """Start (or restart) from a pose; the covariance is ``config.initial_std``."""
+        self.finish_pending()
         T = np.asarray(T_cam_obj, dtype=np.float64)
         P = self._centred(self.config.initial_std, T)
         if self.ekf is None:
@@ -235,6 +249,7 @@ class ObjectTracker:
         if self.ekf is None:
             raise NotInitialisedError('step: no initial pose yet (initialise() first)')
         _check_frame(frame, self.hand.num_joints)
+        self.finish_pending()
         if isinstance(skip, str):
             raise InputError(f'skip: expected a collection of measurement names, got the '
                              f'string {skip!r}')
@@ -312,16 +327,26 @@ class ObjectTracker:
             self._reinitialise(ctx)
             if self._status != TrackStatus.LOST:
                 reason = f'{reason}; {self._reason}'
-        if (self._status == TrackStatus.TRACKING and image_accepted and ctx.render is not None
-                and source == 'topic'):
-            self.segmenter.learn(ctx.roi.crop(frame.rgb), ctx.render.object_visible)
-        T_posterior = self.ekf.T.numpy()
-        for m in self.measurements:
-            m.finish(ctx, T_posterior)
+        learn = (self._status == TrackStatus.TRACKING and image_accepted
+                 and ctx.render is not None and source == 'topic')
+        T_posterior = self.ekf.T.numpy().copy()
+
+        parallel = self.config.parallel_prepare
+
+        def for_the_next_frame() -> None:
+            if learn:
+                self.segmenter.learn(ctx.roi.crop(frame.rgb), ctx.render.object_visible)
+            for m in self.measurements:
+                m.finish(ctx, T_posterior)
+            if not parallel:
+                self._query_contacts_early(hand)
+
         contacts = motion.contacts if motion is not None else ContactReport()
         self._prev_hand = hand
         self._prev_stamp = frame.stamp_ns
-        self._query_contacts_early(hand)
+        if parallel:  # in the worker thread, from now
+            self._query_contacts_early(hand)
+        self._deferred = for_the_next_frame
         lat['total'] = time.perf_counter() - t0
         return TrackResult(stamp_ns=frame.stamp_ns, T_cam_obj=self.ekf.T.numpy().copy(),
                            covariance=self.published_covariance(), status=status,
@@ -369,6 +394,7 @@ class ObjectTracker:
         """
         if self.ekf is None:
             raise NotInitialisedError('predict_only: no initial pose yet (initialise() first)')
+        self.finish_pending()
         stamp_ns = int(stamp_ns)
         if self._prev_stamp is not None and stamp_ns <= self._prev_stamp:
             raise InputError(f'stamp {stamp_ns} ns is not after the previous frame\'s '
@@ -410,15 +436,21 @@ class ObjectTracker:
         return motion
 
     def _query_contacts_early(self, hand: HandFrame) -> None:
-        """Start the next prediction's contact query (this frame's hand at the posterior) in
-        the worker thread: it runs between frames, off the next step's critical path."""
+        """The next prediction's contact query (this frame's hand at the posterior), made
+        between frames, off the next step's critical path: in the worker thread
+        (``config.parallel_prepare``), else here (called from :meth:`finish_pending`)."""
         self._early_contacts = None
-        if not self.config.parallel_prepare or self.config.dynamics == 'constant':
+        if self.config.dynamics == 'constant':
             return
         T = self.ekf.T.numpy().copy()
-        future = self._worker_pool().submit(contact_query, hand.points_cam, T, self.sdf,
-                                     contact_threshold_m=self.config.contact_threshold_m,
-                                     link_ids=self.hand.point_link_ids)
+        args = (contact_query, hand.points_cam, T, self.sdf)
+        kwargs = dict(contact_threshold_m=self.config.contact_threshold_m,
+                      link_ids=self.hand.point_link_ids)
+        if self.config.parallel_prepare:
+            future = self._worker_pool().submit(*args, **kwargs)
+        else:
+            future = Future()
+            future.set_result(args[0](*args[1:], **kwargs))
         self._early_contacts = (future, hand, T)
 
     def _queried_contacts(self) -> ContactSet | None:
