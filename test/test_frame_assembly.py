@@ -606,6 +606,12 @@ def test_live_releases_a_frame_before_its_mask_when_told_to():
     _add_frame(asm, 83.0, arrival=5 * MS)
     (frame,) = asm.pop_ready(now_ns=6 * MS)
     assert frame.mask == 'mask83.0' and frame.mask_deadline_ns is None
+    # Released late (the caller was busy until 40 ms): the deadline still counts from the
+    # image's arrival (its mask comes in another thread meanwhile), not from the idle time.
+    asm.note_idle(40 * MS)
+    _add_frame(asm, 99.0, mask=False, arrival=9 * MS)
+    (frame,) = asm.pop_ready(now_ns=40 * MS)
+    assert frame.mask_deadline_ns == 29 * MS
     asm.config = AssemblyConfig(**{**asm.config.__dict__, 'live_mask_wait_ns': 0})
     _add_frame(asm, 116.0, mask=False, arrival=7 * MS)
     (frame,) = asm.pop_ready(now_ns=8 * MS)

@@ -447,8 +447,12 @@ class FrameAssembler:
                 waiting_mask = (may_come and mask_wait > 0 and not self._expired(
                     entry, now_ns, flush, mask_wait))
                 if waiting_mask and cfg.release_before_mask:
+                    # Its mask is delivered while the caller works on frames (another thread):
+                    # it may come until the masks' delay after this image's own arrival, not
+                    # after the caller became idle (a frame that queued behind a slow step
+                    # would wait for a missing mask for the whole delay again).
                     problems.remove(missing)
-                    mask_deadline_ns = max(entry.wait_start_ns, self._idle_since_ns) + mask_wait
+                    mask_deadline_ns = entry.arrival_ns + mask_wait
                     waiting_mask = False
             else:
                 waiting |= may_come
