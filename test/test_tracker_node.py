@@ -447,6 +447,21 @@ def test_live_worker_thread_tracks_newest_frames_without_a_backlog(ros_context, 
     assert not node._worker.is_alive()
 
 
+def _when_waiting_for_mask(node, stamp_ns: int) -> threading.Event:
+    """An event set when the node's worker starts waiting for the mask of the frame at
+    ``stamp_ns`` (a spy on ``TrackerNode._await_mask``)."""
+    waiting = threading.Event()
+    await_mask = node._await_mask
+
+    def spy(frame, size_hw):
+        if frame.stamp_ns == stamp_ns:
+            waiting.set()
+        return await_mask(frame, size_hw)
+
+    node._await_mask = spy
+    return waiting
+
+
 def test_live_worker_tracks_a_frame_before_its_mask_and_waits_for_it(ros_context, sequence,
                                                                       messages):
     """Threaded live mode: a frame whose mask is on its way is released and stepped at once;
@@ -465,16 +480,7 @@ def test_live_worker_tracks_a_frame_before_its_mask_and_waits_for_it(ros_context
         deadline = time.monotonic() + 60.0
         while time.monotonic() < deadline and node.frames_tracked < 1:
             time.sleep(0.01)
-        second = stamp_to_ns(images[1].header.stamp)
-        waiting = threading.Event()
-        await_mask = node._await_mask
-
-        def spy(frame, size_hw):
-            if frame.stamp_ns == second:
-                waiting.set()
-            return await_mask(frame, size_hw)
-
-        node._await_mask = spy
+        waiting = _when_waiting_for_mask(node, stamp_to_ns(images[1].header.stamp))
         held = [(t, m) for t, m in messages[at[1]:at[2]] if t == interfaces.MASK_TOPIC]
         _feed(node, messages[at[1]:at[2]], skip=(interfaces.MASK_TOPIC,))
         assert waiting.wait(30.0)  # the worker stepped the frame and waits for its mask
@@ -509,15 +515,7 @@ def test_live_first_frame_waits_for_its_mask_inside_the_step(ros_context, sequen
     try:
         at = [i for i, (t, _) in enumerate(messages) if t == interfaces.IMAGE_TOPIC]
         first = stamp_to_ns(messages[at[0]][1].header.stamp)
-        waiting = threading.Event()
-        await_mask = node._await_mask
-
-        def spy(frame, size_hw):
-            if frame.stamp_ns == first:
-                waiting.set()
-            return await_mask(frame, size_hw)
-
-        node._await_mask = spy
+        waiting = _when_waiting_for_mask(node, first)
         held = [(t, m) for t, m in messages[:at[1]] if t == interfaces.MASK_TOPIC]
         _feed(node, messages[:at[1]], skip=(interfaces.MASK_TOPIC,))
         assert waiting.wait(30.0)  # the worker stepped the first frame and waits for its mask

@@ -577,9 +577,10 @@ class TrackerNode(Node):
         skip = ()
         if cfg.mode == 'live' and 0.0 < cfg.live_behind_s < behind_s and cfg.live_behind_skip:
             skip = cfg.live_behind_skip
-            self.problems.report('behind', f'frame {frame.stamp_ns} ns started '
-                                 f'{behind_s * 1e3:.1f} ms after its arrival: without '
-                                 f'{", ".join(skip)}')
+            with self._lock:
+                self.problems.report('behind', f'frame {frame.stamp_ns} ns started '
+                                     f'{behind_s * 1e3:.1f} ms after its arrival: without '
+                                     f'{", ".join(skip)}')
         result = self.session.step(fi, frame.frame_id, apply_initial_poses=False, skip=skip)
         if result is None:
             return 0

@@ -35,7 +35,9 @@ things are known at its stamp ``t``:
   messages queued meanwhile come in one per executor round),
   and for its mask at most ``live_mask_wait_ns`` (default 0: a mask is used when it is already
   there; a segmenter's mask always comes after its image, so set it to the segmenter's latency
-  to use its masks live). Expiry needs the wall clock (``now_ns``). Before the first usable
+  to use its masks live); a frame released before its mask (``release_before_mask``: masks come
+  in while the caller works) may get it until ``live_mask_wait_ns`` after its image's own
+  arrival (``mask_deadline_ns``). Expiry needs the wall clock (``now_ns``). Before the first usable
   frame has left, no frame is dropped (the initial pose applies to the first frame at or after
   its stamp; a frame dropped before initialisation gets no answer), and while no camera_info
   has come at all a frame waits up to 0.5 s for the stream's first one.

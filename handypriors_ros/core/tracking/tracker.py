@@ -18,7 +18,10 @@ there while the first is applied, and the next prediction's contact query there 
 (``TrackerConfig.parallel_prepare``); the updates stay in order. A live frame whose mask is
 still on its way (``Frame.late_mask``) has its ROI and the measurements' mask-free work
 (:meth:`~.measurements.base.Measurement.before_mask`: the appearance render) rendered while it
-waits, with the same results. The published covariance is
+waits, with the same results. What a step does only for the next frame (the measurements'
+``finish``, the colour segmenter's learning, the next contact query) waits for
+:meth:`ObjectTracker.finish_pending`, which a live node calls once the frame is answered. The
+published covariance is
 the filter's plus the model-mismatch covariance (``TrackerConfig.model_std``). An image that
 cannot be assembled into a frame gets :meth:`ObjectTracker.predict_only`.
 
@@ -27,6 +30,7 @@ device; the EKF (6x6 float64) and the measurement residuals' autodiff stay on th
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import time
 from collections.abc import Callable, Collection
@@ -330,7 +334,6 @@ class ObjectTracker:
         learn = (self._status == TrackStatus.TRACKING and image_accepted
                  and ctx.render is not None and source == 'topic')
         T_posterior = self.ekf.T.numpy().copy()
-
         parallel = self.config.parallel_prepare
 
         def for_the_next_frame() -> None:
@@ -443,14 +446,14 @@ class ObjectTracker:
         if self.config.dynamics == 'constant':
             return
         T = self.ekf.T.numpy().copy()
-        args = (contact_query, hand.points_cam, T, self.sdf)
-        kwargs = dict(contact_threshold_m=self.config.contact_threshold_m,
-                      link_ids=self.hand.point_link_ids)
+        query = functools.partial(contact_query, hand.points_cam, T, self.sdf,
+                                  contact_threshold_m=self.config.contact_threshold_m,
+                                  link_ids=self.hand.point_link_ids)
         if self.config.parallel_prepare:
-            future = self._worker_pool().submit(*args, **kwargs)
+            future = self._worker_pool().submit(query)
         else:
             future = Future()
-            future.set_result(args[0](*args[1:], **kwargs))
+            future.set_result(query())
         self._early_contacts = (future, hand, T)
 
     def _queried_contacts(self) -> ContactSet | None:
