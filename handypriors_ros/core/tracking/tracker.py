@@ -254,14 +254,16 @@ class ObjectTracker:
             raise NotInitialisedError('step: no initial pose yet (initialise() first)')
         _check_frame(frame, self.hand.num_joints)
         self.finish_pending()
-        if isinstance(skip, str):
-            raise InputError(f'skip: expected a collection of measurement names, got the '
-                             f'string {skip!r}')
-        unknown = sorted(set(skip) - set(measurement_names()))
-        if unknown:
-            raise InputError(f'skip: unknown measurement(s) {", ".join(unknown)}; expected any '
-                             f'of {", ".join(measurement_names())}')
-        measurements = tuple(m for m in self.measurements if m.name not in skip)
+        measurements = self.measurements
+        if skip:  # (checked only when given: the per-frame path stays as it was)
+            if isinstance(skip, str):
+                raise InputError(f'skip: expected a collection of measurement names, got the '
+                                 f'string {skip!r}')
+            unknown = sorted(set(skip) - set(measurement_names()))
+            if unknown:
+                raise InputError(f'skip: unknown measurement(s) {", ".join(unknown)}; '
+                                 f'expected any of {", ".join(measurement_names())}')
+            measurements = tuple(m for m in self.measurements if m.name not in skip)
         if self._prev_stamp is not None and frame.stamp_ns <= self._prev_stamp:
             raise InputError(f'stamp {frame.stamp_ns} ns is not after the previous frame\'s '
                              f'{self._prev_stamp} ns (time going backwards)')
