@@ -78,10 +78,11 @@ class Outputs:
 
 def _node(context, sequence, outputs=None, *, threaded=False, node_kwargs=None, **params):
     """A tracker node; live mode without its worker thread unless ``threaded`` (the tests
-    call process_pending themselves). The live catch-up (live_behind_s, live_drop_s) is off
+    call process_pending themselves). The live catch-up (live_behind_s, live_drop_s,
+    live_budget_s) is off
     unless a test sets it: the tests step frames whenever they get to them, so what they track
     must not depend on how long that took."""
-    params = {'live_behind_s': 0.0, 'live_drop_s': 0.0, **params}
+    params = {'live_behind_s': 0.0, 'live_drop_s': 0.0, 'live_budget_s': 0.0, **params}
     overrides = [Parameter('object_mesh', value=str(sequence / 'object.ply'))]
     overrides += [Parameter(k, value=v) for k, v in params.items()]
     return TrackerNode(context=context, parameter_overrides=overrides, publish_hook=outputs,
@@ -408,6 +409,49 @@ def test_live_frames_far_behind_are_answered_with_the_prediction(ros_context, se
             assert tracked == expected, [m.status_reason for m in answers]
             assert node.problem_counts['dropped'] == expected.count(False)
             assert len(out[interfaces.TF_TOPIC]) == 5  # every frame answered with a pose
+        finally:
+            node.destroy_node()
+
+
+def test_live_budget_skips_then_drops_by_the_cost_of_recent_steps(ros_context, sequence,
+                                                                 messages):
+    """live_budget_s: with the last steps' cost (p75) the step would end after the budget ->
+    the frame skips live_behind_skip (here the object centre) when the steps skipping it fit,
+    and is answered with the prediction (never two in a row) when they do not either; fewer
+    than 5 steps of a kind decide nothing, and 0 turns it off. (The recent costs are set, as
+    a node that had been slow would have them: 200 ms, against a 50 ms budget.)"""
+    _, pose = _initial_pose_param(messages)
+    at = [i for i, (t, _) in enumerate(messages) if t == interfaces.IMAGE_TOPIC]
+    slow, fast = [0.2] * 5, [0.001] * 5
+    cases = {  # (budget, full steps' costs, skipping steps' costs) -> tracked?, skipped?
+        'fits': (0.05, fast, fast, [True] * 5, [False] * 5),
+        'full too slow': (0.05, slow, fast, [True] * 5, [False] + [True] * 4),
+        'both too slow': (0.05, slow, slow, [True, False, True, False, True],
+                          [False, None, True, None, True]),
+        'too few steps': (0.05, slow[:1], slow[:1], [True] * 5, [False] * 5),  # 1 + 3
+        'off': (0.0, slow, slow, [True] * 5, [False] * 5)}
+    for name, (budget, full, skipping, tracked, skipped) in cases.items():
+        out = Outputs()
+        node = _node(ros_context, sequence, out, mode='live', initial_pose=pose,
+                     publish_markers=False, live_budget_s=budget,
+                     live_behind_skip=['object_center'])
+        try:
+            for i in range(1, 6):
+                _feed(node, messages[at[i - 1] if i > 1 else 0:at[i]])
+                if i == 2:  # once the track is on (the first frame initialises)
+                    node._step_cost_s[False].extend(full)
+                    node._step_cost_s[True].extend(skipping)
+                node.process_pending(now_ns=time.monotonic_ns() + 10**9)
+            answers = out[interfaces.TRACK_TOPIC]
+            got = [not m.status_reason.startswith('predict only: [dropped]') for m in answers]
+            assert got == tracked, (name, [m.status_reason for m in answers])
+            got_skipped = [None if not t else not any(r.name == 'object_center'
+                                                      for r in m.residuals)
+                           for t, m in zip(got, answers)]
+            assert got_skipped == skipped, name
+            assert node.problem_counts['dropped'] == tracked.count(False), name
+            assert node.problem_counts['behind'] == skipped.count(True), name
+            assert len(out[interfaces.TF_TOPIC]) == 5, name  # every frame answered with a pose
         finally:
             node.destroy_node()
 

@@ -143,6 +143,13 @@ _NODE_OPTIONS = (
            'this after its arrival is answered at once with the hand-driven prediction (counted '
            'as dropped; never two frames in a row), so that the next frame is tracked on time; '
            '0 = never [s]', read_only=False, range=(0.0, 1.0), offline=False, group=NODE),
+    Option('live_budget_s', 'float', 0.04, 'live: the time from an image\'s arrival to its '
+           'answer that a step should fit in: a frame whose step, at the p75 of the last '
+           '30 steps of its kind, would end later skips live_behind_skip, and one that '
+           'would end later even so is answered with the prediction like live_drop_s (never '
+           'two in a row); 0 = off (only live_behind_s and live_drop_s). Measured on 2 cores '
+           'with a 1-core load beside: p99 image -> TF 46-60 ms against 48-68 [s]',
+           read_only=False, range=(0.0, 1.0), offline=False, group=NODE),
     Option('live_behind_skip', 'str_list', ('appearance',), 'live: the measurements a frame '
            'behind (live_behind_s) does not make; the appearance is the costliest (a textured '
            f'render, keypoint detection and matching); [{NO_MEASUREMENT}] = none',
@@ -361,6 +368,7 @@ class TrackerOptions:
     live_hold_s: float
     live_behind_s: float
     live_drop_s: float
+    live_budget_s: float
     live_behind_skip: tuple[str, ...]
     tf_cache_s: float
     max_pending_frames: int

@@ -127,6 +127,8 @@ WARN_PERIOD_S = 2.0  # per kind of problem
 MESH_MARKER_PERIOD_S = 2.0  # the object mesh marker is re-sent this often
 _HOUSEKEEPING_PERIOD_S = {'live': 0.02, 'replay': 0.1}
 _LATENCY_WINDOW = 300  # frames kept for the latency figures on /diagnostics
+_COST_WINDOW = 30  # live_budget_s: the last steps of each kind whose cost is kept
+_COST_MIN_STEPS = 5  # ... and how many it needs to decide
 _INPUTS = ('image', 'camera_info', 'mask', 'joint_states', 'tf', 'initial_pose')
 #: Inputs whose silence is a WARN / ERROR on /diagnostics (the mask only once it was seen).
 _WATCHED = ('image', 'camera_info', 'joint_states', 'tf', 'mask')
@@ -286,6 +288,10 @@ class TrackerNode(Node):
         self._wake = threading.Event()
         self._worker: threading.Thread | None = None
         self._dropped_last = False  # the last frame handled was dropped for live_drop_s
+        # live_budget_s: the cost [s] of the last steps (arrival to answer less the waits),
+        # those with all measurements (False) and those skipping live_behind_skip (True)
+        self._step_cost_s = {False: collections.deque(maxlen=_COST_WINDOW),
+                             True: collections.deque(maxlen=_COST_WINDOW)}
         if self._threaded:
             self._worker = threading.Thread(target=self._work, name='tracker_worker',
                                             daemon=True)
@@ -547,10 +553,14 @@ class TrackerNode(Node):
         cfg = self.config
         behind_s = (t_start - frame.arrival_ns) / 1e9
         dropped_last, self._dropped_last = self._dropped_last, False
-        if (cfg.mode == 'live' and 0.0 < cfg.live_drop_s < behind_s and not dropped_last
+        live = cfg.mode == 'live'
+        skip_over, drop_over = self._over_budget(behind_s) if live else (False, False)
+        if (live and (0.0 < cfg.live_drop_s < behind_s or drop_over) and not dropped_last
                 and self.session.tracker.ekf is not None
                 and not self.session.pending_initial_poses):
-            message = (f'the tracker is {behind_s * 1e3:.1f} ms behind (live_drop_s): answered '
+            why = ('live_drop_s' if 0.0 < cfg.live_drop_s < behind_s else
+                   f'live_budget_s: its step would end after {cfg.live_budget_s * 1e3:.0f} ms')
+            message = (f'the tracker is {behind_s * 1e3:.1f} ms behind ({why}): answered '
                        'with the prediction')
             with self._lock:
                 self.problems.report('dropped', f'frame {frame.stamp_ns} ns: {message}')
@@ -575,12 +585,18 @@ class TrackerNode(Node):
             with self._lock:
                 self.session.apply_initial_poses(fi.stamp_ns, frame.frame_id)
         skip = ()
-        if cfg.mode == 'live' and 0.0 < cfg.live_behind_s < behind_s and cfg.live_behind_skip:
+        if (live and (0.0 < cfg.live_behind_s < behind_s or skip_over)
+                and cfg.live_behind_skip):
             skip = cfg.live_behind_skip
+            why = ('' if 0.0 < cfg.live_behind_s < behind_s else
+                   f' (live_budget_s: with them it would end after '
+                   f'{cfg.live_budget_s * 1e3:.0f} ms)')
             with self._lock:
                 self.problems.report('behind', f'frame {frame.stamp_ns} ns started '
                                      f'{behind_s * 1e3:.1f} ms after its arrival: without '
-                                     f'{", ".join(skip)}')
+                                     f'{", ".join(skip)}{why}')
+        # (an initialising step iterates more: not a cost of tracking, for live_budget_s)
+        initialising = self.session.tracker.status == TrackStatus.INITIALISING
         result = self.session.step(fi, frame.frame_id, apply_initial_poses=False, skip=skip)
         if result is None:
             return 0
@@ -608,10 +624,32 @@ class TrackerNode(Node):
             self._publish_debug_image(result, frame, fi)
         # what the step left for the next frame, now that this one is answered
         self.session.tracker.finish_pending()
+        if not initialising:
+            self._step_cost_s[bool(skip)].append(
+                latency['total'] - latency['wait'] - latency.get('mask_wait', 0.0))
         self.processing_s.append((time.monotonic_ns() - t_start) / 1e9)
         del self.processing_s[:-10 * _LATENCY_WINDOW]
         self._latency_total_s.append(latency['total'])
         return 1
+
+    def _over_budget(self, behind_s: float) -> tuple[bool, bool]:
+        """live_budget_s, for a frame ``behind_s`` after its arrival: whether a step with all
+        measurements, and whether one skipping ``live_behind_skip``, would end after the budget
+        (each at the p75 of its last steps; a kind with fewer than 5 steps yet counts as the
+        other, and neither decides before then)."""
+        budget = self.config.live_budget_s
+        if budget <= 0.0:
+            return False, False
+        costs = self._step_cost_s
+        p75 = {k: float(np.percentile(v, 75)) if len(v) >= _COST_MIN_STEPS else None
+               for k, v in costs.items()}
+        full = p75[False] if p75[False] is not None else p75[True]
+        skipping = p75[True] if p75[True] is not None else full
+        if not self.config.live_behind_skip:
+            skipping = full
+        if full is None:
+            return False, False
+        return behind_s + full > budget, behind_s + skipping > budget
 
     def _await_mask(self, frame: AssembledFrame, size_hw: tuple[int, int]) -> np.ndarray | None:
         """The mask of a frame released before it (``Frame.late_mask``, called by the tracker in
