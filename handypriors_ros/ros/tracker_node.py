@@ -44,7 +44,10 @@ Modes (parameter ``mode``):
   arrival (the tracker is behind) skips the costly measurements of ``live_behind_skip`` (the
   appearance), counted as ``behind`` (``frames_behind``), so that the next frames catch up;
   one whose step would start more than ``live_drop_s`` after its arrival is answered at once
-  with the hand-driven prediction and counted as dropped (never two in a row).
+  with the hand-driven prediction and counted as dropped (never two in a row). With
+  ``live_budget_s``, a frame whose step would end after that budget (its lag plus the p75
+  cost of the last steps of its kind) skips ``live_behind_skip``, or is answered with the
+  prediction when even that would not fit, whatever its lag.
   The image subscriptions keep the two newest messages by default
   (``image_qos_depth`` 0 = 2 in live mode): the assembler keeps the newest frame, and an
   older one is dropped and answered, not lost unseen in DDS. (``threaded=False``: the
