@@ -83,11 +83,10 @@ class SampledImage:
         # central differences (I[x+1] - I[x-1]) / 2; the border replicates
         gu = cv2.Sobel(img, cv2.CV_32F, 1, 0, ksize=1, scale=0.5, borderType=cv2.BORDER_REPLICATE)
         gv = cv2.Sobel(img, cv2.CV_32F, 0, 1, ksize=1, scale=0.5, borderType=cv2.BORDER_REPLICATE)
-        self.image = torch.as_tensor(img, dtype=torch.float64)
-        self.grad_u = torch.as_tensor(gu, dtype=torch.float64)
-        self.grad_v = torch.as_tensor(gv, dtype=torch.float64)
-        # (h, w, 3): value, d/du, d/dv per pixel, for one bilinear gather of all three
-        self._stacked = torch.stack([self.image, self.grad_u, self.grad_v], dim=-1)
+        # (h, w, 3) float64: value, d/du, d/dv per pixel, for one bilinear gather of all three
+        # (interleaved by OpenCV, converted once; the three images are views of it)
+        self._stacked = torch.from_numpy(cv2.merge([img, gu, gv]).astype(np.float64))
+        self.image, self.grad_u, self.grad_v = self._stacked.unbind(-1)
 
     def __call__(self, uv: torch.Tensor) -> torch.Tensor:
         """(..., 2) pixel positions (u, v) -> (...) values, clamped to the image."""
