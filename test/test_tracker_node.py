@@ -418,8 +418,9 @@ def test_live_budget_skips_then_drops_by_the_cost_of_recent_steps(ros_context, s
     """live_budget_s: with the last steps' cost (p75) the step would end after the budget ->
     the frame skips live_behind_skip (here the object centre) when the steps skipping it fit,
     and is answered with the prediction (never two in a row) when they do not either; fewer
-    than 5 steps of a kind decide nothing, and 0 turns it off. (The recent costs are set, as
-    a node that had been slow would have them: 200 ms, against a 50 ms budget.)"""
+    than 5 steps of a kind decide nothing (no skipping steps yet: it skips, to learn their
+    cost, rather than drop), and 0 turns it off. (The recent costs are set, as a node that had
+    been slow would have them: 200 ms, against a 50 ms budget.)"""
     _, pose = _initial_pose_param(messages)
     at = [i for i, (t, _) in enumerate(messages) if t == interfaces.IMAGE_TOPIC]
     slow, fast = [0.2] * 5, [0.001] * 5
@@ -429,6 +430,7 @@ def test_live_budget_skips_then_drops_by_the_cost_of_recent_steps(ros_context, s
         'both too slow': (0.05, slow, slow, [True, False, True, False, True],
                           [False, None, True, None, True]),
         'too few steps': (0.05, slow[:1], slow[:1], [True] * 5, [False] * 5),  # 1 + 3
+        'no skipping steps yet': (0.05, slow, [], [True] * 5, [False] + [True] * 4),
         'off': (0.0, slow, slow, [True] * 5, [False] * 5)}
     for name, (budget, full, skipping, tracked, skipped) in cases.items():
         out = Outputs()

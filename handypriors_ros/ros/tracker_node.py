@@ -638,21 +638,19 @@ class TrackerNode(Node):
     def _over_budget(self, behind_s: float) -> tuple[bool, bool]:
         """live_budget_s, for a frame ``behind_s`` after its arrival: whether a step with all
         measurements, and whether one skipping ``live_behind_skip``, would end after the budget
-        (each at the p75 of its last steps; a kind with fewer than 5 steps yet counts as the
-        other, and neither decides before then)."""
+        (each at the p75 of its last steps). A kind with fewer than 5 steps yet decides
+        nothing: no skip before 5 full steps, no drop before 5 skipping ones (the skips come
+        first), unless nothing is skipped (``live_behind_skip`` empty: a skipping step is a
+        full one)."""
         budget = self.config.live_budget_s
         if budget <= 0.0:
             return False, False
-        costs = self._step_cost_s
         p75 = {k: float(np.percentile(v, 75)) if len(v) >= _COST_MIN_STEPS else None
-               for k, v in costs.items()}
-        full = p75[False] if p75[False] is not None else p75[True]
-        skipping = p75[True] if p75[True] is not None else full
-        if not self.config.live_behind_skip:
-            skipping = full
-        if full is None:
-            return False, False
-        return behind_s + full > budget, behind_s + skipping > budget
+               for k, v in self._step_cost_s.items()}
+        full = p75[False]
+        skipping = p75[True] if self.config.live_behind_skip else full
+        return (full is not None and behind_s + full > budget,
+                skipping is not None and behind_s + skipping > budget)
 
     def _await_mask(self, frame: AssembledFrame, size_hw: tuple[int, int]) -> np.ndarray | None:
         """The mask of a frame released before it (``Frame.late_mask``, called by the tracker in
