@@ -101,6 +101,21 @@ def _feed(node, messages, *, skip=()):
             callbacks[topic](msg)
 
 
+def _step_live(node, messages, frames, *, after_feed=None):
+    """Feed the messages image by image (each image with what precedes it) and process each
+    at once, for the first ``frames`` images (a live node without its worker thread);
+    ``after_feed(i)`` runs between the feed of image i (from 1) and its processing. Returns
+    process_pending's counts."""
+    at = [i for i, (t, _) in enumerate(messages) if t == interfaces.IMAGE_TOPIC]
+    counts = []
+    for i in range(1, frames + 1):
+        _feed(node, messages[at[i - 1] if i > 1 else 0:at[i]])
+        if after_feed is not None:
+            after_feed(i)
+        counts.append(node.process_pending(now_ns=time.monotonic_ns() + 10**9))
+    return counts
+
+
 def _initial_pose_param(messages):
     (msg,) = [m for t, m in messages if t == interfaces.INITIAL_POSE_TOPIC]
     T = pose_stamped_to_matrix(msg)[2]
@@ -364,7 +379,6 @@ def test_live_frames_behind_skip_the_costly_measurements(ros_context, sequence, 
     centre, which this untextured object makes every frame) and counted as 'behind' (here
     every frame: 1 us); with 0 no frame is."""
     _, pose = _initial_pose_param(messages)
-    at = [i for i, (t, _) in enumerate(messages) if t == interfaces.IMAGE_TOPIC]
     runs = {}
     for behind_s in (0.0, 1e-6):
         out = Outputs()
@@ -372,9 +386,7 @@ def test_live_frames_behind_skip_the_costly_measurements(ros_context, sequence, 
                      publish_markers=False, live_behind_s=behind_s,
                      live_behind_skip=['object_center'])
         try:
-            for i in range(1, 5):
-                _feed(node, messages[at[i - 1] if i > 1 else 0:at[i]])
-                assert node.process_pending(now_ns=time.monotonic_ns() + 10**9) == 1
+            assert _step_live(node, messages, 4) == [1] * 4
             names = [{r.name for r in m.residuals} for m in out[interfaces.TRACK_TOPIC]]
             runs[behind_s] = names, node.problem_counts['behind']
         finally:
@@ -394,15 +406,12 @@ def test_live_frames_far_behind_are_answered_with_the_prediction(ros_context, se
     answered at once with the hand-driven prediction and counted as dropped, never two in a
     row (here 1 us: every other frame after the first); with 0 every frame is tracked."""
     _, pose = _initial_pose_param(messages)
-    at = [i for i, (t, _) in enumerate(messages) if t == interfaces.IMAGE_TOPIC]
     for drop_s, expected in ((0.0, [True] * 5), (1e-6, [True, False, True, False, True])):
         out = Outputs()
         node = _node(ros_context, sequence, out, mode='live', initial_pose=pose,
                      publish_markers=False, live_drop_s=drop_s, live_behind_s=0.0)
         try:
-            for i in range(1, 6):
-                _feed(node, messages[at[i - 1] if i > 1 else 0:at[i]])
-                node.process_pending(now_ns=time.monotonic_ns() + 10**9)
+            _step_live(node, messages, 5)
             answers = out[interfaces.TRACK_TOPIC]
             tracked = [not m.status_reason.startswith('predict only: [dropped]')
                        for m in answers]
@@ -422,7 +431,6 @@ def test_live_budget_skips_then_drops_by_the_cost_of_recent_steps(ros_context, s
     cost, rather than drop), and 0 turns it off. (The recent costs are set, as a node that had
     been slow would have them: 200 ms, against a 50 ms budget.)"""
     _, pose = _initial_pose_param(messages)
-    at = [i for i, (t, _) in enumerate(messages) if t == interfaces.IMAGE_TOPIC]
     slow, fast = [0.2] * 5, [0.001] * 5
     cases = {  # (budget, full steps' costs, skipping steps' costs) -> tracked?, skipped?
         'fits': (0.05, fast, fast, [True] * 5, [False] * 5),
@@ -437,13 +445,13 @@ def test_live_budget_skips_then_drops_by_the_cost_of_recent_steps(ros_context, s
         node = _node(ros_context, sequence, out, mode='live', initial_pose=pose,
                      publish_markers=False, live_budget_s=budget,
                      live_behind_skip=['object_center'])
+        def slow_so_far(i, node=node, full=full, skipping=skipping):
+            if i == 2:  # once the track is on (the first frame initialises)
+                node._step_cost_s[False].extend(full)
+                node._step_cost_s[True].extend(skipping)
+
         try:
-            for i in range(1, 6):
-                _feed(node, messages[at[i - 1] if i > 1 else 0:at[i]])
-                if i == 2:  # once the track is on (the first frame initialises)
-                    node._step_cost_s[False].extend(full)
-                    node._step_cost_s[True].extend(skipping)
-                node.process_pending(now_ns=time.monotonic_ns() + 10**9)
+            _step_live(node, messages, 5, after_feed=slow_so_far)
             answers = out[interfaces.TRACK_TOPIC]
             got = [not m.status_reason.startswith('predict only: [dropped]') for m in answers]
             assert got == tracked, (name, [m.status_reason for m in answers])
