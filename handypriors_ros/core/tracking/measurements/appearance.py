@@ -241,6 +241,8 @@ class Appearance(Measurement):
             return False
         cfg = self.config
         key = self._keyframe
+        if len(key.points_obj) < cfg.appearance_min_points:
+            return None  # (its matches cannot reach appearance_min_points: nothing to detect)
         T0 = ctx.T_prior
         rc = roi.camera
         mask_o = roi.crop_mask(ctx.mask)
