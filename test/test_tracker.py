@@ -995,6 +995,37 @@ def test_the_appearance_reuses_its_last_render_while_the_view_turns_little(seq, 
     assert app._keyframe is None
 
 
+def test_a_view_whose_render_has_no_keypoints_is_not_rendered_again_near_it(seq, tmp_path,
+                                                                         monkeypatch):
+    """A render in which ORB finds no keypoints (here every image: the detector is made to
+    find none) is kept as a keyframe without points, so with appearance_rerender_deg 6 the
+    later frames (the same view) render nothing and detect nothing; with 0 every frame
+    renders. No frame makes an appearance update."""
+    from handypriors_ros.core.tracking.measurements import appearance
+    obj, T_true, frames = _textured_can_frames(seq, tmp_path, 4)
+    detected = []
+    monkeypatch.setattr(appearance, 'detect_keypoints', lambda gray, mask, n=300: detected.append(
+        1) or (np.zeros((0, 2)), None))
+    for rerender, expected_renders in ((0.0, 4), (6.0, 1)):
+        tracker = ObjectTracker(obj, seq['kin'], TrackerConfig(
+            measurements=('appearance', 'contour'), appearance_rerender_deg=rerender))
+        app = next(m for m in tracker.measurements if isinstance(m, appearance.Appearance))
+        renders = []
+        render = app._renderer.render
+        app._renderer.render = lambda *a, _render=render, **k: renders.append(1) or _render(
+            *a, **k)
+        detected.clear()
+        tracker.initialise(T_true)
+        for f in frames:
+            res = tracker.step(f)
+            assert [u.name for u in res.updates] == ['contour'], res.updates
+        assert len(renders) == expected_renders, rerender
+        # (the render's detection only: the image's is not made for a keyframe too poor)
+        assert len(detected) == expected_renders, rerender
+        if rerender:
+            assert len(app._keyframe.points_obj) == 0
+
+
 def test_a_step_can_skip_measurements(seq, tmp_path):
     """step(skip=...): the named measurements are not made for that frame (no preparation,
     no update record), the others are; a registered type the tracker does not use skips

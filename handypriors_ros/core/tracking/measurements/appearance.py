@@ -366,13 +366,18 @@ class Appearance(Measurement):
                 det_r = cv2.erode(vis_in.astype(np.uint8), disk) > 0
                 det_o = cv2.erode(mask_o.astype(np.uint8), disk) > 0
             p_r, d_r = detect_keypoints(_to_uint8(g_r, vis_in), det_r)
-            p_o, d_o = detect_keypoints(_to_uint8(g_o, mask_o), det_o)
             ui = np.clip(np.round(p_r[:, 0]).astype(int), 0, rc.width - 1)
             vi = np.clip(np.round(p_r[:, 1]).astype(int), 0, rc.height - 1)
             on_object = depth[vi, ui] > 0  # a 3D point of the object
-            if d_r is not None and on_object.any() and cfg.appearance_rerender_deg > 0:
-                self._keyframe = _Keyframe(T0.copy(), points_obj(p_r[on_object]).numpy(),
-                                           d_r[on_object])
+            if cfg.appearance_rerender_deg > 0:
+                # However few its points: a view of the texture that shows no keypoints is
+                # not rendered again at every frame near it.
+                self._keyframe = _Keyframe(
+                    T0.copy(), points_obj(p_r[on_object]).numpy(),
+                    d_r[on_object] if d_r is not None else np.zeros((0, 32), np.uint8))
+            if on_object.sum() < cfg.appearance_min_points:
+                return None  # (the matches are among these: too few to make the update)
+            p_o, d_o = detect_keypoints(_to_uint8(g_o, mask_o), det_o)
             ir, io = match_descriptors(p_r, d_r, p_o, d_o, max_shift_px=max_shift * scale)
             ir, io = ir[on_object[ir]], io[on_object[ir]]
             if len(ir) < cfg.appearance_min_points:
