@@ -189,8 +189,9 @@ def main(argv: list[str] | None = None) -> int:
                         help='skip the offline run (no ADD-S comparison)')
     parser.add_argument('--json', default=None, help='also write the figures here')
     parser.add_argument('--per-image', action='store_true',
-                        help='with --json: also each image\'s publication time, latency and '
-                             'node stages (where a slow answer lost its time)')
+                        help='with --json: also each image\'s publication time, latency, '
+                             'node stages (where a slow answer lost its time) and ADD-S online '
+                             'and offline (where the two tracks part)')
     parser.add_argument('--verbose', action='store_true', help="print the tracker's log")
     args = parser.parse_args(argv)
     # SIGTERM (a timeout, a job runner) ends like Ctrl-C, through the finally below that stops
@@ -400,10 +401,16 @@ def main(argv: list[str] | None = None) -> int:
              if offline is not None else ''))
     if args.json:
         if args.per_image:
+            add_s_of = {int(s): {'online_add_s_mm': round(float(online_add_s[i]) * 1e3, 3)}
+                        for i, s in enumerate(stamps)}
+            if offline is not None:
+                for i, s in enumerate(stamps):
+                    add_s_of[int(s)]['offline_add_s_mm'] = round(
+                        float(offline_add_s[i]) * 1e3, 3)
             result['per_image'] = [
                 {'stamp_ns': s, 'published_ns': t,
                  'tf_ms': round((tf_arrivals[s] - t) / 1e6, 2) if s in tf_arrivals else None,
-                 'stages_ms': stages_of.get(s, {})}
+                 'stages_ms': stages_of.get(s, {}), **add_s_of.get(s, {})}
                 for s, t in sorted(published.items())]
         Path(args.json).write_text(json.dumps(result, indent=2))
     return 0
