@@ -148,7 +148,7 @@ _NODE_OPTIONS = (
            '30 steps of its kind, would end later skips live_behind_skip, and one that '
            'would end later even so is answered with the prediction like live_drop_s (never '
            'two in a row); 0 = off (only live_behind_s and live_drop_s). Measured on 2 cores '
-           'with a 1-core load beside: p99 image -> TF 46-60 ms against 48-68 [s]',
+           'with a 1-core load beside: p99 image -> TF 43-60 ms against 52-81 [s]',
            read_only=False, range=(0.0, 1.0), offline=False, group=NODE),
     Option('live_behind_skip', 'str_list', ('appearance',), 'live: the measurements a frame '
            'behind (live_behind_s) does not make; the appearance is the costliest (a textured '
