@@ -254,13 +254,8 @@ class Appearance(Measurement):
         inside = (ui >= 0) & (ui < rc.width) & (vi >= 0) & (vi < rc.height)
         seen = np.flatnonzero(inside)
         seen = seen[mask_o[vi[seen], ui[seen]]]  # not hidden by a finger, on the object
-        border = int(round(cfg.appearance_border_px * roi.scale))
-        det_o = mask_o
-        if border > 0:
-            disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * border + 1,) * 2)
-            det_o = cv2.erode(mask_o.astype(np.uint8), disk) > 0
         g_o = _normalised_gray(roi.crop(ctx.frame.rgb), mask_o)
-        p_o, d_o = detect_keypoints(_to_uint8(g_o, mask_o), det_o)
+        p_o, d_o = detect_keypoints(_to_uint8(g_o, mask_o), self._inside(mask_o, roi.scale))
         ir, io = match_descriptors(p_r[seen], key.descriptors[seen] if len(seen) else None,
                                    p_o, d_o, max_shift_px=cfg.appearance_max_shift_px * roi.scale)
         if len(ir) < cfg.appearance_min_points:
@@ -296,6 +291,36 @@ class Appearance(Measurement):
         rgb = (out.object_rgb[0].cpu().numpy() * 255).clip(0, 255).astype(np.uint8)
         vis_in = cv2.erode(vis.astype(np.uint8), np.ones((3, 3), np.uint8), iterations=2) > 0
         return _Rendered(depth, vis, vis_in, rgb)
+
+    def _inside(self, mask: np.ndarray, scale: float) -> np.ndarray:
+        """Where keypoints are detected: ``appearance_border_px`` (full-resolution px) inside a
+        silhouette. A corner of the silhouette (or of a finger in front) looks the same in both
+        images whatever the object's pose about a symmetry axis, and such matches would hold a
+        turned can where it is."""
+        border = int(round(self.config.appearance_border_px * scale))
+        if border <= 0:
+            return mask
+        disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * border + 1,) * 2)
+        return cv2.erode(mask.astype(np.uint8), disk) > 0
+
+    def _render_keypoints(self, roi: RoiView, rendered: _Rendered, g_r: np.ndarray,
+                          points_obj, T_cam_obj: np.ndarray
+                          ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """ORB keypoints of a render at a pose (its normalised gray ``g_r``): positions (N, 2),
+        descriptors (N, 32) or None, and which lie on the object (N,) bool. Those become the
+        keyframe (``appearance_rerender_deg`` > 0), however few: a view of the texture that
+        shows no keypoints is not rendered again at every frame near it."""
+        depth, _, vis_in, _ = rendered
+        rc = roi.camera
+        p_r, d_r = detect_keypoints(_to_uint8(g_r, vis_in), self._inside(vis_in, roi.scale))
+        ui = np.clip(np.round(p_r[:, 0]).astype(int), 0, rc.width - 1)
+        vi = np.clip(np.round(p_r[:, 1]).astype(int), 0, rc.height - 1)
+        on_object = depth[vi, ui] > 0  # a 3D point of the object
+        if self.config.appearance_rerender_deg > 0:
+            self._keyframe = _Keyframe(
+                T_cam_obj.copy(), points_obj(p_r[on_object]).numpy(),
+                d_r[on_object] if d_r is not None else np.zeros((0, 32), np.uint8))
+        return p_r, d_r, on_object
 
     def before_mask(self, ctx: StepContext) -> None:
         """The render at the prediction, when this frame needs one (no usable keyframe): it
@@ -356,28 +381,11 @@ class Appearance(Measurement):
 
         max_shift = cfg.appearance_max_shift_px
         if cfg.appearance_method == 'keypoints':
-            # Keypoints only well inside both silhouettes: a corner of the silhouette (or of
-            # a finger in front) looks the same in both images whatever the object's pose about
-            # a symmetry axis, and such matches would hold a turned can where it is.
-            border = int(round(cfg.appearance_border_px * scale))
-            det_r, det_o = vis_in, mask_o
-            if border > 0:
-                disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * border + 1,) * 2)
-                det_r = cv2.erode(vis_in.astype(np.uint8), disk) > 0
-                det_o = cv2.erode(mask_o.astype(np.uint8), disk) > 0
-            p_r, d_r = detect_keypoints(_to_uint8(g_r, vis_in), det_r)
-            ui = np.clip(np.round(p_r[:, 0]).astype(int), 0, rc.width - 1)
-            vi = np.clip(np.round(p_r[:, 1]).astype(int), 0, rc.height - 1)
-            on_object = depth[vi, ui] > 0  # a 3D point of the object
-            if cfg.appearance_rerender_deg > 0:
-                # However few its points: a view of the texture that shows no keypoints is
-                # not rendered again at every frame near it.
-                self._keyframe = _Keyframe(
-                    T0.copy(), points_obj(p_r[on_object]).numpy(),
-                    d_r[on_object] if d_r is not None else np.zeros((0, 32), np.uint8))
+            p_r, d_r, on_object = self._render_keypoints(roi, rendered, g_r, points_obj, T0)
             if on_object.sum() < cfg.appearance_min_points:
                 return None  # (the matches are among these: too few to make the update)
-            p_o, d_o = detect_keypoints(_to_uint8(g_o, mask_o), det_o)
+            p_o, d_o = detect_keypoints(_to_uint8(g_o, mask_o),
+                                        self._inside(mask_o, roi.scale))
             ir, io = match_descriptors(p_r, d_r, p_o, d_o, max_shift_px=max_shift * scale)
             ir, io = ir[on_object[ir]], io[on_object[ir]]
             if len(ir) < cfg.appearance_min_points:
