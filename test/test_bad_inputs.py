@@ -1078,6 +1078,8 @@ def test_run_refine_stop_request_checkpoints_and_resume_keyword_finishes(ws, tmp
     assert raised.value.exit_code == 1
     assert (tmp_path / 'out.checkpoint' / 'refine_checkpoint.pt').is_file()
     assert not (tmp_path / 'out').exists()
+    # a writer killed mid-write (a Ray worker when its batch is interrupted) left its temporary
+    (tmp_path / 'out.checkpoint' / '.refine_checkpoint.pt.4242.tmp').write_bytes(b'half')
     outcome = run_refine(job, resume=True)
     assert outcome.result.resumed_from == 1 and outcome.result.iterations == 3
     assert not (tmp_path / 'out.checkpoint').exists()  # ours, removed after success

@@ -23,12 +23,14 @@ from handypriors_ros.core.models.kinematics import HandKinematics
 from handypriors_ros.core.models.object_model import ObjectModel
 from handypriors_ros.core.physics.sdf import WarpMeshSDF
 from handypriors_ros.core.refine import (
+    CHECKPOINT_NAME,
     CheckpointError,
     LossWeights,
     RefineConfig,
     RefineProblem,
     Refiner,
     quasistatic_poses,
+    remove_checkpoint,
 )
 from handypriors_ros.core.frames import HandNaming
 from handypriors_ros.jobs.refine import REFINE_SCHEMA, load_refine_config, refine_yaml
@@ -225,6 +227,40 @@ def test_checkpoint_resume_gives_the_uninterrupted_result(data, hand, tmp_path):
     np.testing.assert_array_equal(resumed.T_cam_obj, whole.T_cam_obj)
     for k, v in whole.history.items():
         np.testing.assert_array_equal(resumed.history[k], v, err_msg=k)
+
+
+def test_an_interrupted_checkpoint_write_leaves_the_previous_one_and_no_temporary(
+        data, hand, tmp_path, monkeypatch):
+    refiner = Refiner(_problem(data, hand, _perturbed(data['T_gt']), iterations=2))
+    path = tmp_path / CHECKPOINT_NAME
+    refiner.save_checkpoint(path)
+    before = path.read_bytes()
+    refiner.step()
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(torch, 'save', ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        refiner.save_checkpoint(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [CHECKPOINT_NAME]
+    assert path.read_bytes() == before
+
+
+def test_remove_checkpoint_clears_our_files_and_keeps_the_folder_with_anything_else(tmp_path):
+    folder = tmp_path / 'ckpt'
+    folder.mkdir()
+    ours = (CHECKPOINT_NAME, f'.{CHECKPOINT_NAME}.123.tmp', f'.{CHECKPOINT_NAME}.9.tmp')
+    theirs = (f'.{CHECKPOINT_NAME}.mine.tmp', 'notes.txt')
+    for name in ours + theirs:
+        (folder / name).write_bytes(b'x')
+    remove_checkpoint(folder)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(theirs)
+    for name in theirs:
+        (folder / name).unlink()
+    (folder / f'.{CHECKPOINT_NAME}.77.tmp').write_bytes(b'x')
+    remove_checkpoint(folder)
+    assert not folder.exists()
+    remove_checkpoint(folder)  # nothing there: nothing to do
 
 
 def test_checkpoint_of_other_settings_is_refused(data, hand, tmp_path):

@@ -23,7 +23,6 @@ The job (:func:`run_refine`):
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -374,7 +373,7 @@ def run_refine(job: RefineJob, *, progress: ProgressCallback | None = None,
     from handypriors_ros.bag.sequence import read_sequence
     from handypriors_ros.core.frames import ProblemCounter
     from handypriors_ros.core.refine import CHECKPOINT_NAME, CheckpointError, RefineProblem, \
-        Refiner
+        Refiner, remove_checkpoint
     from handypriors_ros.core.refine.report import overlay_frames, score_poses, write_report
     from handypriors_ros.jobs.outputs import write_output_bag
 
@@ -471,9 +470,7 @@ def run_refine(job: RefineJob, *, progress: ProgressCallback | None = None,
                                seq.camera_frame, job.object_frame)
     write_output_bag(out, messages, overwrite=job.overwrite, inputs=inputs)
     if own_checkpoint:
-        ckpt_file.unlink(missing_ok=True)
-        with contextlib.suppress(OSError):
-            ckpt.rmdir()  # only when empty
+        remove_checkpoint(ckpt)  # the folder only when nothing else is in it
 
     with torch.no_grad():
         d_init = problem.physics_losses(torch.as_tensor(

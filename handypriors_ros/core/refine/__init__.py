@@ -15,6 +15,7 @@ from handypriors_ros.core.refine.optimizer import (
     CheckpointError,
     RefineResult,
     Refiner,
+    remove_checkpoint,
 )
 from handypriors_ros.core.refine.problem import (
     ImageLosses,
@@ -35,4 +36,5 @@ __all__ = [
     'RefineResult',
     'Refiner',
     'quasistatic_poses',
+    'remove_checkpoint',
 ]

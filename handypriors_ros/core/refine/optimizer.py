@@ -15,11 +15,13 @@ given inputs; step sizes decay exponentially from their initial values to
 Checkpoints (``checkpoint_every`` iterations and at the end) hold the variables, Adam's state,
 the loss history and a fingerprint of the inputs; they are written to a temporary file, synced
 and renamed over ``refine_checkpoint.pt``, so a crash leaves either the previous or the new
-checkpoint. :meth:`Refiner.run` with ``resume=True`` continues from it and produces the same
-result as an uninterrupted run.
+checkpoint (a writer killed mid-write also leaves its temporary file:
+:func:`remove_checkpoint` clears those with the checkpoint). :meth:`Refiner.run` with
+``resume=True`` continues from it and produces the same result as an uninterrupted run.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -45,6 +47,19 @@ CHECKPOINT_VERSION = 1
 #: Names of the loss terms, in the order of the history and reports.
 LOSS_TERMS = ('mask', 'rgb', 'penetration', 'sliding', 'smoothness', 'acceleration',
               'hand_root')
+
+
+def remove_checkpoint(folder: str | Path) -> None:
+    """Remove the checkpoint in ``folder``, the temporary files of writers killed mid-write
+    (``.refine_checkpoint.pt.PID.tmp``), then the folder when nothing else is in it (anything
+    else there is not ours and stays)."""
+    folder = Path(folder)
+    (folder / CHECKPOINT_NAME).unlink(missing_ok=True)
+    for tmp in folder.glob(f'.{CHECKPOINT_NAME}.*.tmp'):
+        if tmp.name[len(CHECKPOINT_NAME) + 2:-len('.tmp')].isdigit():
+            tmp.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        folder.rmdir()  # only when empty
 
 
 class CheckpointError(HandyPriorsError):
@@ -307,11 +322,15 @@ class Refiner:
             'history': {k: list(v) for k, v in self.history.items()},
         }
         tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
-        with open(tmp, 'wb') as fh:
-            torch.save(state, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        try:
+            with open(tmp, 'wb') as fh:
+                torch.save(state, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:  # interrupted (Ctrl-C) or failed mid-write: the previous one stands
+            tmp.unlink(missing_ok=True)
+            raise
         try:  # make the rename itself durable
             dir_fd = os.open(path.parent, os.O_RDONLY)
             try:
