@@ -577,8 +577,10 @@ for cmd, argv in (('track', track), ('refine', refine)):
         case(f'{cmd}-bag-{name}', argv(name),
              problem=r'BAG .*: cannot be read as a rosbag2 bag \(.*' + problem,
              fix=r'give a bag folder \(metadata\.yaml with \.mcap or \.db3 files\)')
-    case(f'{cmd}-bag-empty-file', argv('empty_file'),
-         problem=r'no images on|expected messages on', fix=r'its topics: none|no topic')
+    case(f'{cmd}-bag-empty-file', argv('empty_file'),  # a recording killed at once
+         problem=r'BAG .*: cannot be read as a rosbag2 bag \(it is truncated or damaged: '
+                 r'empty\.mcap ends at byte 0, inside the leading magic; no complete message',
+         fix=r'give a bag folder \(metadata\.yaml with \.mcap or \.db3 files\)')
     case(f'{cmd}-bag-no-images', argv('no_images'), problem=r'no images on|expected messages '
          r'on /camera/camera/color/image_raw', fix=r'its topics|the bag has|image_topic')
     case(f'{cmd}-bag-only-images', argv('only_images'),

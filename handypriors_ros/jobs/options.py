@@ -280,18 +280,27 @@ def open_input_bag(path: str | Path, *, flag: str = 'BAG') -> dict[str, int]:
     truncated one is read up to the damage; the frame reader reports it).
 
     Raises:
-        BagError: it cannot be read (naming ``flag``, the reason and what to give instead).
+        BagError: it cannot be read, or it is damaged before its first complete message (an
+            empty file, a recording killed at once): naming ``flag``, the reason and what to
+            give instead.
     """
     from handypriors_ros.bag import BagError, BagReader
 
+    def unreadable(reason: str) -> BagError:
+        reason = reason.replace(f'{path}: ', '').replace(f'bag {path}', 'it')
+        return BagError(f'{flag} {path}: cannot be read as a rosbag2 bag ({reason}); give a '
+                        'bag folder (metadata.yaml with .mcap or .db3 files) or one .mcap / '
+                        '.db3 file')
+
     try:
         with BagReader(path, on_truncated='recover') as reader:
-            return {topic: n for topic, (_, n) in reader.topics.items()}
+            counts = {topic: n for topic, (_, n) in reader.topics.items()}
+            damage = reader.truncation
     except BagError as exc:
-        reason = str(exc).replace(f'{path}: ', '').replace(f'bag {path}', 'it')
-        raise BagError(f'{flag} {path}: cannot be read as a rosbag2 bag ({reason}); give a '
-                       'bag folder (metadata.yaml with .mcap or .db3 files) or one .mcap / '
-                       '.db3 file') from exc
+        raise unreadable(str(exc)) from exc
+    if damage is not None and not any(counts.values()):
+        raise unreadable(damage.message)
+    return counts
 
 
 def _ns(seconds: float) -> int:
