@@ -694,7 +694,7 @@ for cmd, argv in (('track', track), ('refine', refine)):
     case(f'{cmd}-params-missing', argv(None, None, 'out', '--params', '{case}/none.yaml'),
          problem=r'--params: parameter file not found', fix=r'none\.yaml')
     case(f'{cmd}-params-folder', argv(None, None, 'out', '--params', '{case}'),
-         problem=r'--params: parameter file not found', fix=r'')
+         problem=r'--params: .* is a folder', fix=r'give a YAML parameters file')
     for name, value, problem in (('six', '0 0 0.5 0 0 1', r'expected 7'),
                                  ('text', 'a b c d e f g', r'expected 7 numbers'),
                                  ('zero-quaternion', '0 0 0.5 0 0 0 0',

@@ -340,6 +340,9 @@ class Schema:
         values: dict[str, Any] = {}
         params = getattr(args, 'params', None)
         if params:
+            if Path(params).is_dir():
+                raise InputError(f'--params: {params} is a folder; give a YAML parameters '
+                                 'file')
             if not Path(params).is_file():
                 raise InputError(f'--params: parameter file not found: {params}')
             values.update((read_params or self.read_params_file)(params))
