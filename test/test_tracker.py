@@ -291,6 +291,63 @@ def test_a_pose_inside_the_hand_is_pushed_out_keeping_its_orientation(seq):
     assert np.linalg.norm(T_out[:3, 3] - T_in[:3, 3]) < 0.04
 
 
+def test_deepest_per_link_matches_a_loop():
+    from handypriors_ros.core.tracking.measurements.penetration import deepest_per_link
+
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        d = rng.normal(0.0, 0.004, 200)
+        links = rng.integers(0, 7, 200)
+        got = deepest_per_link(d, links, -0.001)
+        want = []
+        for link in sorted(set(links.tolist())):
+            idx = [i for i in range(200) if links[i] == link and d[i] < -0.001]
+            if idx:
+                want.append(min(idx, key=lambda i: d[i]))
+        assert got.tolist() == want
+    assert deepest_per_link(np.ones(4), np.zeros(4, dtype=int), 0.0).size == 0
+
+
+def test_the_penetration_measurement_pushes_the_object_out_of_the_hand(seq):
+    """A pose 20 mm into the fingers (as in the push-out test above): one step with only the
+    non-penetration measurement (no motion: constant dynamics) leaves the hand at most a few
+    mm inside the object, checked with trimesh's signed distance (not the Warp SDF the
+    tracker uses); without it the object stays in the hand. At the truth (the hand clear of
+    the object) it makes no update."""
+    import trimesh
+
+    obj, gt, frame = seq['obj'], seq['gt'], seq['frames'][0]
+    cfg = replace(TrackerConfig(), dynamics='constant', measurements=('penetration',))
+    tracker = ObjectTracker(obj, seq['kin'], cfg)
+    hand = pose_hand(tracker.hand, frame.q, frame.T_cam_base)
+    p = hand.points_cam.detach().to('cpu', torch.float64).numpy()
+
+    def depth_mm(T):  # deepest hand sample inside the object (trimesh: positive inside)
+        q = (p - T[:3, 3]) @ T[:3, :3]
+        return 1000 * max(0.0, float(trimesh.proximity.signed_distance(obj.mesh, q).max()))
+
+    T_true = gt['T_cam_obj'][0]
+    assert depth_mm(T_true) < cfg.penetration_tolerance_m * 1000
+    tracker.initialise(T_true)
+    assert [u.name for u in tracker.step(frame).updates] == []
+    c = T_true[:3, :3] @ obj.center.numpy() + T_true[:3, 3]
+    toward = p[np.argmin(np.linalg.norm(p - c, axis=1))] - c
+    T_in = T_true.copy()
+    T_in[:3, 3] += 0.02 * toward / np.linalg.norm(toward)
+    assert depth_mm(T_in) > 10.0
+    after = {}
+    for names in (('penetration',), ()):
+        tracker = ObjectTracker(obj, seq['kin'], replace(cfg, measurements=names))
+        tracker.initialise(T_in)
+        result = tracker.step(frame)
+        after[names] = depth_mm(result.T_cam_obj)
+        if names:
+            (update,) = result.updates
+            assert update.name == 'penetration' and update.accepted and update.dimension >= 1
+    assert after[()] > 10.0
+    assert after[("penetration",)] < 2.5, after
+
+
 def test_the_sdf_range_covers_the_contact_band_and_every_inside_point(seq):
     """The tracker's SDF stops at ``sdf_range_m`` (or half the object's thinnest side + 5 mm):
     the distances it uses agree with trimesh's within range, and no point inside the object is
@@ -424,7 +481,8 @@ def test_a_registered_measurement_is_run_by_the_tracker(seq, object_position):
 
 
 def test_the_registry_checks_names_and_config_order_is_update_order(seq):
-    assert MEASUREMENTS == ('object_center', 'contour', 'fingertip_contact', 'appearance')
+    assert MEASUREMENTS == ('object_center', 'contour', 'fingertip_contact', 'appearance',
+                            'penetration')
     assert TrackerConfig().measurements == DEFAULT_MEASUREMENTS
     with pytest.raises(InputError, match=r"measurements: unknown \['sonar'\]"):
         TrackerConfig(measurements=('contour', 'sonar'))

@@ -207,6 +207,10 @@ _TRACKER_DOCS: dict[str, tuple[str, tuple[float, float] | None]] = {
                                       'cannot see that turn)', None),
     'center_sigma_px': ('noise std of the object-centre measurement [px]', (1e-3, 1e3)),
     'fingertip_sigma_m': ('noise std of the fingertip contact distance [m]', (1e-6, 1.0)),
+    'penetration_sigma_m': ('noise std of the non-penetration measurement: the deepest sample '
+                            'of each hand link inside the object [m]', (1e-6, 1.0)),
+    'penetration_tolerance_m': ('the non-penetration measurement pushes a hand sample out of '
+                                'the object when it is deeper than this [m]', (0.0, 0.1)),
     'iterations': ('Gauss-Newton iterations of the contour update per frame while tracking '
                    '(each re-renders the object)', (1, 100)),
     'init_iterations': ('Gauss-Newton iterations of the contour update per frame while '

@@ -11,7 +11,8 @@ from handypriors_ros.core.tracking.measurements.registry import (BUILTIN_MEASURE
 #: The built-in measurement types (``core.tracking.measurements``).
 MEASUREMENTS = BUILTIN_MEASUREMENTS
 #: The measurements a tracker uses by default, in their order.
-DEFAULT_MEASUREMENTS = ('appearance', 'object_center', 'contour', 'fingertip_contact')
+DEFAULT_MEASUREMENTS = ('appearance', 'object_center', 'contour', 'fingertip_contact',
+                        'penetration')
 APPEARANCE_METHODS = ('keypoints', 'direct')
 DYNAMICS = ('contact', 'hand_rigid', 'constant')
 
@@ -47,7 +48,9 @@ class TrackerConfig:
         ``'contour'``: the observed mask's signed distance transform sampled at the rendered
             object's silhouette points (hand-occluded parts excluded);
         ``'fingertip_contact'``: fingertips that touched the object in the last frame still
-            touch it (signed distance unchanged).
+            touch it (signed distance unchanged);
+        ``'penetration'``: the hand does not go through the object (the deepest sample of each
+            hand link inside it is pushed back to the surface).
         contour_points: most silhouette points per frame.
         contour_sigma_px / contour_common_px: independent and common (whole-contour) noise std.
             The common part is a segmenter's boundary offset: a mask eroded or dilated by a
@@ -68,6 +71,12 @@ class TrackerConfig:
         ``'appearance'``: the object's texture rendered in the region of interest vs the image
             (``measurements.appearance``); it sees rotations the silhouette cannot.
         fingertip_sigma_m: noise std of the fingertip contact distance.
+        penetration_sigma_m: noise std of the non-penetration measurement (``'penetration'``:
+            the deepest sample of each hand link inside the object is pushed back to
+            ``-penetration_tolerance_m``).
+        penetration_tolerance_m: how far a hand sample may be inside the object before the
+            non-penetration measurement pushes it out (hand meshes and calibrations are not
+            exact).
         appearance_method: ``'keypoints'`` (ORB matches between the rendered texture and the
             image -> reprojection residuals) or ``'direct'`` (normalised intensity alignment at
             the rendered texture's strongest gradients).
@@ -153,6 +162,8 @@ class TrackerConfig:
     contour_ignores_symmetry_axis: bool = True
     center_sigma_px: float = 3.0
     fingertip_sigma_m: float = 0.002
+    penetration_sigma_m: float = 0.002
+    penetration_tolerance_m: float = 0.001
     appearance_method: str = 'keypoints'
     appearance_roi_px: int = 160
     appearance_sigma_px: float = 2.0
@@ -226,6 +237,10 @@ class TrackerConfig:
         if not 0 < self.divergence_nis_probability < 1:
             raise InputError(f'divergence_nis_probability: expected in (0, 1), got '
                              f'{self.divergence_nis_probability}')
+        if not self.penetration_sigma_m > 0 or not self.penetration_tolerance_m >= 0:
+            raise InputError(f'penetration_sigma_m > 0 and penetration_tolerance_m >= 0 '
+                             f'expected, got {self.penetration_sigma_m}, '
+                             f'{self.penetration_tolerance_m}')
         if not self.max_penetration_m > 0:
             raise InputError(f'max_penetration_m: expected > 0, got {self.max_penetration_m}')
         if not self.sdf_range_m > 0:
@@ -245,7 +260,8 @@ def ablation_configs(base: TrackerConfig | None = None) -> dict[str, TrackerConf
     - ``hand_rigid_dyn``: the object moves with the hand root + all measurements;
     - ``no_appearance``: without the appearance measurement;
     - ``no_contact``: without the hand's contacts: no fingertip measurement, hand-root
-      dynamics (the contact fit off).
+      dynamics (the contact fit off);
+    - ``no_penetration``: without the non-penetration measurement.
     """
     base = base or TrackerConfig()
     return {
@@ -260,4 +276,6 @@ def ablation_configs(base: TrackerConfig | None = None) -> dict[str, TrackerConf
             m for m in base.measurements if m != 'appearance')),
         'no_contact': replace(base, dynamics='hand_rigid', measurements=tuple(
             m for m in base.measurements if m != 'fingertip_contact')),
+        'no_penetration': replace(base, measurements=tuple(
+            m for m in base.measurements if m != 'penetration')),
     }

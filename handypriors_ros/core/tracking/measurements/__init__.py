@@ -4,7 +4,8 @@
   :class:`TrackingScene`);
 - ``registry``: name -> measurement (``TrackerConfig.measurements`` selects them, in order);
 - one module per measurement: ``center`` (``'object_center'``), ``contour`` (``'contour'``),
-  ``fingertip`` (``'fingertip_contact'``);
+  ``fingertip`` (``'fingertip_contact'``), ``appearance`` (``'appearance'``), ``penetration``
+  (``'penetration'``);
 - ``roi``: the region of interest they work in and its hard render.
 """
 from handypriors_ros.core.tracking.measurements.base import (Linearisation, Linearise,
@@ -19,6 +20,8 @@ from handypriors_ros.core.tracking.measurements.contour import (Contour, Contour
                                                                 signed_distance_transform)
 from handypriors_ros.core.tracking.measurements.fingertip import (
     FingertipContact, fingertip_contact_measurement, query_fingertips)
+from handypriors_ros.core.tracking.measurements.penetration import (HandPenetration,
+                                                                    deepest_per_link)
 from handypriors_ros.core.tracking.measurements.registry import (BUILTIN_MEASUREMENTS,
                                                                  build_measurements,
                                                                  measurement_names,
@@ -27,10 +30,12 @@ from handypriors_ros.core.tracking.measurements.registry import (BUILTIN_MEASURE
 from handypriors_ros.core.tracking.measurements.roi import RoiRender, RoiView, make_roi, render_roi
 
 __all__ = [
-    'BUILTIN_MEASUREMENTS', 'Contour', 'ContourMeasurement', 'FingertipContact', 'Linearisation',
+    'BUILTIN_MEASUREMENTS', 'Contour', 'ContourMeasurement', 'FingertipContact', 'HandPenetration',
+    'Linearisation',
     'Linearise', 'Measurement', 'ObjectCenter', 'ObservedField', 'Residual',
     'RoiRender', 'RoiView', 'SampledImage', 'StepContext', 'TrackingScene', 'build_measurements',
-    'center_measurement', 'contour_measurement', 'fingertip_contact_measurement',
+    'center_measurement', 'contour_measurement', 'deepest_per_link',
+    'fingertip_contact_measurement',
     'make_roi', 'mask_centroid', 'measurement_names', 'query_fingertips',
     'register_measurement', 'render_roi', 'signed_distance_transform',
     'unregister_measurement',

@@ -16,6 +16,7 @@ from handypriors_ros.core.tracking.measurements.base import Measurement
 from handypriors_ros.core.tracking.measurements.center import ObjectCenter
 from handypriors_ros.core.tracking.measurements.contour import Contour
 from handypriors_ros.core.tracking.measurements.fingertip import FingertipContact
+from handypriors_ros.core.tracking.measurements.penetration import HandPenetration
 
 if TYPE_CHECKING:
     from handypriors_ros.core.tracking.config import TrackerConfig
@@ -25,6 +26,7 @@ _BUILTIN: tuple[type[Measurement], ...] = (
     Contour,
     FingertipContact,
     Appearance,
+    HandPenetration,
 )
 
 _REGISTRY: dict[str, type[Measurement]] = {cls.name: cls for cls in _BUILTIN}
