@@ -315,28 +315,36 @@ def object_position(seq):
     unregister_measurement(_ObjectPosition.name)
 
 
-def test_a_pose_inside_the_hand_is_pushed_out_keeping_its_orientation(seq):
-    """Re-initialisation moves a hypothesis the fingers are inside out of them (checked with
-    trimesh's signed distance, not the Warp SDF the tracker uses); the rotation is kept."""
+def _in_the_hand(seq, tracker):
+    """Frame 0's hand posed by the tracker; ``depth_mm(T)``: how deep [mm] its deepest surface
+    sample is inside the object at pose T (trimesh's signed distance, not the Warp SDF the
+    tracker uses); and the true pose moved 20 mm towards the hand's sample nearest the
+    object's centre (more than 10 mm inside; the truth is less than 1 mm inside)."""
     import trimesh
 
     obj, gt, frame = seq['obj'], seq['gt'], seq['frames'][0]
-    tracker = ObjectTracker(obj, seq['kin'])
     hand = pose_hand(tracker.hand, frame.q, frame.T_cam_base)
     p = hand.points_cam.detach().to('cpu', torch.float64).numpy()
 
-    def depth_mm(T):  # deepest hand sample inside the object (trimesh: positive inside)
+    def depth_mm(T):  # (trimesh: positive inside)
         q = (p - T[:3, 3]) @ T[:3, :3]
         return 1000 * max(0.0, float(trimesh.proximity.signed_distance(obj.mesh, q).max()))
 
     T_true = gt['T_cam_obj'][0]
-    assert depth_mm(T_true) < 2.0
-    # move the object 20 mm towards the hand's sample nearest its centre
+    assert depth_mm(T_true) < 1.0
     c = T_true[:3, :3] @ obj.center.numpy() + T_true[:3, 3]
     toward = p[np.argmin(np.linalg.norm(p - c, axis=1))] - c
     T_in = T_true.copy()
     T_in[:3, 3] += 0.02 * toward / np.linalg.norm(toward)
     assert depth_mm(T_in) > 10.0
+    return hand, depth_mm, T_in
+
+
+def test_a_pose_inside_the_hand_is_pushed_out_keeping_its_orientation(seq):
+    """Re-initialisation moves a hypothesis the fingers are inside out of them (checked with
+    trimesh's signed distance, not the Warp SDF the tracker uses); the rotation is kept."""
+    tracker = ObjectTracker(seq['obj'], seq['kin'])
+    hand, depth_mm, T_in = _in_the_hand(seq, tracker)
     T_out = tracker._pushed_out(T_in, hand)
     assert depth_mm(T_out) < 1.0, depth_mm(T_out)
     np.testing.assert_allclose(T_out[:3, :3], T_in[:3, :3])
@@ -364,29 +372,15 @@ def test_the_penetration_measurement_pushes_the_object_out_of_the_hand(seq):
     the tolerance plus ITERATE_M inside the object, checked with trimesh's signed distance (not the Warp SDF the
     tracker uses); without it the object stays in the hand. At the truth (the hand clear of
     the object) it makes no update."""
-    import trimesh
-
     from handypriors_ros.core.tracking.measurements.penetration import ITERATE_M
 
     obj, gt, frame = seq['obj'], seq['gt'], seq['frames'][0]
     cfg = replace(TrackerConfig(), dynamics='constant', measurements=('penetration',))
     tracker = ObjectTracker(obj, seq['kin'], cfg)
-    hand = pose_hand(tracker.hand, frame.q, frame.T_cam_base)
-    p = hand.points_cam.detach().to('cpu', torch.float64).numpy()
-
-    def depth_mm(T):  # deepest hand sample inside the object (trimesh: positive inside)
-        q = (p - T[:3, 3]) @ T[:3, :3]
-        return 1000 * max(0.0, float(trimesh.proximity.signed_distance(obj.mesh, q).max()))
-
-    T_true = gt['T_cam_obj'][0]
-    assert depth_mm(T_true) < cfg.penetration_tolerance_m * 1000
-    tracker.initialise(T_true)
+    _, depth_mm, T_in = _in_the_hand(seq, tracker)
+    assert cfg.penetration_tolerance_m == 0.001  # (the truth is less than 1 mm inside)
+    tracker.initialise(gt['T_cam_obj'][0])
     assert [u.name for u in tracker.step(frame).updates] == []
-    c = T_true[:3, :3] @ obj.center.numpy() + T_true[:3, 3]
-    toward = p[np.argmin(np.linalg.norm(p - c, axis=1))] - c
-    T_in = T_true.copy()
-    T_in[:3, 3] += 0.02 * toward / np.linalg.norm(toward)
-    assert depth_mm(T_in) > 10.0
     after = {}
     for names in (('penetration',), ()):
         tracker = ObjectTracker(obj, seq['kin'], replace(cfg, measurements=names))
